@@ -1,0 +1,86 @@
+"""Immutable token snapshots, and fingerprints that let logs name a secret without holding it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["Token", "fingerprint"]
+
+
+def fingerprint(secret: str | None) -> str:
+    """Return a short, stable label for a secret: the first 8 hex digits of its SHA-256.
+
+    Two fingerprints tell whether two tokens are the same without revealing either.
+    """
+    if not secret:
+        return "none"
+    return "sha256:" + hashlib.sha256(secret.encode("utf-8")).hexdigest()[:8]
+
+
+class Token:
+    """A read-only snapshot of a Salesforce token dict.
+
+    Threads read ``transport.token`` without a lock, so a token is never edited in place:
+    a refresh builds a new one. ``repr`` shows fingerprints only.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any], *, previous: Token | None = None) -> None:
+        """Validate ``data`` and keep what a refresh answer may leave out.
+
+        Salesforce returns a ``refresh_token`` on refresh only when rotation is on, and a
+        token response without ``instance_url`` would otherwise lose the org's address, so
+        both are carried over from ``previous`` when missing.
+        """
+        merged = dict(data)
+        if previous is not None:
+            for key in ("refresh_token", "instance_url"):
+                if not merged.get(key) and previous.data.get(key):
+                    merged[key] = previous.data[key]
+        access = merged.get("access_token")
+        if not isinstance(access, str) or not access:
+            raise ValueError("the token has no access_token")
+        instance_url = merged.get("instance_url")
+        if instance_url is not None:
+            parts = urlsplit(instance_url) if isinstance(instance_url, str) else None
+            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("the token's instance_url is not an http(s) URL with a host")
+        self._data: Mapping[str, Any] = MappingProxyType(merged)
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        """The whole token as the token endpoint returned it (merged with what was kept)."""
+        return self._data
+
+    @property
+    def access_token(self) -> str:
+        """The session id sent in ``SessionHeader``."""
+        return str(self._data["access_token"])
+
+    @property
+    def refresh_token(self) -> str | None:
+        """The refresh token, or None when the grant gave none."""
+        value = self._data.get("refresh_token")
+        return str(value) if value else None
+
+    @property
+    def instance_url(self) -> str | None:
+        """Base URL of the org the token belongs to, e.g. ``https://acme.my.salesforce.com``."""
+        value = self._data.get("instance_url")
+        return str(value) if value else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a plain, mutable copy, e.g. for ``token_updater`` or ``OAuth2Session.token``."""
+        return dict(self._data)
+
+    def __repr__(self) -> str:
+        return (
+            f"Token(access_token={fingerprint(self.access_token)}, "
+            f"refresh_token={fingerprint(self.refresh_token)}, "
+            f"instance_url={self.instance_url!r})"
+        )

@@ -1,0 +1,131 @@
+"""The zeep Transport: a thin synchronous driver of :func:`zeep_sfrefresh.flow.soap_call`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator
+from typing import Any
+
+import requests
+from lxml import etree
+from requests_oauthlib import OAuth2Session
+from zeep.transports import Transport
+
+from .envelope import mask_session_ids
+from .flow import Send, Step, soap_call
+from .grants import DEFAULT_TOKEN_TIMEOUT, SessionGrant
+from .refresh import Refresher
+from .tokens import Token
+
+__all__ = ["SalesforceTransport"]
+
+
+class SalesforceTransport(Transport):
+    """A ``zeep.Transport`` that keeps Salesforce SOAP calls alive across session expiry.
+
+    Every SOAP envelope gets ``SessionHeader/sessionId`` = the current access token and is
+    sent to the token's ``instance_url``. When Salesforce answers ``INVALID_SESSION_ID``
+    the token is refreshed through ``oauth`` (one token request however many threads hit
+    the expiry), ``oauth.token_updater`` is called with the new token, and the call is
+    resent once.
+
+    SOAP traffic and WSDL downloads go through ``session`` (a plain ``requests.Session``),
+    never through ``oauth``, which would put a Bearer header on every request, to any host.
+
+    :param oauth: the ``OAuth2Session`` holding the Salesforce token; it needs
+        ``auto_refresh_url`` and, in ``auto_refresh_kwargs``, the client secret if the
+        connected app requires one.
+    :param route_to_instance: send ``/services/Soap/...`` requests to the token's
+        ``instance_url`` whatever host the WSDL names (default). Turn off to post to the
+        WSDL's address as is.
+    :param token_timeout: seconds a token request may take before it fails.
+    :param cache, timeout, operation_timeout, session: as for ``zeep.Transport``.
+    """
+
+    def __init__(
+        self,
+        oauth: OAuth2Session,
+        *,
+        route_to_instance: bool = True,
+        token_timeout: float = DEFAULT_TOKEN_TIMEOUT,
+        cache: Any = None,
+        timeout: float = 300,
+        operation_timeout: float | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        if session is oauth:
+            raise ValueError(
+                "pass the OAuth2Session as the first argument, not as session=: SOAP traffic "
+                "must not carry its Bearer header"
+            )
+        if not oauth.token:
+            raise ValueError("the OAuth2Session has no token; create it with token=<token dict>")
+        token = Token(oauth.token)
+        if route_to_instance and token.instance_url is None:
+            raise ValueError(
+                "the token has no instance_url, so SOAP calls cannot be routed to the org; "
+                "pass a token from Salesforce's token endpoint or route_to_instance=False"
+            )
+        super().__init__(  # type: ignore[no-untyped-call]  # zeep is unannotated
+            cache=cache, timeout=timeout, operation_timeout=operation_timeout, session=session
+        )
+        self.logger = logging.getLogger(__name__)
+        self.route_to_instance = route_to_instance
+        self._refresher = Refresher(
+            SessionGrant(oauth, timeout=token_timeout),
+            token,
+            on_refresh=oauth.token_updater,
+        )
+
+    @property
+    def token(self) -> Token:
+        """The token the next call will send (read-only; ``repr`` shows fingerprints only)."""
+        return self._refresher.token
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(token={self.token!r}, "
+            f"route_to_instance={self.route_to_instance})"
+        )
+
+    def post_xml(
+        self, address: str, envelope: etree._Element, headers: dict[str, str]
+    ) -> requests.Response:
+        """Send ``envelope`` with the current session id; refresh and resend once if it expired."""
+        flow: Generator[Step, object, requests.Response] = soap_call(
+            envelope, address, self._refresher.token, route=self.route_to_instance
+        )
+        step = next(flow)
+        while True:
+            result: object
+            if isinstance(step, Send):
+                result = self.post(step.address, step.message, headers)
+            else:
+                result = self._refresher.refresh_after(step.sent)
+            try:
+                step = flow.send(result)
+            except StopIteration as done:
+                response: requests.Response = done.value
+                return response
+
+    def post(
+        self, address: str, message: bytes | str, headers: dict[str, str]
+    ) -> requests.Response:
+        """POST like ``zeep.Transport.post``, but debug-log envelopes with session ids masked."""
+        debug = self.logger.isEnabledFor(logging.DEBUG)
+        if debug:
+            raw = message.encode("utf-8") if isinstance(message, str) else message
+            self.logger.debug(
+                "HTTP Post to %s:\n%s", address, mask_session_ids(raw).decode("utf-8", "replace")
+            )
+        response: requests.Response = self.session.post(
+            address, data=message, headers=headers, timeout=self.operation_timeout
+        )
+        if debug:
+            self.logger.debug(
+                "HTTP Response from %s (status: %d):\n%s",
+                address,
+                response.status_code,
+                mask_session_ids(response.content).decode("utf-8", "replace"),
+            )
+        return response
