@@ -96,12 +96,16 @@ class SalesforceTransport(Transport):
             envelope, address, self._refresher.token, route=self.route_to_instance
         )
         step = next(flow)
+        sent_to = address
         while True:
             result: object
             if isinstance(step, Send):
+                sent_to = step.address
                 result = self.post(step.address, step.message, headers)
             else:
+                self.logger.info("%s answered INVALID_SESSION_ID; refreshing the session", sent_to)
                 result = self._refresher.refresh_after(step.sent)
+                self.logger.info("resending the call once with the refreshed session")
             try:
                 step = flow.send(result)
             except StopIteration as done:
