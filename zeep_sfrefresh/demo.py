@@ -38,8 +38,9 @@ class _Narrator(logging.Handler):
         self._say(f"     [{record.name}] {record.getMessage()}")
 
 
-def _ids(result: Any) -> str:
-    records = result.records or []
+def _ids(answer: Any) -> str:
+    """Describe a partner ``query`` answer (zeep returns header and body: LimitInfoHeader)."""
+    records = answer.body.result.records or []
     shown = ", ".join(str(record.Id) for record in records[:3])
     return f"{len(records)} records ({shown}, ...)"
 
@@ -77,7 +78,7 @@ def _scenario(org: StandInOrg, say: Callable[[str], None]) -> int:
     say(f"zeep-sfrefresh demo: a stand-in Salesforce org is listening on {org.url}")
     say(f"WSDL: {PARTNER_WSDL}")
     say(f"SOQL (knowledge article 000381864): {SOQL}")
-    say()
+    say("")
 
     say("1. Plain zeep.Transport, SessionHeader set by hand, as the article's Apex callout does:")
     plain = zeep.Client(PARTNER_WSDL, settings=settings)
@@ -86,7 +87,7 @@ def _scenario(org: StandInOrg, say: Callable[[str], None]) -> int:
     say(f"   query -> {_ids(plain_service.query(SOQL, _soapheaders=header))}")
 
     org.expire_all_sessions()
-    say()
+    say("")
     say("2. The org expires every session (a session timeout, a logout, a revoked token).")
     try:
         plain_service.query(SOQL, _soapheaders=header)
@@ -97,21 +98,22 @@ def _scenario(org: StandInOrg, say: Callable[[str], None]) -> int:
         say("   unexpected: the expired session was accepted")
         return 1
 
-    say()
+    say("")
     say("3. The same query through SalesforceTransport(oauth), no SessionHeader passed:")
     client = zeep.Client(PARTNER_WSDL, transport=SalesforceTransport(oauth), settings=settings)
     org.reset_counters()
     result = client.service.query(SOQL)
     say(f"   query -> {_ids(result)}")
 
-    say()
+    say("")
     seen = ", ".join(fingerprint(session) for session in org.sessions_seen)
     say("What happened on the wire:")
     say(f"   SOAP posts:           {org.soap_posts} (the fault, then one resend)")
     say(f"   token requests:       {org.token_requests}")
     say(f"   token_updater calls:  {len(saved)}")
     say(f"   sessions sent:        {seen} (fingerprints; tokens are never printed)")
-    ok = org.token_requests == 1 and org.soap_posts == 2 and len(saved) == 1 and result.size == 10
-    say()
+    counts = (org.token_requests, org.soap_posts, len(saved), result.body.result.size)
+    ok = counts == (1, 2, 1, 10)
+    say("")
     say("OK" if ok else "UNEXPECTED COUNTS")
     return 0 if ok else 1

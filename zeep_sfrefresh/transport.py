@@ -42,6 +42,9 @@ class SalesforceTransport(Transport):
     :param cache, timeout, operation_timeout, session: as for ``zeep.Transport``.
     """
 
+    # zeep's __del__ reads this; it must exist even when __init__ refuses its arguments.
+    _close_session = False
+
     def __init__(
         self,
         oauth: OAuth2Session,

@@ -1,0 +1,97 @@
+"""Envelope editing: SessionHeader added or replaced in the API's namespace; masked log text."""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from zeep_sfrefresh.envelope import mask_session_ids, set_session_id
+
+ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+PARTNER = "urn:partner.soap.sforce.com"
+METADATA = "http://soap.sforce.com/2006/04/metadata"
+
+
+def envelope(header: str = "") -> etree._Element:
+    return etree.fromstring(
+        f'<soap-env:Envelope xmlns:soap-env="{ENV}">{header}'
+        f'<soap-env:Body><ns0:query xmlns:ns0="{PARTNER}"><ns0:queryString>SELECT Id FROM Contact'
+        "</ns0:queryString></ns0:query></soap-env:Body></soap-env:Envelope>"
+    )
+
+
+def session_ids(env: etree._Element, namespace: str) -> list[str | None]:
+    return [node.text for node in env.iter(f"{{{namespace}}}sessionId")]
+
+
+def test_header_is_added_first_when_the_envelope_has_none() -> None:
+    env = envelope()
+    assert set_session_id(env, PARTNER, "TOKEN-1")
+    assert etree.QName(env[0]).localname == "Header"
+    assert etree.QName(env[1]).localname == "Body"
+    assert session_ids(env, PARTNER) == ["TOKEN-1"]
+    header = env[0][0]
+    assert header.tag == f"{{{PARTNER}}}SessionHeader"
+
+
+def test_session_header_is_added_to_an_existing_header() -> None:
+    env = envelope(f'<soap-env:Header><x:CallOptions xmlns:x="{PARTNER}"/></soap-env:Header>')
+    assert set_session_id(env, PARTNER, "TOKEN-1")
+    assert [etree.QName(child).localname for child in env[0]] == ["CallOptions", "SessionHeader"]
+
+
+def test_an_old_session_id_is_replaced_not_duplicated() -> None:
+    env = envelope(
+        f'<soap-env:Header><p:SessionHeader xmlns:p="{PARTNER}"><p:sessionId>OLD</p:sessionId>'
+        "</p:SessionHeader></soap-env:Header>"
+    )
+    assert set_session_id(env, PARTNER, "NEW")
+    assert session_ids(env, PARTNER) == ["NEW"]
+    assert set_session_id(env, PARTNER, "NEWER")  # a resend edits the same node again
+    assert session_ids(env, PARTNER) == ["NEWER"]
+    assert len(env.findall(f"{{{ENV}}}Header")) == 1
+
+
+def test_an_empty_session_header_gets_a_session_id() -> None:
+    env = envelope(f'<soap-env:Header><p:SessionHeader xmlns:p="{PARTNER}"/></soap-env:Header>')
+    assert set_session_id(env, PARTNER, "T")
+    assert session_ids(env, PARTNER) == ["T"]
+
+
+def test_namespace_follows_the_api() -> None:
+    env = envelope()
+    set_session_id(env, METADATA, "T")
+    assert session_ids(env, METADATA) == ["T"]
+    assert session_ids(env, PARTNER) == []
+
+
+def test_unknown_api_only_updates_a_header_the_caller_wrote() -> None:
+    custom = "http://soap.sforce.com/schemas/class/MyService"
+    bare = envelope()
+    assert not set_session_id(bare, None, "T")
+    assert etree.QName(bare[0]).localname == "Body"  # untouched
+
+    env = envelope(
+        f'<soap-env:Header><c:SessionHeader xmlns:c="{custom}"><c:sessionId>OLD</c:sessionId>'
+        "</c:SessionHeader></soap-env:Header>"
+    )
+    assert set_session_id(env, None, "NEW")
+    assert session_ids(env, custom) == ["NEW"]
+
+
+def test_result_is_valid_xml_that_round_trips() -> None:
+    env = envelope()
+    set_session_id(env, PARTNER, "00Dxx!AQ<&>")
+    again = etree.fromstring(etree.tostring(env))
+    assert session_ids(again, PARTNER) == ["00Dxx!AQ<&>"]
+
+
+def test_mask_session_ids() -> None:
+    text = (
+        b'<a><p:sessionId xmlns:p="urn:x">00Dxx!SECRET</p:sessionId><sessionId>SECRET2</sessionId>'
+        b"<sessionIdentifier>keep</sessionIdentifier><queryString>sessionId</queryString></a>"
+    )
+    masked = mask_session_ids(text)
+    assert b"SECRET" not in masked
+    assert masked.count(b"***") == 2
+    assert b"<sessionIdentifier>keep</sessionIdentifier>" in masked
+    assert b"<queryString>sessionId</queryString>" in masked

@@ -1,0 +1,1090 @@
+"""The stand-in Salesforce org: a real HTTP server on loopback that speaks Salesforce's protocols.
+
+It serves the OAuth token endpoint, the five SOAP APIs (the partner API for real, the others
+for their session check and a few minimal calls) and a sliver of REST, against an in-memory
+dataset. Tests drive it through plain attributes (rotation, failure modes, delays) and read
+counters afterwards. Every piece of shared state sits under one lock. The wire format lives in
+:mod:`zeep_sfrefresh.testing.wire`, the data in :mod:`zeep_sfrefresh.testing.data`, SOQL in
+:mod:`zeep_sfrefresh.testing.soql` and the sockets in :mod:`zeep_sfrefresh.testing.server`;
+this module is the org's behaviour: who may do what, and what happens to its state.
+
+Nothing is logged: the org handles access and refresh tokens, and the standard library's
+request log would print paths and errors to stderr.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import ClassVar, cast
+from urllib.parse import parse_qs, unquote_plus
+
+from lxml import etree
+
+from zeep_sfrefresh.testing import soql, wire
+from zeep_sfrefresh.testing.data import (
+    SCHEMA,
+    FieldSpec,
+    Record,
+    RecordStore,
+    SObjectSpec,
+    Value,
+    random_id,
+    to_18,
+)
+from zeep_sfrefresh.testing.server import Answer, LoopbackServer, Request
+
+__all__ = ["TOKEN_FAILURES", "StandInOrg"]
+
+TOKEN_FAILURES = frozenset({"invalid_grant", "html_500", "garbage_200", "drop"})
+"""Values ``StandInOrg.token_failure`` accepts (besides None)."""
+
+_SOAP_PATH = re.compile(r"^/services/Soap/(?P<code>[^/]+)/(?P<version>\d+\.\d+)(?:/.*)?$")
+_REST_PATH = re.compile(r"^/services/data/v(?P<version>\d+\.\d+)(?P<rest>/.*)?$")
+_DEFAULT_BATCH = 2000
+_MAX_BATCH = 2000
+_API_LIMIT = 15000
+
+
+@dataclass
+class _User:
+    user_id: str
+    username: str
+    password: str = field(repr=False)
+    full_name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class _Session:
+    user_id: str
+
+
+@dataclass
+class _SoapCall:
+    """A parsed SOAP request on its way to an operation handler."""
+
+    flavour: wire.SoapFlavour
+    version: str
+    operation: str
+    payload: etree._Element
+    header: etree._Element | None
+    session: _Session | None = None
+
+
+class _SoapFault(Exception):
+    """Raised by operation handlers to answer with an API fault (HTTP 500)."""
+
+    def __init__(
+        self, code: str, message: str, *, row: int = -1, column: int = -1, prefix: str = "sf"
+    ) -> None:
+        super().__init__(code)
+        self.code = code
+        self.message = message
+        self.row = row
+        self.column = column
+        self.prefix = prefix
+
+
+@dataclass(frozen=True)
+class _Injection:
+    """A queued fail_next_soap / drop_next_soap order (``code`` None means drop)."""
+
+    code: str | None
+    message: str = ""
+    prefix: str = "sf"
+
+
+@dataclass
+class _Cursor:
+    """A query's snapshot, served batch by batch through queryMore."""
+
+    sobject: str
+    fields: tuple[FieldSpec, ...]
+    records: list[Record]
+    batch_size: int = _DEFAULT_BATCH
+    """The batch size of the call that opened it, reused when queryMore sends no QueryOptions."""
+
+
+_SoapHandler = Callable[["StandInOrg", _SoapCall], Answer]
+
+
+def _safe_parser() -> etree.XMLParser:
+    """An lxml parser that never resolves entities, loads DTDs or touches the network."""
+    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+
+
+def _local(element: etree._Element) -> str:
+    return etree.QName(element).localname
+
+
+def _children(parent: etree._Element | None, name: str) -> list[etree._Element]:
+    """Children with the given local name (namespace-lenient, as a forgiving server is)."""
+    if parent is None:
+        return []
+    return [child for child in parent if isinstance(child.tag, str) and _local(child) == name]
+
+
+def _child_text(parent: etree._Element | None, name: str) -> str | None:
+    found = _children(parent, name)
+    return (found[0].text or "") if found else None
+
+
+def _is_nil(element: etree._Element) -> bool:
+    return element.get(f"{{{wire.XSI_NS}}}nil") in ("true", "1")
+
+
+def _now_ms() -> str:
+    return str(int(time.time() * 1000))
+
+
+def _token(prefix: str) -> str:
+    """A random token body shaped like Salesforce's (letters, digits, '.' and '_')."""
+    return prefix + secrets.token_urlsafe(72).replace("-", ".")
+
+
+class StandInOrg:
+    """A fake Salesforce org on ``127.0.0.1`` for tests, in a background thread.
+
+    Use it as a context manager (or call :meth:`start` / :meth:`stop`). Tokens come from
+    :meth:`issue_token`; sessions expire when a test says so (:meth:`expire_all_sessions`), which
+    is the whole point: the SOAP APIs then answer HTTP 500 ``INVALID_SESSION_ID`` like the real
+    thing and the token endpoint can hand out a new access token.
+
+    Knobs (plain attributes, settable at any time): ``rotation``, ``scope``, ``token_failure``,
+    ``token_delay``, ``soap_delay``. Counters (read under the lock): ``token_requests``,
+    ``token_failures``, ``soap_posts``, ``sessions_seen``, ``operations``, ``rest_requests``.
+    ``internal_errors`` lists any exception the org itself raised while answering (it should
+    stay empty; a non-empty list means a bug in the stand-in, not in the client).
+    """
+
+    api_version: ClassVar[str] = "66.0"
+
+    def __init__(
+        self,
+        rotation: bool = False,
+        client_id: str = "3MVG9standin",
+        client_secret: str = "standin-secret",  # noqa: S107 - a test fixture
+    ) -> None:
+        self.rotation = rotation
+        """Refresh answers carry a new refresh_token and retire the old one."""
+        self.scope = "api refresh_token"
+        """The scope string the token endpoint answers."""
+        self._token_failure: str | None = None
+        self.token_delay = 0.0
+        """Seconds the token endpoint waits before answering."""
+        self.soap_delay = 0.0
+        """Seconds every SOAP post waits before answering."""
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.org_id = random_id("00D")
+        self.user_id = random_id("005")
+        self.organization_name = "Stand-in Org"
+
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._server: LoopbackServer | None = None
+        self._thread: threading.Thread | None = None
+        self._started = False
+        self._stopped = False
+
+        self._users: dict[str, _User] = {
+            self.user_id: _User(
+                self.user_id,
+                "standin@example.com",
+                secrets.token_hex(16),
+                "Stan Din",
+                "standin@example.com",
+            )
+        }
+        self._sessions: dict[str, _Session] = {}
+        self._refresh_tokens: dict[str, str] = {}
+        self._store = RecordStore.seeded()
+        self._cursors: dict[str, _Cursor] = {}
+        self._injected: collections.deque[_Injection] = collections.deque()
+
+        self._token_requests = 0
+        self._token_failures = 0
+        self._soap_posts = 0
+        self._rest_requests = 0
+        self._api_requests = 0
+        self._sessions_seen: list[str] = []
+        self._soap_hosts: list[str] = []
+        self._instance_url: str | None = None
+        self._token_hold: threading.Event | None = None
+        self._operations: collections.Counter[str] = collections.Counter()
+        self._internal_errors: list[str] = []
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> StandInOrg:
+        """Bind a free port on 127.0.0.1 and serve in a background thread. Returns self.
+
+        An org serves once: after :meth:`stop` make a new one (tokens and records die with it).
+        """
+        with self._lock:
+            if self._started or self._stopped:
+                raise RuntimeError("a StandInOrg can only be started once")
+            self._started = True
+            server = LoopbackServer(self)
+            self._server = server
+            self._thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"StandInOrg:{server.server_address[1]}",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, cut open connections and join every thread. Safe to call twice.
+
+        Pending delays end at once (they wait on an event), so this never hangs on a test
+        that set a long ``token_delay`` or ``soap_delay``.
+        """
+        with self._lock:
+            self._stopped = True
+            self._stopping.set()
+            server, thread = self._server, self._thread
+        if server is None:
+            return
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if thread is not None:
+            thread.join()
+        with self._lock:
+            self._server = None
+            self._thread = None
+
+    def __enter__(self) -> StandInOrg:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        # Only the address and counters: never tokens, secrets or sessions.
+        with self._lock:
+            where = self._url_or_none() or ("stopped" if self._stopped else "not started")
+            return (
+                f"<StandInOrg {where} token_requests={self._token_requests} "
+                f"token_failures={self._token_failures} soap_posts={self._soap_posts} "
+                f"rest_requests={self._rest_requests}>"
+            )
+
+    @property
+    def token_failure(self) -> str | None:
+        """None, or how the token endpoint fails every request until reset to None.
+
+        ``"invalid_grant"``: HTTP 400 invalid_grant. ``"html_500"``: HTTP 500 with an HTML
+        page. ``"garbage_200"``: HTTP 200 application/json with a cut-off body (no secret in
+        it). ``"drop"``: the connection is closed without an answer.
+        """
+        return self._token_failure
+
+    @token_failure.setter
+    def token_failure(self, value: str | None) -> None:
+        if value is not None and value not in TOKEN_FAILURES:
+            raise ValueError(f"token_failure must be None or one of {sorted(TOKEN_FAILURES)}")
+        self._token_failure = value
+
+    # --- addresses ---------------------------------------------------------------------------
+
+    def _url_or_none(self) -> str | None:
+        if self._server is None:
+            return None
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``, where the org listens (and its default instance_url)."""
+        url = self._url_or_none()
+        if url is None:
+            raise RuntimeError("the StandInOrg is not running; call start() first")
+        return url
+
+    @property
+    def instance_url(self) -> str:
+        """The instance_url the token endpoint answers; ``url`` unless a test moved it.
+
+        Set it to another address of the same server (``http://localhost:PORT``) to play an
+        org that moved to a new instance: clients must follow the new instance_url.
+        """
+        with self._lock:
+            return self._instance_url or self.url
+
+    @instance_url.setter
+    def instance_url(self, value: str | None) -> None:
+        with self._lock:
+            self._instance_url = value.rstrip("/") if value else None
+
+    @property
+    def token_url(self) -> str:
+        """The OAuth token endpoint."""
+        return self.url + "/services/oauth2/token"
+
+    def soap_path(self, code: str = "u", version: str | None = None) -> str:
+        """``/services/Soap/<code>/<version>/<org_id>``, the path of one SOAP API."""
+        return f"/services/Soap/{code}/{version or self.api_version}/{self.org_id}"
+
+    def identity_url(self, user_id: str | None = None) -> str:
+        """The token's ``id``: ``<url>/id/<org_id>/<user_id>``."""
+        return f"{self.url}/id/{self.org_id}/{user_id or self.user_id}"
+
+    # --- sessions and tokens -----------------------------------------------------------------
+
+    def add_user(self, username: str, password: str, full_name: str = "Test User") -> str:
+        """Register a user that SOAP ``login`` accepts; returns the new user's ID."""
+        with self._lock:
+            user_id = random_id("005")
+            self._users[user_id] = _User(user_id, username, password, full_name, username)
+            return user_id
+
+    def _new_session(self, user_id: str) -> str:
+        access_token = f"{self.org_id[:15]}!{_token('AQ')}"
+        self._sessions[access_token] = _Session(user_id)
+        return access_token
+
+    def issue_token(self) -> dict[str, str]:
+        """A token as the authorization-code flow returns it, with a refresh_token.
+
+        The access token becomes a valid session and the refresh token is registered, so the
+        pair can be handed to a client as if a user had just authorised the app.
+        """
+        with self._lock:
+            access_token = self._new_session(self.user_id)
+            refresh_token = _token("5Aep861")
+            self._refresh_tokens[refresh_token] = self.user_id
+            return self._token_body(access_token, refresh_token, self.user_id)
+
+    def _token_body(
+        self, access_token: str, refresh_token: str | None, user_id: str
+    ) -> dict[str, str]:
+        return wire.token_body(
+            access_token=access_token,
+            refresh_token=refresh_token,
+            instance_url=self.instance_url,
+            identity_url=self.identity_url(user_id),
+            issued_at=_now_ms(),
+            scope=self.scope,
+            client_secret=self.client_secret,
+        )
+
+    def expire_all_sessions(self) -> None:
+        """Invalidate every access token and SOAP session issued so far (refresh tokens stay)."""
+        with self._lock:
+            self._sessions.clear()
+
+    def expire_session(self, access_token: str) -> None:
+        """Invalidate one access token or session ID."""
+        with self._lock:
+            self._sessions.pop(access_token, None)
+
+    def is_valid_session(self, access_token: str) -> bool:
+        """Whether the token would be accepted by the SOAP and REST APIs right now."""
+        with self._lock:
+            return access_token in self._sessions
+
+    # --- injected failures -------------------------------------------------------------------
+
+    def fail_next_soap(
+        self,
+        code: str,
+        message: str = "Injected by the stand-in org",
+        *,
+        count: int = 1,
+        prefix: str = "sf",
+    ) -> None:
+        """Make the next ``count`` SOAP posts answer HTTP 500 with this fault, whatever the session.
+
+        The faultcode is ``prefix:code`` (bare ``code`` when prefix is ""), the detail type
+        follows the code (LoginFault for INVALID_LOGIN, InvalidFieldFault for INVALID_FIELD, else
+        UnexpectedErrorFault) and the fault has the flavour of the API posted to. The operation
+        is not executed.
+        """
+        with self._lock:
+            self._injected.extend([_Injection(code, message, prefix)] * count)
+
+    def drop_next_soap(self, count: int = 1) -> None:
+        """Make the next ``count`` SOAP posts close the connection after reading the request.
+
+        The operation is not executed; the client sees a connection error.
+        """
+        with self._lock:
+            self._injected.extend([_Injection(None)] * count)
+
+    # --- counters ----------------------------------------------------------------------------
+
+    @property
+    def token_requests(self) -> int:
+        """Every POST to the token endpoint, successful or not."""
+        with self._lock:
+            return self._token_requests
+
+    @property
+    def token_failures(self) -> int:
+        """Token endpoint posts that were not answered with a token."""
+        with self._lock:
+            return self._token_failures
+
+    @property
+    def soap_posts(self) -> int:
+        """Every POST to ``/services/Soap/...`` (refused, failed and dropped ones included)."""
+        with self._lock:
+            return self._soap_posts
+
+    @property
+    def sessions_seen(self) -> list[str]:
+        """The sessionId each SOAP post carried, in order ("" when none). A copy."""
+        with self._lock:
+            return list(self._sessions_seen)
+
+    @property
+    def soap_hosts(self) -> list[str]:
+        """The Host header of each SOAP post, in order (shows which address a client used)."""
+        with self._lock:
+            return list(self._soap_hosts)
+
+    @property
+    def operations(self) -> collections.Counter[str]:
+        """Operations actually executed, by local name (a copy).
+
+        Counted when a handler ran: after the session check passed (or for ``login``, which
+        needs none). Refused, injected-fault and dropped posts are not counted.
+        """
+        with self._lock:
+            return collections.Counter(self._operations)
+
+    @property
+    def rest_requests(self) -> int:
+        """Requests to the REST side: ``/services/data``, userinfo and the identity URL."""
+        with self._lock:
+            return self._rest_requests
+
+    @property
+    def internal_errors(self) -> list[str]:
+        """Exceptions raised by the org while answering (a copy; should stay empty)."""
+        with self._lock:
+            return list(self._internal_errors)
+
+    def reset_counters(self) -> None:
+        """Zero every counter (sessions, tokens, records and injected failures stay)."""
+        with self._lock:
+            self._token_requests = 0
+            self._token_failures = 0
+            self._soap_posts = 0
+            self._rest_requests = 0
+            self._api_requests = 0
+            self._sessions_seen.clear()
+            self._soap_hosts.clear()
+            self._operations.clear()
+
+    def record_internal_error(self, error: BaseException) -> None:
+        """Keep an exception the org raised while answering (see ``internal_errors``)."""
+        with self._lock:
+            self._internal_errors.append(f"{type(error).__name__}: {error}")
+
+    def hold_token_requests(self) -> threading.Event:
+        """Hold every token request (counted, then parked) until the returned event is set.
+
+        Makes refresh races deterministic: a test can let many callers reach the token
+        endpoint before any of them gets an answer. ``stop()`` also releases held requests
+        (they are then dropped, not answered).
+        """
+        release = threading.Event()
+        with self._lock:
+            self._token_hold = release
+        return release
+
+    def _wait_for_release(self) -> bool:
+        with self._lock:
+            hold = self._token_hold
+        while hold is not None and not hold.wait(0.05):
+            if self._stopping.is_set():
+                return False
+        return not self._stopping.is_set()
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep unless the org is stopping; False means "stop, do not answer"."""
+        if seconds > 0:
+            return not self._stopping.wait(seconds)
+        return not self._stopping.is_set()
+
+    # --- routing -----------------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Answer:
+        """Route one HTTP request (called by the server on the connection's thread)."""
+        path = request.path
+        authorization = request.headers.get("authorization")
+        if request.method == "POST" and path == "/services/oauth2/token":
+            return self.handle_token_request(request.body, authorization)
+        if request.method == "POST" and path.startswith("/services/Soap/"):
+            return self.handle_soap_request(path, request.body, request.headers.get("host", ""))
+        if request.method == "GET" and (
+            path.startswith("/services/data")
+            or path == "/services/oauth2/userinfo"
+            or path.startswith("/id/")
+        ):
+            return self.handle_rest_request(path, request.query, authorization)
+        return Answer.json(404, wire.REST_NOT_FOUND)
+
+    # --- token endpoint ----------------------------------------------------------------------
+
+    _GRANTS: ClassVar[dict[str, str]] = {"refresh_token": "_grant_refresh_token"}
+    """grant_type -> method name; adding a grant is one entry and one method."""
+
+    def handle_token_request(self, body: bytes, authorization: str | None) -> Answer:
+        """Answer ``POST /services/oauth2/token`` (called by the HTTP handler)."""
+        with self._lock:
+            self._token_requests += 1
+            delay = self.token_delay
+        if not self._wait_for_release() or not self._wait(delay):
+            return Answer(drop=True)
+        # Knobs are read when the answer is made, so a test may change them while a request
+        # is held or delayed.
+        failure = self.token_failure
+        if failure is not None:
+            with self._lock:
+                self._token_failures += 1
+            return self._token_failure_answer(failure)
+        form = {
+            key: values[0]
+            for key, values in parse_qs(body.decode("utf-8", "replace")).items()
+            if values
+        }
+        answer = self._token_grant(form, authorization)
+        if answer.status != 200:
+            with self._lock:
+                self._token_failures += 1
+        return answer
+
+    @staticmethod
+    def _token_failure_answer(failure: str) -> Answer:
+        if failure == "invalid_grant":
+            return Answer.json(
+                400, wire.oauth_error("invalid_grant", "expired access/refresh token")
+            )
+        if failure == "html_500":
+            return Answer(500, wire.HTML_500_PAGE.encode("utf-8"), "text/html;charset=UTF-8")
+        if failure == "garbage_200":
+            return Answer(200, wire.TRUNCATED_TOKEN_BODY.encode("utf-8"), wire.JSON_CONTENT_TYPE)
+        if failure == "drop":
+            return Answer(drop=True)
+        raise ValueError(f"unknown token_failure {failure!r}; use one of {sorted(TOKEN_FAILURES)}")
+
+    def _token_grant(self, form: Mapping[str, str], authorization: str | None) -> Answer:
+        method = self._GRANTS.get(form.get("grant_type", ""))
+        if method is None:
+            return Answer.json(
+                400, wire.oauth_error("unsupported_grant_type", "grant type not supported")
+            )
+        client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        basic = _basic_credentials(authorization)
+        if basic is not None:
+            client_id, client_secret = basic
+        if client_id != self.client_id:
+            return Answer.json(
+                400, wire.oauth_error("invalid_client_id", "client identifier invalid")
+            )
+        if client_secret is None or not secrets.compare_digest(
+            client_secret.encode("utf-8"), self.client_secret.encode("utf-8")
+        ):
+            return Answer.json(
+                400, wire.oauth_error("invalid_client", "invalid client credentials")
+            )
+        handler = cast(Callable[[Mapping[str, str]], Answer], getattr(self, method))
+        return handler(form)
+
+    def _grant_refresh_token(self, form: Mapping[str, str]) -> Answer:
+        refresh_token = form.get("refresh_token", "")
+        with self._lock:
+            user_id = self._refresh_tokens.get(refresh_token)
+            if user_id is None:
+                return Answer.json(
+                    400, wire.oauth_error("invalid_grant", "expired access/refresh token")
+                )
+            new_refresh: str | None = None
+            if self.rotation:
+                # The previous refresh token is invalidated as soon as a new one is issued.
+                del self._refresh_tokens[refresh_token]
+                new_refresh = _token("5Aep861")
+                self._refresh_tokens[new_refresh] = user_id
+            access_token = self._new_session(user_id)
+            body = self._token_body(access_token, new_refresh, user_id)
+        return Answer.json(200, body, {"Cache-Control": "no-cache,no-store"})
+
+    # --- SOAP --------------------------------------------------------------------------------
+
+    def handle_soap_request(self, path: str, body: bytes, host: str = "") -> Answer:
+        """Answer ``POST /services/Soap/...`` (called by the HTTP handler)."""
+        match = _SOAP_PATH.match(path)
+        flavour = wire.FLAVOURS.get(match.group("code")) if match else None
+        parsed = _parse_envelope(body)
+        session_id = ""
+        if flavour is not None and parsed is not None:
+            session_id = _session_id(parsed[0], flavour.namespace)
+        with self._lock:
+            self._soap_posts += 1
+            self._sessions_seen.append(session_id)
+            self._soap_hosts.append(host)
+            injected = self._injected.popleft() if self._injected and flavour else None
+            delay = self.soap_delay
+        if not self._wait(delay):
+            return Answer(drop=True)
+        if match is None or flavour is None:
+            return Answer.json(404, wire.REST_NOT_FOUND)
+        if injected is not None:
+            if injected.code is None:
+                return Answer(drop=True)
+            fault = wire.soap_fault(
+                flavour, injected.code, injected.message, prefix=injected.prefix
+            )
+            return Answer(500, fault)
+        if parsed is None:
+            return Answer(
+                500,
+                wire.soap_fault(
+                    flavour,
+                    "Client",
+                    "",
+                    prefix="soapenv",
+                    faultstring="Unable to parse the request: not a SOAP 1.1 envelope",
+                    detail=False,
+                ),
+            )
+        header, payload = parsed
+        call = _SoapCall(flavour, match.group("version"), _local(payload), payload, header)
+        if call.operation not in _SESSIONLESS:
+            with self._lock:
+                session = self._sessions.get(session_id)
+            if session is None:
+                return Answer(500, wire.invalid_session_fault(flavour))
+            call.session = session
+        handler = _SOAP_HANDLERS.get((flavour.code, call.operation))
+        if etree.QName(payload).namespace != flavour.namespace:
+            handler = None
+        if handler is None:
+            return self._unsupported(call)
+        with self._lock:
+            self._operations[call.operation] += 1
+            self._api_requests += 1
+            try:
+                return handler(self, call)
+            except _SoapFault as fault:
+                return Answer(
+                    500,
+                    wire.soap_fault(
+                        flavour,
+                        fault.code,
+                        fault.message,
+                        prefix=fault.prefix,
+                        row=fault.row,
+                        column=fault.column,
+                    ),
+                )
+
+    def _unsupported(self, call: _SoapCall) -> Answer:
+        message = (
+            f"The stand-in org does not implement {call.operation} on the {call.flavour.name} API"
+        )
+        return Answer(500, wire.soap_fault(call.flavour, "INVALID_OPERATION", message))
+
+    def _respond(self, call: _SoapCall, body: str, *, sobjects: bool = False) -> Answer:
+        limit = wire.LimitInfo(self._api_requests, _API_LIMIT)
+        return Answer(
+            200, wire.soap_response(call.flavour, body, limit_info=limit, sobjects=sobjects)
+        )
+
+    def _user_info(self, user_id: str) -> wire.UserInfo:
+        user = self._users[user_id]
+        return wire.UserInfo(
+            organization_id=self.org_id,
+            organization_name=self.organization_name,
+            user_id=user.user_id,
+            user_name=user.username,
+            user_full_name=user.full_name,
+            user_email=user.email,
+            profile_id=to_18("00e" + self.org_id[3:15]),
+        )
+
+    # Operation handlers: called with the lock held; raise _SoapFault for API faults.
+
+    def _soap_login(self, call: _SoapCall) -> Answer:
+        username = _child_text(call.payload, "username") or ""
+        password = _child_text(call.payload, "password") or ""
+        user = next((u for u in self._users.values() if u.username == username), None)
+        if user is None or not secrets.compare_digest(
+            user.password.encode("utf-8"), password.encode("utf-8")
+        ):
+            # Real capture: INVALID_LOGIN comes without the sf: prefix, with a LoginFault.
+            raise _SoapFault(
+                "INVALID_LOGIN",
+                "Invalid username, password, security token; or user locked out.",
+                prefix="",
+            )
+        session_id = self._new_session(user.user_id)
+        body = wire.login_result_xml(
+            server_url=self.instance_url + self.soap_path("u", call.version),
+            metadata_server_url=self.instance_url + self.soap_path("m", call.version),
+            session_id=session_id,
+            info=self._user_info(user.user_id),
+        )
+        return Answer(200, wire.soap_response(call.flavour, body))
+
+    def _soap_server_timestamp(self, call: _SoapCall) -> Answer:
+        now = datetime.now(timezone.utc)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+        return self._respond(call, wire.server_timestamp_xml(stamp))
+
+    def _soap_user_info(self, call: _SoapCall) -> Answer:
+        assert call.session is not None
+        info = wire.user_info_xml(self._user_info(call.session.user_id))
+        return self._respond(
+            call, f"<getUserInfoResponse><result>{info}</result></getUserInfoResponse>"
+        )
+
+    def _soap_describe(self, call: _SoapCall) -> Answer:
+        spec = _sobject_spec(_child_text(call.payload, "sObjectType") or "")
+        return self._respond(call, wire.describe_sobject_xml(spec, self.url))
+
+    @staticmethod
+    def _batch_size(call: _SoapCall, default: int = _DEFAULT_BATCH) -> int:
+        """QueryOptions/batchSize, clamped to 1..2000.
+
+        Salesforce treats values under 200 as 200; the stand-in honours small values so tests
+        can exercise queryMore with a handful of records.
+        """
+        options = _children(call.header, "QueryOptions")
+        text = _child_text(options[0], "batchSize") if options else None
+        if text is None or not text.strip().lstrip("-").isdigit():
+            return default
+        return max(1, min(int(text), _MAX_BATCH))
+
+    def _soap_query(self, call: _SoapCall) -> Answer:
+        text = _child_text(call.payload, "queryString") or ""
+        try:
+            query = soql.resolve(soql.parse(text), SCHEMA)
+        except soql.SoqlError as error:
+            raise _SoapFault(
+                error.code, error.exception_message, row=error.row, column=error.column
+            ) from None
+        include_deleted = call.operation == "queryAll"
+        found = [
+            record
+            for record in self._store.scan(query.sobject.name, include_deleted=include_deleted)
+            if soql.matches(query, record)
+        ]
+        if query.limit is not None:
+            found = found[: query.limit]
+        cursor = _Cursor(
+            query.sobject.name, query.fields, [dict(r) for r in found], self._batch_size(call)
+        )
+        return self._query_batch(call, cursor, random_id("01g"), 0)
+
+    def _soap_query_more(self, call: _SoapCall) -> Answer:
+        locator = _child_text(call.payload, "queryLocator") or ""
+        cursor_id, _, offset = locator.rpartition("-")
+        cursor = self._cursors.get(cursor_id)
+        if cursor is None or not offset.isdigit() or int(offset) > len(cursor.records):
+            raise _SoapFault("INVALID_QUERY_LOCATOR", "invalid query locator")
+        return self._query_batch(call, cursor, cursor_id, int(offset))
+
+    def _query_batch(self, call: _SoapCall, cursor: _Cursor, cursor_id: str, start: int) -> Answer:
+        end = start + self._batch_size(call, cursor.batch_size)
+        batch = cursor.records[start:end]
+        done = end >= len(cursor.records)
+        if not done:
+            self._cursors[cursor_id] = cursor
+        records = [
+            wire.sobject_xml("records", cursor.sobject, record, cursor.fields) for record in batch
+        ]
+        body = wire.query_result_xml(
+            call.operation,
+            records,
+            done=done,
+            locator=None if done else f"{cursor_id}-{end}",
+            size=len(cursor.records),
+        )
+        return self._respond(call, body, sobjects=True)
+
+    def _soap_retrieve(self, call: _SoapCall) -> Answer:
+        spec = _sobject_spec(_child_text(call.payload, "sObjectType") or "")
+        field_list = _child_text(call.payload, "fieldList") or ""
+        fields = []
+        for name in (part.strip() for part in field_list.split(",")):
+            found = spec.field(name) if name else None
+            if found is None:
+                raise _SoapFault(
+                    "INVALID_FIELD", f"No such column '{name}' on entity '{spec.name}'."
+                )
+            fields.append(found)
+        results = []
+        for element in _children(call.payload, "ids"):
+            hit = self._store.get((element.text or "").strip())
+            if hit is None or hit[0] is not spec:
+                results.append('<result xsi:nil="true"/>')
+            else:
+                results.append(wire.sobject_xml("result", spec.name, hit[1], fields))
+        return self._respond(
+            call, f"<retrieveResponse>{''.join(results)}</retrieveResponse>", sobjects=True
+        )
+
+    def _soap_create(self, call: _SoapCall) -> Answer:
+        results = []
+        for element in _children(call.payload, "sObjects"):
+            given = _read_sobject(element, writable="createable")
+            errors = given.errors(creating=True)
+            if errors:
+                results.append(wire.save_result_xml(None, errors))
+                continue
+            record = self._store.insert(given.spec.name, given.values)
+            results.append(wire.save_result_xml(str(record["Id"]), []))
+        return self._respond(call, f"<createResponse>{''.join(results)}</createResponse>")
+
+    def _soap_update(self, call: _SoapCall) -> Answer:
+        results = []
+        for element in _children(call.payload, "sObjects"):
+            given = _read_sobject(element, writable="updateable")
+            error = self._missing_record(given.record_id, "Id not specified in an update call")
+            hit = self._store.get(given.record_id) if error is None and given.record_id else None
+            if error is None and (hit is None or hit[0] is not given.spec):
+                error = ("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [])
+            errors = [error] if error is not None else given.errors(creating=False)
+            if errors or hit is None:
+                results.append(wire.save_result_xml(None, errors))
+                continue
+            self._store.update(given.spec, hit[1], given.values)
+            results.append(wire.save_result_xml(str(hit[1]["Id"]), []))
+        return self._respond(call, f"<updateResponse>{''.join(results)}</updateResponse>")
+
+    def _missing_record(
+        self, record_id: str | None, absent_message: str
+    ) -> tuple[str, str, list[str]] | None:
+        if not record_id:
+            return ("MISSING_ARGUMENT", absent_message, [])
+        if len(record_id) not in (15, 18) or not record_id.isalnum():
+            return ("MALFORMED_ID", f"Id in update/delete is not a valid ID: {record_id}", [])
+        if self._store.is_deleted(record_id):
+            return ("ENTITY_IS_DELETED", "entity is deleted", [])
+        return None
+
+    def _soap_delete(self, call: _SoapCall) -> Answer:
+        results = []
+        for element in _children(call.payload, "ids"):
+            record_id = (element.text or "").strip()
+            error = self._missing_record(record_id, "Id not specified in a delete call")
+            deleted = self._store.delete(record_id) if error is None else None
+            if error is None and deleted is None:
+                error = ("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [])
+            if error is not None or deleted is None:
+                results.append(wire.delete_result_xml(None, [error] if error else []))
+            else:
+                results.append(wire.delete_result_xml(str(deleted["Id"]), []))
+        return self._respond(call, f"<deleteResponse>{''.join(results)}</deleteResponse>")
+
+    # --- REST --------------------------------------------------------------------------------
+
+    def handle_rest_request(self, path: str, query: str, authorization: str | None) -> Answer:
+        """Answer a GET on the REST side (called by the HTTP handler)."""
+        with self._lock:
+            self._rest_requests += 1
+        if path.rstrip("/") == "/services/data":
+            return Answer.json(200, wire.rest_versions())
+        token = ""
+        if authorization and authorization[:7].lower() == "bearer ":
+            token = authorization[7:].strip()
+        with self._lock:
+            session = self._sessions.get(token)
+            if session is None:
+                return Answer.json(401, wire.REST_INVALID_SESSION, {"WWW-Authenticate": "Token"})
+            self._api_requests += 1
+            info = self._user_info(session.user_id)
+        if path == "/services/oauth2/userinfo" or path == f"/id/{self.org_id}/{session.user_id}":
+            return Answer.json(200, wire.userinfo_body(info, self.url))
+        match = _REST_PATH.match(path)
+        if match and match.group("rest") in ("/query", "/query/"):
+            return self._rest_query(match.group("version"), query)
+        return Answer.json(404, wire.REST_NOT_FOUND)
+
+    def _rest_query(self, version: str, query_string: str) -> Answer:
+        text = next(iter(parse_qs(query_string).get("q", [])), "")
+        try:
+            query = soql.resolve(soql.parse(text), SCHEMA)
+        except soql.SoqlError as error:
+            return Answer.json(400, wire.rest_error(error.code, error.exception_message))
+        with self._lock:
+            found = [
+                wire.rest_record(query.sobject.name, record, query.fields, version)
+                for record in self._store.scan(query.sobject.name)
+                if soql.matches(query, record)
+            ]
+        if query.limit is not None:
+            found = found[: query.limit]
+        return Answer.json(200, wire.rest_query_body(found))
+
+
+_SESSIONLESS = frozenset({"login"})
+"""Operations that run without a SessionHeader (they create the session)."""
+
+_SOAP_HANDLERS: dict[tuple[str, str], _SoapHandler] = {
+    ("u", "login"): StandInOrg._soap_login,
+    ("u", "query"): StandInOrg._soap_query,
+    ("u", "queryAll"): StandInOrg._soap_query,
+    ("u", "queryMore"): StandInOrg._soap_query_more,
+    ("u", "retrieve"): StandInOrg._soap_retrieve,
+    ("u", "create"): StandInOrg._soap_create,
+    ("u", "update"): StandInOrg._soap_update,
+    ("u", "delete"): StandInOrg._soap_delete,
+    ("u", "getUserInfo"): StandInOrg._soap_user_info,
+    ("u", "getServerTimestamp"): StandInOrg._soap_server_timestamp,
+    ("u", "describeSObject"): StandInOrg._soap_describe,
+    ("c", "getServerTimestamp"): StandInOrg._soap_server_timestamp,
+    ("T", "getServerTimestamp"): StandInOrg._soap_server_timestamp,
+}
+"""(API path code, operation local name) -> handler. Adding an operation is one entry here."""
+
+
+def _sobject_spec(name: str) -> SObjectSpec:
+    spec = SCHEMA.get(name.lower())
+    if spec is None:
+        raise _SoapFault("INVALID_TYPE", f"sObject type '{name}' is not supported.")
+    return spec
+
+
+@dataclass
+class _SObjectInput:
+    """One decoded ``<sObjects>`` of a create or update call."""
+
+    spec: SObjectSpec
+    values: dict[str, Value]
+    record_id: str | None
+    read_only: list[str]
+    """Fields the call may not write (a per-record INVALID_FIELD_FOR_INSERT_UPDATE)."""
+
+    def errors(self, *, creating: bool) -> list[tuple[str, str, list[str]]]:
+        """The per-record errors Salesforce reports for this record, if any."""
+        if self.read_only:
+            message = (
+                f"Unable to create/update fields: {', '.join(self.read_only)}. Please check the "
+                "security settings of this field and verify that it is read/write for your "
+                "profile or permission set."
+            )
+            return [("INVALID_FIELD_FOR_INSERT_UPDATE", message, self.read_only)]
+        fields = self.spec.fields
+        if creating:
+            missing = [f.name for f in fields if f.required_on_create and not self._given(f.name)]
+        else:
+            missing = [f.name for f in fields if not f.nillable and self._blanked(f.name)]
+        if missing:
+            message = f"Required fields are missing: [{', '.join(missing)}]"
+            return [("REQUIRED_FIELD_MISSING", message, missing)]
+        return []
+
+    def _given(self, name: str) -> bool:
+        return self.values.get(name) not in (None, "")
+
+    def _blanked(self, name: str) -> bool:
+        return name in self.values and not self._given(name)
+
+
+def _read_sobject(element: etree._Element, *, writable: str) -> _SObjectInput:
+    """Decode one ``<sObjects>`` of a create (``writable="createable"``) or update call.
+
+    An unknown object or field is a fault for the whole call, as in Salesforce; a field that
+    exists but may not be written is an error of that record only.
+    """
+    spec = _sobject_spec(_child_text(element, "type") or "")
+    values: dict[str, Value] = {}
+    read_only: list[str] = []
+    record_id: str | None = None
+    for child in element:
+        if not isinstance(child.tag, str):
+            continue
+        name = _local(child)
+        if name == "type":
+            continue
+        if name == "fieldsToNull":
+            target = spec.field((child.text or "").strip())
+            if target is None:
+                raise _SoapFault(
+                    "INVALID_FIELD", f"No such column '{child.text}' on entity '{spec.name}'."
+                )
+            values[target.name] = None
+            continue
+        if name == "Id":
+            record_id = None if _is_nil(child) else (child.text or "").strip() or None
+            continue
+        target = spec.field(name)
+        if target is None:
+            raise _SoapFault("INVALID_FIELD", f"No such column '{name}' on entity '{spec.name}'.")
+        if not getattr(target, writable):
+            read_only.append(target.name)
+            continue
+        values[target.name] = None if _is_nil(child) else (child.text or "")
+    return _SObjectInput(spec, values, record_id, read_only)
+
+
+def _basic_credentials(authorization: str | None) -> tuple[str, str] | None:
+    """client_id and client_secret from ``Authorization: Basic`` (RFC 6749 2.3.1 encoding)."""
+    if not authorization or authorization[:6].lower() != "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    client_id, sep, client_secret = decoded.partition(":")
+    if not sep:
+        return None
+    return unquote_plus(client_id), unquote_plus(client_secret)
+
+
+def _parse_envelope(body: bytes) -> tuple[etree._Element | None, etree._Element] | None:
+    """(Header, first Body child) of a SOAP 1.1 envelope, or None when it is not one.
+
+    Parsed with a parser that resolves no entities and loads no DTD; a DOCTYPE is refused
+    outright, since no SOAP client sends one and it is the usual vehicle for XXE.
+    """
+    if b"<!DOCTYPE" in body.upper():
+        return None
+    try:
+        root = etree.fromstring(body, _safe_parser())
+    except etree.XMLSyntaxError:
+        return None
+    if (
+        getattr(root.getroottree().docinfo, "doctype", "")
+        or root.tag != f"{{{wire.SOAPENV_NS}}}Envelope"
+    ):
+        return None
+    header = root.find(f"{{{wire.SOAPENV_NS}}}Header")
+    soap_body = root.find(f"{{{wire.SOAPENV_NS}}}Body")
+    if soap_body is None:
+        return None
+    payload = next((child for child in soap_body if isinstance(child.tag, str)), None)
+    if payload is None:
+        return None
+    return header, payload
+
+
+def _session_id(header: etree._Element | None, namespace: str) -> str:
+    """``Header/SessionHeader/sessionId`` in the API's namespace ("" when absent)."""
+    if header is None:
+        return ""
+    found = header.find(f"{{{namespace}}}SessionHeader/{{{namespace}}}sessionId")
+    return (found.text or "").strip() if found is not None else ""

@@ -1,0 +1,205 @@
+"""The HTTP plumbing under the stand-in org: sockets, threads, keep-alive, and nothing else.
+
+Knows no Salesforce: it turns each request into a :class:`Request`, asks the application for
+an :class:`Answer` and writes it back (or drops the connection when told to). Kept apart from
+:mod:`zeep_sfrefresh.testing.org` so the org's protocol logic reads without socket details,
+and so stopping is handled in one place: :meth:`LoopbackServer.close_connections` cuts idle
+keep-alive connections, which lets ``server_close()`` join every handler thread promptly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol, cast
+from urllib.parse import urlsplit
+
+__all__ = ["MAX_BODY", "Answer", "App", "LoopbackServer", "Request"]
+
+MAX_BODY = 10 * 1024 * 1024
+"""Largest request body accepted; bigger ones get HTTP 413 and a closed connection."""
+
+_LINE_LIMIT = 65537
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request, fully read."""
+
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    """Header values by lower-case name."""
+    body: bytes
+
+
+@dataclass
+class Answer:
+    """What to write back; ``drop`` closes the connection without any response."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "text/xml;charset=UTF-8"
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False
+
+    @classmethod
+    def json(cls, status: int, value: object, headers: Mapping[str, str] | None = None) -> Answer:
+        """A compact JSON answer with Salesforce's JSON content type."""
+        body = json.dumps(value, separators=(",", ":")).encode("utf-8")
+        return cls(status, body, "application/json;charset=UTF-8", dict(headers or {}))
+
+
+class App(Protocol):
+    """What the server serves: the org implements this."""
+
+    def handle(self, request: Request) -> Answer:
+        """Answer one request (called on the connection's thread)."""
+        ...
+
+    def record_internal_error(self, error: BaseException) -> None:
+        """Note an exception ``handle`` raised (the client gets a bare HTTP 500)."""
+        ...
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    """A threading HTTP server on 127.0.0.1 and a free port that can be stopped cleanly."""
+
+    daemon_threads = False
+    block_on_close = True  # server_close() joins the handler threads
+    allow_reuse_address = True
+    request_queue_size = 128  # race tests open dozens of connections at once
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), slow on some hosts.
+        self.socket.bind(self.server_address)
+        self.server_address = self.socket.getsockname()
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Shut every open connection so idle keep-alive handler threads end at once."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hang up mid-answer in timeout tests; not worth a traceback on stderr.
+        pass
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive; every answer carries Content-Length."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "StandInOrg"
+    timeout = 60  # an idle keep-alive connection's thread ends after this
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Quiet on purpose: request lines and errors could carry tokens.
+        pass
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            return self._read_chunked()
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise _BadRequest(400) from None
+        if length < 0:
+            raise _BadRequest(400)
+        if length > MAX_BODY:
+            raise _BadRequest(413)
+        return self.rfile.read(length) if length else b""
+
+    def _read_chunked(self) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(_LINE_LIMIT)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise _BadRequest(400) from None
+            if size == 0:
+                while self.rfile.readline(_LINE_LIMIT) not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(chunks)
+            total += size
+            if total > MAX_BODY:
+                raise _BadRequest(413)
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline(_LINE_LIMIT)
+
+    def _send(self, answer: Answer) -> None:
+        if answer.drop:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.send_response(answer.status)
+        self.send_header("Content-Type", answer.content_type)
+        self.send_header("Content-Length", str(len(answer.body)))
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(answer.body)
+
+    def _serve(self) -> None:
+        app = cast(LoopbackServer, self.server).app
+        try:
+            body = self._read_body()
+        except _BadRequest as bad:
+            self.close_connection = True
+            self._send(Answer(bad.status, b"", "text/plain;charset=UTF-8"))
+            return
+        parts = urlsplit(self.path)
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        request = Request(self.command, parts.path, parts.query, headers, body)
+        try:
+            answer = app.handle(request)
+        except Exception as error:  # noqa: BLE001 - reported to the app, the thread lives on
+            app.record_internal_error(error)
+            answer = Answer(500, b"stand-in org internal error", "text/plain;charset=UTF-8")
+            self.close_connection = True
+        self._send(answer)
+
+    do_GET = _serve
+    do_POST = _serve
+    do_PUT = _serve
+    do_PATCH = _serve
+    do_DELETE = _serve

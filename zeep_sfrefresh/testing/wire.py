@@ -1,0 +1,600 @@
+"""Salesforce's wire format, as pure functions: SOAP envelopes and faults, token and REST JSON.
+
+Everything here builds bytes or JSON-ready values from plain arguments and never touches a
+socket, a clock or the org's state, so the shapes can be unit-tested against the reference
+captures and reused by tests that need a canned answer without a server. The envelopes are
+written as text, the way Salesforce serialises them (prefixes ``soapenv``, ``sf``, ``xsi``, the
+API namespace as the default namespace), because clients and tests look at those bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from xml.sax.saxutils import escape, quoteattr
+
+from zeep_sfrefresh.testing.data import FieldSpec, SObjectSpec, Value
+
+__all__ = [
+    "FLAVOURS",
+    "HTML_500_PAGE",
+    "INVALID_SESSION_MESSAGE",
+    "JSON_CONTENT_TYPE",
+    "REST_INVALID_SESSION",
+    "REST_NOT_FOUND",
+    "SOAPENV_NS",
+    "SOBJECT_NS",
+    "TRUNCATED_TOKEN_BODY",
+    "XML_CONTENT_TYPE",
+    "XSI_NS",
+    "LimitInfo",
+    "SoapFlavour",
+    "UserInfo",
+    "delete_result_xml",
+    "describe_sobject_xml",
+    "fault_detail_type",
+    "invalid_session_fault",
+    "login_result_xml",
+    "oauth_error",
+    "query_result_xml",
+    "rest_error",
+    "rest_query_body",
+    "rest_record",
+    "rest_versions",
+    "save_result_xml",
+    "server_timestamp_xml",
+    "soap_fault",
+    "soap_response",
+    "sobject_xml",
+    "token_body",
+    "token_signature",
+    "user_info_xml",
+    "userinfo_body",
+]
+
+SOAPENV_NS = "http://schemas.xmlsoap.org/soap/envelope/"
+XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
+SOBJECT_NS = "urn:sobject.partner.soap.sforce.com"
+XML_DECL = '<?xml version="1.0" encoding="UTF-8"?>'
+XML_CONTENT_TYPE = "text/xml;charset=UTF-8"
+JSON_CONTENT_TYPE = "application/json;charset=UTF-8"
+
+INVALID_SESSION_MESSAGE = "Invalid Session ID found in SessionHeader: Illegal Session"
+"""Salesforce's exceptionMessage for a missing, expired or unknown session."""
+
+
+@dataclass(frozen=True)
+class SoapFlavour:
+    """How one SOAP API spells its envelopes: namespaces and the shape of its faults."""
+
+    code: str
+    """Path code after ``/services/Soap/`` (``u``, ``c``, ``T``, ``m``, ``s``)."""
+    name: str
+    namespace: str
+    """Namespace of the API's operations and of its SessionHeader."""
+    fault_namespace: str
+    """What the ``sf`` prefix is bound to in the API's faults."""
+    fault_detail: bool
+    """Whether faults carry ``<detail>`` (partner/enterprise/tooling) or not (metadata/apex)."""
+    limit_info: bool
+    """Whether successful answers carry a LimitInfoHeader (the API's WSDL declares one)."""
+
+
+FLAVOURS: dict[str, SoapFlavour] = {
+    flavour.code: flavour
+    for flavour in (
+        SoapFlavour(
+            "u",
+            "partner",
+            "urn:partner.soap.sforce.com",
+            "urn:fault.partner.soap.sforce.com",
+            True,
+            True,
+        ),
+        SoapFlavour(
+            "c",
+            "enterprise",
+            "urn:enterprise.soap.sforce.com",
+            "urn:fault.enterprise.soap.sforce.com",
+            True,
+            True,
+        ),
+        SoapFlavour(
+            "T",
+            "tooling",
+            "urn:tooling.soap.sforce.com",
+            "urn:fault.tooling.soap.sforce.com",
+            True,
+            False,
+        ),
+        # The metadata API binds sf to its own namespace and sends no <detail> (real capture).
+        SoapFlavour(
+            "m",
+            "metadata",
+            "http://soap.sforce.com/2006/04/metadata",
+            "http://soap.sforce.com/2006/04/metadata",
+            False,
+            False,
+        ),
+        # The apex WSDL declares no fault messages at all: same shape as metadata.
+        SoapFlavour(
+            "s",
+            "apex",
+            "http://soap.sforce.com/2006/08/apex",
+            "http://soap.sforce.com/2006/08/apex",
+            False,
+            False,
+        ),
+    )
+}
+"""The five SOAP APIs keyed by path code (case-sensitive: ``T`` is tooling)."""
+
+_QUERY_FAULTS = frozenset({"InvalidFieldFault", "InvalidSObjectFault", "MalformedQueryFault"})
+_DETAIL_TYPES = {
+    "INVALID_LOGIN": "LoginFault",
+    "INVALID_FIELD": "InvalidFieldFault",
+    "INVALID_TYPE": "InvalidSObjectFault",
+    "MALFORMED_QUERY": "MalformedQueryFault",
+    "INVALID_QUERY_LOCATOR": "InvalidQueryLocatorFault",
+    "INVALID_ID_FIELD": "InvalidIdFault",
+    "MALFORMED_ID": "InvalidIdFault",
+}
+
+
+def _text(value: object) -> str:
+    return escape(str(value))
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _element(tag: str, value: Value | int) -> str:
+    """``<tag>value</tag>``, or ``<tag xsi:nil="true"/>`` for None (booleans as true/false)."""
+    if value is None:
+        return f'<{tag} xsi:nil="true"/>'
+    if isinstance(value, bool):
+        return f"<{tag}>{_bool(value)}</{tag}>"
+    return f"<{tag}>{_text(value)}</{tag}>"
+
+
+def fault_detail_type(code: str) -> str:
+    """The fault element Salesforce puts in ``<detail>`` for an exception code."""
+    return _DETAIL_TYPES.get(code, "UnexpectedErrorFault")
+
+
+def soap_fault(
+    flavour: SoapFlavour,
+    code: str,
+    message: str,
+    *,
+    prefix: str = "sf",
+    faultstring: str | None = None,
+    detail: bool = True,
+    detail_type: str | None = None,
+    row: int = -1,
+    column: int = -1,
+) -> bytes:
+    """A SOAP 1.1 fault envelope exactly as the given API sends it (sent with HTTP 500).
+
+    ``faultcode`` is ``prefix:code`` (Salesforce omits the prefix for INVALID_LOGIN, so pass
+    ``prefix=""`` there); ``faultstring`` defaults to ``"CODE: message"``. APIs with fault
+    details get ``<detail><sf:X xsi:type="sf:X">`` with exceptionCode and exceptionMessage, plus
+    row and column for the query faults (Salesforce sends -1 when no position applies).
+    ``detail=False`` leaves it out whatever the API (SOAP-level ``soapenv:Client`` faults).
+    """
+    faultcode = f"{prefix}:{code}" if prefix else code
+    if faultstring is None:
+        faultstring = f"{code}: {message}"
+    with_detail = detail and flavour.fault_detail
+    namespaces = f' xmlns:sf="{flavour.fault_namespace}"'
+    if with_detail:
+        namespaces += f' xmlns:xsi="{XSI_NS}"'
+    if prefix not in ("", "sf", "soapenv", "xsi"):
+        namespaces += f" xmlns:{prefix}={quoteattr(flavour.fault_namespace)}"
+    detail_xml = ""
+    if with_detail:
+        kind = detail_type or fault_detail_type(code)
+        position = ""
+        if kind in _QUERY_FAULTS:
+            position = f"<sf:row>{row}</sf:row><sf:column>{column}</sf:column>"
+        detail_xml = (
+            f'<detail><sf:{kind} xsi:type="sf:{kind}">'
+            f"<sf:exceptionCode>{_text(code)}</sf:exceptionCode>"
+            f"<sf:exceptionMessage>{_text(message)}</sf:exceptionMessage>"
+            f"{position}</sf:{kind}></detail>"
+        )
+    text = (
+        f'{XML_DECL}<soapenv:Envelope xmlns:soapenv="{SOAPENV_NS}"{namespaces}>'
+        "<soapenv:Body><soapenv:Fault>"
+        f"<faultcode>{_text(faultcode)}</faultcode>"
+        f"<faultstring>{_text(faultstring)}</faultstring>"
+        f"{detail_xml}</soapenv:Fault></soapenv:Body></soapenv:Envelope>"
+    )
+    return text.encode("utf-8")
+
+
+def invalid_session_fault(flavour: SoapFlavour) -> bytes:
+    """The INVALID_SESSION_ID fault the API answers for a missing, expired or unknown session."""
+    return soap_fault(flavour, "INVALID_SESSION_ID", INVALID_SESSION_MESSAGE)
+
+
+@dataclass(frozen=True)
+class LimitInfo:
+    """One ``<limitInfo>`` of the LimitInfoHeader Salesforce adds to API answers."""
+
+    current: int
+    limit: int
+    type: str = "API REQUESTS"
+
+
+def soap_response(
+    flavour: SoapFlavour,
+    body: str,
+    *,
+    limit_info: LimitInfo | None = None,
+    sobjects: bool = False,
+) -> bytes:
+    """A successful envelope around ``body`` (already XML text in the API's default namespace).
+
+    ``sobjects`` declares the ``sf`` prefix for sObject fields, as Salesforce does on answers
+    that carry records. The LimitInfoHeader is only written for APIs whose WSDL declares it.
+    """
+    namespaces = f' xmlns="{flavour.namespace}" xmlns:xsi="{XSI_NS}"'
+    if sobjects:
+        namespaces += f' xmlns:sf="{SOBJECT_NS}"'
+    header = ""
+    if limit_info is not None and flavour.limit_info:
+        header = (
+            "<soapenv:Header><LimitInfoHeader><limitInfo>"
+            f"<current>{limit_info.current}</current><limit>{limit_info.limit}</limit>"
+            f"<type>{_text(limit_info.type)}</type>"
+            "</limitInfo></LimitInfoHeader></soapenv:Header>"
+        )
+    text = (
+        f'{XML_DECL}<soapenv:Envelope xmlns:soapenv="{SOAPENV_NS}"{namespaces}>'
+        f"{header}<soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"
+    )
+    return text.encode("utf-8")
+
+
+def sobject_xml(
+    tag: str, sobject: str, record: Mapping[str, Value], fields: Sequence[FieldSpec]
+) -> str:
+    """One partner-API record: ``<tag xsi:type="sf:sObject"><sf:type>..</sf:type><sf:Id>..``.
+
+    Like Salesforce, the record's own ``Id`` element comes first (nil when Id was not
+    selected) and the selected fields follow in SELECT order, so a selected Id appears twice.
+    """
+    selected = {spec.name for spec in fields}
+    record_id = record.get("Id") if "Id" in selected else None
+    parts = [f'<{tag} xsi:type="sf:sObject">', _element("sf:type", sobject)]
+    parts.append(_element("sf:Id", record_id))
+    parts.extend(_element(f"sf:{spec.name}", record.get(spec.name)) for spec in fields)
+    parts.append(f"</{tag}>")
+    return "".join(parts)
+
+
+def query_result_xml(
+    operation: str, records: Iterable[str], *, done: bool, locator: str | None, size: int
+) -> str:
+    """``<queryResponse>`` (or queryAll/queryMore) holding one batch of records.
+
+    ``size`` is the total number of matching records, not the batch length, as in Salesforce.
+    """
+    return (
+        f'<{operation}Response><result xsi:type="QueryResult">'
+        f"<done>{_bool(done)}</done>{_element('queryLocator', locator)}"
+        f"{''.join(records)}<size>{size}</size></result></{operation}Response>"
+    )
+
+
+def _errors_xml(errors: Sequence[tuple[str, str, Sequence[str]]]) -> str:
+    return "".join(
+        "<errors>"
+        + "".join(_element("fields", name) for name in fields)
+        + f"{_element('message', message)}{_element('statusCode', status)}</errors>"
+        for status, message, fields in errors
+    )
+
+
+def save_result_xml(record_id: str | None, errors: Sequence[tuple[str, str, Sequence[str]]]) -> str:
+    """One SaveResult (``<result>``) of create/update; errors are (statusCode, message, fields)."""
+    return (
+        f"<result>{_errors_xml(errors)}{_element('id', record_id)}"
+        f"{_element('success', not errors)}</result>"
+    )
+
+
+def delete_result_xml(
+    record_id: str | None, errors: Sequence[tuple[str, str, Sequence[str]]]
+) -> str:
+    """One DeleteResult (``<result>``); same element order as SaveResult."""
+    return save_result_xml(record_id, errors)
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """What getUserInfo and login report about the session's user."""
+
+    organization_id: str
+    organization_name: str
+    user_id: str
+    user_name: str
+    user_full_name: str
+    user_email: str
+    profile_id: str
+    session_seconds_valid: int = 7200
+
+
+def user_info_xml(info: UserInfo) -> str:
+    """The children of a GetUserInfoResult, every element in the WSDL's order."""
+    values: list[tuple[str, Value | int]] = [
+        ("accessibilityMode", False),
+        ("chatterExternal", False),
+        ("currencySymbol", "$"),
+        ("orgAttachmentFileSizeLimit", 26214400),
+        ("orgDefaultCurrencyIsoCode", "USD"),
+        ("orgDefaultCurrencyLocale", "en_US"),
+        ("orgDisallowHtmlAttachments", False),
+        ("orgHasPersonAccounts", False),
+        ("organizationId", info.organization_id),
+        ("organizationMultiCurrency", False),
+        ("organizationName", info.organization_name),
+        ("profileId", info.profile_id),
+        ("roleId", None),
+        ("sessionSecondsValid", info.session_seconds_valid),
+        ("userDefaultCurrencyIsoCode", None),
+        ("userEmail", info.user_email),
+        ("userFullName", info.user_full_name),
+        ("userId", info.user_id),
+        ("userLanguage", "en_US"),
+        ("userLocale", "en_US"),
+        ("userName", info.user_name),
+        ("userTimeZone", "America/Los_Angeles"),
+        ("userType", "Standard"),
+        ("userUiSkin", "Theme3"),
+    ]
+    return "".join(_element(name, value) for name, value in values)
+
+
+def login_result_xml(
+    *, server_url: str, metadata_server_url: str, session_id: str, info: UserInfo
+) -> str:
+    """``<loginResponse>`` with a LoginResult (no sf prefix needed: it holds no records)."""
+    return (
+        "<loginResponse><result>"
+        f"{_element('metadataServerUrl', metadata_server_url)}"
+        f"{_element('passwordExpired', False)}{_element('sandbox', False)}"
+        f"{_element('serverUrl', server_url)}{_element('sessionId', session_id)}"
+        f"{_element('userId', info.user_id)}<userInfo>{user_info_xml(info)}</userInfo>"
+        "</result></loginResponse>"
+    )
+
+
+def server_timestamp_xml(timestamp: str) -> str:
+    """``<getServerTimestampResponse>``; the same in partner, enterprise and tooling."""
+    return (
+        "<getServerTimestampResponse><result>"
+        f"{_element('timestamp', timestamp)}</result></getServerTimestampResponse>"
+    )
+
+
+def _describe_field_xml(spec: FieldSpec) -> str:
+    is_id = spec.type == "id"
+    is_text = spec.soap_type == "xsd:string"
+    values: list[tuple[str, Value | int]] = [
+        ("aggregatable", spec.type != "textarea"),
+        ("aiPredictionField", False),
+        ("autoNumber", False),
+        ("byteLength", spec.length * 3 if is_text else spec.length),
+        ("calculated", False),
+        ("caseSensitive", False),
+        ("createable", spec.createable),
+        ("custom", False),
+        ("defaultedOnCreate", spec.defaulted_on_create),
+        ("deprecatedAndHidden", False),
+        ("digits", 0),
+        ("filterable", spec.type != "textarea"),
+        ("groupable", spec.type not in ("textarea", "boolean")),
+        ("idLookup", is_id or spec.type == "email"),
+        ("label", spec.label),
+        ("length", spec.length),
+        ("name", spec.name),
+        ("nameField", spec.name_field),
+        ("namePointing", False),
+        ("nillable", spec.nillable),
+        ("permissionable", spec.nillable and spec.createable),
+        ("polymorphicForeignKey", False),
+        ("precision", 0),
+        ("queryByDistance", False),
+    ]
+    parts = [_element(name, value) for name, value in values]
+    if spec.reference_to:
+        parts.append(_element("referenceTo", spec.reference_to))
+    if spec.relationship_name:
+        parts.append(_element("relationshipName", spec.relationship_name))
+    tail: list[tuple[str, Value | int]] = [
+        ("restrictedPicklist", False),
+        ("scale", 0),
+        ("searchPrefilterable", False),
+        ("soapType", spec.soap_type),
+        ("sortable", spec.type != "textarea"),
+        ("type", spec.type),
+        ("unique", False),
+        ("updateable", spec.updateable),
+    ]
+    parts.extend(_element(name, value) for name, value in tail)
+    return f"<fields>{''.join(parts)}</fields>"
+
+
+def describe_sobject_xml(spec: SObjectSpec, instance_url: str) -> str:
+    """``<describeSObjectResponse>`` with every required DescribeSObjectResult element."""
+    head: list[tuple[str, Value | int]] = [
+        ("activateable", False),
+        ("associateEntityType", None),
+        ("associateParentEntity", None),
+        ("compactLayoutable", True),
+        ("createable", True),
+        ("custom", False),
+        ("customSetting", False),
+        ("deepCloneable", False),
+        ("defaultImplementation", None),
+        ("deletable", True),
+        ("deprecatedAndHidden", False),
+        ("feedEnabled", False),
+    ]
+    middle: list[tuple[str, Value | int]] = [
+        ("hasSubtypes", False),
+        ("idEnabled", True),
+        ("implementedBy", None),
+        ("implementsInterfaces", None),
+        ("isInterface", False),
+        ("isSubtype", False),
+        ("keyPrefix", spec.key_prefix),
+        ("label", spec.label),
+        ("labelPlural", spec.label_plural),
+        ("layoutable", True),
+        ("mergeable", True),
+        ("mruEnabled", True),
+        ("name", spec.name),
+        ("networkScopeFieldName", None),
+        ("queryable", True),
+        ("replicateable", True),
+        ("retrieveable", True),
+        ("searchable", True),
+        ("triggerable", True),
+        ("undeletable", True),
+        ("updateable", True),
+        ("urlDetail", f"{instance_url}/{{ID}}"),
+        ("urlEdit", f"{instance_url}/{{ID}}/e"),
+        ("urlNew", f"{instance_url}/{spec.key_prefix}/e"),
+    ]
+    return (
+        "<describeSObjectResponse><result>"
+        + "".join(_element(name, value) for name, value in head)
+        + "".join(_describe_field_xml(field) for field in spec.fields)
+        + "".join(_element(name, value) for name, value in middle)
+        + "</result></describeSObjectResponse>"
+    )
+
+
+# --- OAuth token endpoint -------------------------------------------------------------------
+
+
+def token_signature(identity_url: str, issued_at: str, client_secret: str) -> str:
+    """Salesforce's ``signature``: base64 HMAC-SHA256 of id + issued_at, keyed by the secret."""
+    digest = hmac.new(
+        client_secret.encode("utf-8"), (identity_url + issued_at).encode("utf-8"), hashlib.sha256
+    ).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def token_body(
+    *,
+    access_token: str,
+    refresh_token: str | None,
+    instance_url: str,
+    identity_url: str,
+    issued_at: str,
+    scope: str,
+    client_secret: str,
+) -> dict[str, str]:
+    """A token answer as Salesforce sends it: no ``expires_in``; refresh_token only if given."""
+    body = {"access_token": access_token}
+    if refresh_token is not None:
+        body["refresh_token"] = refresh_token
+    body.update(
+        {
+            "signature": token_signature(identity_url, issued_at, client_secret),
+            "scope": scope,
+            "instance_url": instance_url,
+            "id": identity_url,
+            "token_type": "Bearer",
+            "issued_at": issued_at,
+        }
+    )
+    return body
+
+
+def oauth_error(error: str, description: str) -> dict[str, str]:
+    """The token endpoint's error body (sent with HTTP 400)."""
+    return {"error": error, "error_description": description}
+
+
+HTML_500_PAGE = (
+    "<!DOCTYPE html><html><head><title>Error</title></head><body>"
+    "<h1>An internal server error has occurred</h1>"
+    "<p>An error occurred while processing your request. Please try again later.</p>"
+    "</body></html>"
+)
+"""What a proxy or an outage page answers instead of JSON (the "html_500" failure mode)."""
+
+TRUNCATED_TOKEN_BODY = '{"access_tok'
+"""A cut-off JSON body that holds no secret (the "garbage_200" failure mode)."""
+
+
+# --- REST -----------------------------------------------------------------------------------
+
+
+def rest_error(code: str, message: str) -> list[dict[str, str]]:
+    """The REST API's error body: a list with one message/errorCode object."""
+    return [{"message": message, "errorCode": code}]
+
+
+REST_INVALID_SESSION = rest_error("INVALID_SESSION_ID", "Session expired or invalid")
+"""Body of the REST 401 for a missing, expired or unknown bearer token (real capture)."""
+
+REST_NOT_FOUND = [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
+
+_RELEASES = {"64.0": "Summer '25", "65.0": "Winter '26", "66.0": "Spring '26"}
+
+
+def rest_versions() -> list[dict[str, str]]:
+    """``GET /services/data/``: the API versions the org serves, oldest first."""
+    return [
+        {"label": label, "url": f"/services/data/v{version}", "version": version}
+        for version, label in _RELEASES.items()
+    ]
+
+
+def rest_record(
+    sobject: str, record: Mapping[str, Value], fields: Sequence[FieldSpec], version: str
+) -> dict[str, object]:
+    """One REST query record: ``attributes`` (type, url) then the selected fields."""
+    body: dict[str, object] = {
+        "attributes": {
+            "type": sobject,
+            "url": f"/services/data/v{version}/sobjects/{sobject}/{record.get('Id')}",
+        }
+    }
+    for spec in fields:
+        body[spec.name] = record.get(spec.name)
+    return body
+
+
+def rest_query_body(records: Sequence[dict[str, object]]) -> dict[str, object]:
+    """``GET /services/data/vXX.X/query``: every match in one page (the stand-in never pages)."""
+    return {"totalSize": len(records), "done": True, "records": list(records)}
+
+
+def userinfo_body(info: UserInfo, instance_url: str) -> dict[str, object]:
+    """``GET /services/oauth2/userinfo``: the OpenID Connect claims Salesforce returns (subset)."""
+    return {
+        "sub": f"{instance_url}/id/{info.organization_id}/{info.user_id}",
+        "user_id": info.user_id,
+        "organization_id": info.organization_id,
+        "preferred_username": info.user_name,
+        "nickname": info.user_name.split("@", 1)[0],
+        "name": info.user_full_name,
+        "email": info.user_email,
+        "email_verified": True,
+        "zoneinfo": "America/Los_Angeles",
+        "locale": "en_US",
+        "language": "en_US",
+        "user_type": "STANDARD",
+        "active": True,
+    }
