@@ -264,7 +264,7 @@ def test_testing_package_does_not_import_pytest() -> None:
         "assert 'pytest' not in sys.modules, 'pytest imported'; print(t.__all__)"
     )
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run(  # noqa: S603 - fixed arguments
+    result = subprocess.run(
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
