@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import zeep
 from lxml import etree
+from redis_server import RedisServer
 from requests_oauthlib import OAuth2Session
 
 from zeep_sfrefresh import PARTNER_WSDL, SalesforceTransport
@@ -101,6 +103,16 @@ def harness(sf_org: StandInOrg) -> Callable[..., Harness]:
         return Harness(sf_org, oauth, transport, client, saved, dict(issued))
 
     return build
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server on a free loopback port, killed after the test."""
+    server = RedisServer(tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

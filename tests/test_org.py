@@ -10,6 +10,7 @@ quiet logs, stop() never hanging, no DTDs).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -27,7 +28,7 @@ import pytest
 import requests
 import zeep
 import zeep.exceptions
-from conftest import field_values
+from conftest import field_values, wait_for
 from lxml import etree
 from oauthlib.oauth2.rfc6749.errors import InsecureTransportError
 from reference import REAL_PARTNER_WSDL, requires_reference, sample
@@ -421,18 +422,240 @@ def test_rotation_issues_a_new_refresh_token_and_retires_the_old(
     sf_org: StandInOrg, token: dict[str, str]
 ) -> None:
     sf_org.rotation = True
-    first = refresh(sf_org, token["refresh_token"]).json()
-    assert first["refresh_token"] != token["refresh_token"]
-    reused = refresh(sf_org, token["refresh_token"])
+    rt0 = token["refresh_token"]
+    assert sf_org.refresh_token_state(rt0) == "active"
+    first = refresh(sf_org, rt0).json()
+    rt1 = first["refresh_token"]
+    assert rt1 != rt0
+    assert (sf_org.refresh_token_state(rt0), sf_org.refresh_token_state(rt1)) == (
+        "retired",
+        "active",
+    )
+    second = refresh(sf_org, rt1)
+    assert second.status_code == 200
+    rt2 = second.json()["refresh_token"]
+    assert rt2 not in (rt0, rt1)
+    assert [sf_org.refresh_token_state(rt) for rt in (rt0, rt1, rt2)] == [
+        "retired",
+        "retired",
+        "active",
+    ]
+    # Rotation alone revokes no session.
+    for access_token in (token["access_token"], first["access_token"]):
+        assert sf_org.is_valid_session(access_token)
+    assert sf_org.refresh_token_state("5Aep861unknown") == "unknown"
+    assert (sf_org.token_requests, sf_org.token_failures, sf_org.family_revocations) == (2, 0, 0)
+
+
+def test_reusing_a_retired_refresh_token_revokes_its_family(sf_org: StandInOrg) -> None:
+    sf_org.rotation = True
+    issued, other = sf_org.issue_token(), sf_org.issue_token()
+    rt0 = issued["refresh_token"]
+    first = refresh(sf_org, rt0).json()
+    second = refresh(sf_org, first["refresh_token"]).json()
+    rt2 = second["refresh_token"]
+    assert sf_org.is_valid_session(second["access_token"])
+
+    reused = refresh(sf_org, rt0)
     assert reused.status_code == 400
     assert reused.json() == {
         "error": "invalid_grant",
         "error_description": "expired access/refresh token",
     }
-    second = refresh(sf_org, first["refresh_token"])
-    assert second.status_code == 200
-    assert second.json()["refresh_token"] not in (first["refresh_token"], token["refresh_token"])
-    assert (sf_org.token_requests, sf_org.token_failures) == (3, 1)
+    assert sf_org.family_revocations == 1
+    for rt in (rt0, first["refresh_token"], rt2):
+        assert sf_org.refresh_token_state(rt) == "revoked"
+    latest = refresh(sf_org, rt2)
+    assert latest.status_code == 400
+    assert latest.json()["error"] == "invalid_grant"
+    for access_token in (issued["access_token"], first["access_token"], second["access_token"]):
+        assert not sf_org.is_valid_session(access_token)
+        response = post_soap(sf_org, "u", "getServerTimestamp", access_token)
+        assert response.status_code == 500
+        assert fault_parts(response)["faultcode"] == "sf:INVALID_SESSION_ID"
+    # Presenting a revoked token again is refused without a second revocation.
+    assert refresh(sf_org, rt0).status_code == 400
+    assert sf_org.family_revocations == 1
+
+    # The other family is untouched.
+    assert sf_org.refresh_token_state(other["refresh_token"]) == "active"
+    assert post_soap(sf_org, "u", "getServerTimestamp", other["access_token"]).status_code == 200
+    renewed = refresh(sf_org, other["refresh_token"])
+    assert renewed.status_code == 200
+    assert sf_org.refresh_token_state(renewed.json()["refresh_token"]) == "active"
+    assert (sf_org.token_requests, sf_org.token_failures) == (6, 3)
+    text = repr(sf_org)
+    assert "family_revocations=1" in text
+    for secret in (rt0, rt2, first["refresh_token"], second["access_token"]):
+        assert secret not in text
+
+
+def _refresh_in_threads(
+    org: StandInOrg, refresh_tokens: list[str]
+) -> tuple[list[threading.Thread], list[requests.Response]]:
+    """Start one refresh per refresh token, all at once; answers are appended as they come."""
+    answers: list[requests.Response] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(len(refresh_tokens))
+
+    def caller(refresh_token: str) -> None:
+        barrier.wait()
+        response = refresh(org, refresh_token)
+        with lock:
+            answers.append(response)
+
+    threads = [threading.Thread(target=caller, args=(rt,)) for rt in refresh_tokens]
+    for thread in threads:
+        thread.start()
+    return threads, answers
+
+
+def _join(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
+
+
+@pytest.mark.parametrize("rotation", [False, True])
+def test_overlapping_refreshes_are_rejected(
+    sf_org: StandInOrg, token: dict[str, str], rotation: bool
+) -> None:
+    sf_org.rotation = rotation
+    rt0 = token["refresh_token"]
+    release = sf_org.hold_token_requests()
+    threads, answers = _refresh_in_threads(sf_org, [rt0, rt0])
+    wait_for(lambda: sf_org.token_requests == 2)
+    # The overlapping one is refused at once; the first is still held.
+    wait_for(lambda: len(answers) == 1)
+    (rejected,) = answers
+    assert rejected.status_code == 400
+    assert rejected.json() == {
+        "error": "invalid_grant",
+        "error_description": "Token request is already being processed",
+    }
+    assert sf_org.overlap_rejections == 1
+    assert sf_org.refresh_token_state(rt0) == "active"  # the refusal touched nothing
+    release.set()
+    _join(threads)
+    assert [answer.status_code for answer in answers] == [400, 200]
+    body = answers[1].json()
+    assert sf_org.is_valid_session(body["access_token"])
+    assert (sf_org.token_requests, sf_org.token_failures) == (2, 1)
+    assert (sf_org.overlap_rejections, sf_org.family_revocations) == (1, 0)
+    if rotation:
+        # The first request's rotation happened; the old token is retired, not revoked.
+        assert sf_org.refresh_token_state(rt0) == "retired"
+        assert sf_org.refresh_token_state(body["refresh_token"]) == "active"
+        assert refresh(sf_org, body["refresh_token"]).status_code == 200
+    else:
+        assert "refresh_token" not in body
+        assert sf_org.refresh_token_state(rt0) == "active"
+        assert refresh(sf_org, rt0).status_code == 200  # the in-flight mark is gone
+
+
+def test_overlap_processed_in_turn_when_allowed_makes_rotation_revoke(
+    sf_org: StandInOrg, token: dict[str, str]
+) -> None:
+    # Why overlap matters: two holders of one rotating refresh token both refreshing means
+    # the later one presents a retired token, and the whole family is revoked.
+    sf_org.rotation = True
+    sf_org.reject_overlapping_refreshes = False
+    rt0 = token["refresh_token"]
+    release = sf_org.hold_token_requests()
+    threads, answers = _refresh_in_threads(sf_org, [rt0, rt0])
+    wait_for(lambda: sf_org.token_requests == 2)
+    time.sleep(0.1)
+    assert answers == []  # both held
+    release.set()
+    _join(threads)
+    assert sorted(answer.status_code for answer in answers) == [200, 400]
+    won = next(answer for answer in answers if answer.status_code == 200).json()
+    lost = next(answer for answer in answers if answer.status_code == 400).json()
+    assert lost == {"error": "invalid_grant", "error_description": "expired access/refresh token"}
+    assert (sf_org.overlap_rejections, sf_org.family_revocations) == (0, 1)
+    assert sf_org.refresh_token_state(won["refresh_token"]) == "revoked"
+    assert not sf_org.is_valid_session(won["access_token"])
+    assert not sf_org.is_valid_session(token["access_token"])
+
+
+def test_overlap_description_knob_and_counter_reset(sf_org: StandInOrg) -> None:
+    sf_org.overlap_description = "expired authorization code"
+    sf_org.rotation = True
+    mine, theirs = sf_org.issue_token(), sf_org.issue_token()
+    release = sf_org.hold_token_requests()
+    threads, answers = _refresh_in_threads(sf_org, [mine["refresh_token"], theirs["refresh_token"]])
+    wait_for(lambda: sf_org.token_requests == 2)
+    overlapping = refresh(sf_org, mine["refresh_token"])
+    assert overlapping.status_code == 400
+    assert overlapping.json() == {
+        "error": "invalid_grant",
+        "error_description": "expired authorization code",
+    }
+    assert answers == []  # different refresh tokens do not overlap each other: both held
+    release.set()
+    _join(threads)
+    assert [answer.status_code for answer in answers] == [200, 200]
+    refresh(sf_org, mine["refresh_token"])  # now a reuse: revokes that family
+    assert (sf_org.overlap_rejections, sf_org.family_revocations) == (1, 1)
+    assert "overlap_rejections=1" in repr(sf_org)
+    sf_org.reset_counters()
+    assert (sf_org.overlap_rejections, sf_org.family_revocations) == (0, 0)
+    assert (sf_org.token_requests, sf_org.token_failures) == (0, 0)
+    assert sf_org.refresh_token_state(mine["refresh_token"]) == "revoked"  # state stays
+
+
+@pytest.mark.parametrize("ending", ["drop", "html_500", "delay_timeout"])
+def test_in_flight_mark_is_cleared_however_the_request_ends(
+    sf_org: StandInOrg, token: dict[str, str], ending: str
+) -> None:
+    rt0 = token["refresh_token"]
+    if ending == "delay_timeout":
+        sf_org.token_delay = 0.5
+        with pytest.raises(requests.Timeout):
+            requests.post(
+                sf_org.token_url,
+                data={"grant_type": "refresh_token", "refresh_token": rt0},
+                timeout=0.1,
+            )
+        # Still being processed although the client gave up: a retry overlaps it.
+        assert refresh(sf_org, rt0).json()["error_description"] == (
+            "Token request is already being processed"
+        )
+        time.sleep(0.6)
+        sf_org.token_delay = 0
+    else:
+        sf_org.token_failure = ending
+        with contextlib.suppress(requests.ConnectionError):
+            refresh(sf_org, rt0)
+        sf_org.token_failure = None
+    assert refresh(sf_org, rt0).status_code == 200
+
+
+def test_stop_drops_a_held_refresh_and_clears_its_mark() -> None:
+    org = StandInOrg().start()
+    token = org.issue_token()
+    org.hold_token_requests()
+    outcomes: list[object] = []
+
+    def held() -> None:
+        try:
+            outcomes.append(refresh(org, token["refresh_token"]))
+        except requests.ConnectionError as error:
+            outcomes.append(error)
+
+    caller = threading.Thread(target=held)
+    caller.start()
+    wait_for(lambda: org.token_requests == 1)
+    org.stop()
+    _join([caller])
+    assert len(outcomes) == 1
+    assert isinstance(outcomes[0], requests.ConnectionError)  # dropped, not answered
+    assert org.refresh_token_state(token["refresh_token"]) == "active"
+    # The dropped request no longer counts as in flight: the same token is not refused as
+    # overlapping (the stopped org drops it instead).
+    body = f"grant_type=refresh_token&refresh_token={token['refresh_token']}".encode()
+    assert org.handle_token_request(body, None).drop
+    assert org.overlap_rejections == 0
 
 
 def test_client_credentials_by_basic_auth(sf_org: StandInOrg, token: dict[str, str]) -> None:

@@ -8,20 +8,42 @@ the user's ``requests_oauthlib.OAuth2Session`` and resends the call once.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .apis import PARTNER_WSDL, SOAP_APIS, SoapApi
-from .errors import SfRefreshError, TokenRefreshError
+from .errors import SfRefreshError, TokenRefreshError, TokenStoreConflictError, TokenStoreError
+from .stores import FileTokenStore, MemoryTokenStore, StoredToken, TokenStore
 from .tokens import Token
 from .transport import SalesforceTransport
+
+if TYPE_CHECKING:
+    from .redis_store import RedisTokenStore
 
 __all__ = [
     "PARTNER_WSDL",
     "SOAP_APIS",
+    "FileTokenStore",
+    "MemoryTokenStore",
+    "RedisTokenStore",
     "SalesforceTransport",
     "SfRefreshError",
     "SoapApi",
+    "StoredToken",
     "Token",
     "TokenRefreshError",
+    "TokenStore",
+    "TokenStoreConflictError",
+    "TokenStoreError",
     "__version__",
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # RedisTokenStore needs the optional redis package: import it only when asked for.
+    if name == "RedisTokenStore":
+        from .redis_store import RedisTokenStore
+
+        return RedisTokenStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

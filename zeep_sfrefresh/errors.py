@@ -7,13 +7,37 @@ wording plus the public ``error`` / ``error_description`` fields of an OAuth ans
 
 from __future__ import annotations
 
+import copy
+from typing import TYPE_CHECKING
+
 from zeep.exceptions import Error
 
-__all__ = ["SfRefreshError", "TokenRefreshError"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = [
+    "SfRefreshError",
+    "TokenRefreshError",
+    "TokenStoreConflictError",
+    "TokenStoreError",
+]
 
 
 class SfRefreshError(Error):
     """Base class of every exception zeep-sfrefresh raises."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)  # type: ignore[no-untyped-call]  # zeep is unannotated
+
+    def copy(self) -> Self:
+        """Return a new exception with the same fields, chained to this one.
+
+        Callers that waited for a refresh which failed each get their own exception object,
+        so threads never share (and mutate) one traceback.
+        """
+        twin = copy.copy(self)
+        twin.__cause__ = self
+        return twin
 
 
 class TokenRefreshError(SfRefreshError):
@@ -34,14 +58,18 @@ class TokenRefreshError(SfRefreshError):
         message = reason
         if error:
             message += f": {error}" + (f" ({description})" if description else "")
-        super().__init__(message)  # type: ignore[no-untyped-call]  # zeep is unannotated
+        super().__init__(message)
 
-    def copy(self) -> TokenRefreshError:
-        """Return a new exception with the same fields, chained to this one.
 
-        Callers that waited for a refresh which failed each get their own exception
-        object, so threads never share (and mutate) one traceback.
-        """
-        twin = TokenRefreshError(self.reason, error=self.error, description=self.description)
-        twin.__cause__ = self
-        return twin
+class TokenStoreError(SfRefreshError):
+    """Raised when the token store cannot be locked, read or written in bounded time.
+
+    Stores fail closed: without the store no refresh is made, because an uncoordinated
+    refresh with a rotating refresh token can revoke the whole token family. When the write
+    of a new token fails, the token is still used in this process and handed to
+    ``token_updater`` before this is raised, so it is not lost.
+    """
+
+
+class TokenStoreConflictError(TokenStoreError):
+    """Raised when a compare-and-set write finds a version other than the one it replaces."""

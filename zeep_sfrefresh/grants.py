@@ -46,11 +46,7 @@ class Grant(Protocol):
 
 
 class SessionGrant:
-    """The refresh_token grant, through ``OAuth2Session.refresh_token()``.
-
-    The session's ``token`` attribute is updated with every new token, so code that
-    keeps using the session for REST calls sees it too.
-    """
+    """The refresh_token grant, through ``OAuth2Session.refresh_token()``."""
 
     def __init__(self, oauth: OAuth2Session, *, timeout: float = DEFAULT_TOKEN_TIMEOUT) -> None:
         if not oauth.auto_refresh_url:
@@ -120,7 +116,6 @@ class SessionGrant:
             token = Token(answer, previous=current)
         except ValueError as exc:
             raise TokenRefreshError(f"the token endpoint's answer is unusable: {exc}") from exc
-        self._oauth.token = token.as_dict()
         logger.info(
             "refreshed the Salesforce session: access token %s -> %s, refresh token %s",
             fingerprint(current.access_token),

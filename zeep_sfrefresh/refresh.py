@@ -1,68 +1,144 @@
-"""The one place a token is replaced: one refresh per expired session, however many callers.
+"""The one place a token is replaced: one refresh per expiry, across threads and processes.
 
 Every SOAP call remembers the token it sent. When that call meets an expired session it
-asks :meth:`Refresher.refresh_after` for a token newer than the one it sent. Inside the
-lock the current token is compared with the sent one: if they differ, another caller has
-already refreshed and the new token is simply returned (the caller resends, no token
-request). Only a caller whose sent token is still current makes the token request.
+asks :meth:`Refresher.refresh_after` for a token newer than the one it sent:
 
-Refresh tokens may rotate, and Salesforce rejects overlapping refreshes with one refresh
-token, so two refreshes for one expiry are not just waste but an outage; hence the lock
-around the compare and the request, after authlib's OAuth2 client.
+1. Under this process's lock, a token newer than the sent one may already be here (another
+   thread refreshed): take it, no I/O.
+2. Otherwise, under the store's lock, re-read the store. If its access token differs from
+   the sent one, another worker refreshed: adopt its token, no token request.
+3. Otherwise make the one token request, with the store's refresh token, write the new
+   token to the store before the lock is released, then call ``token_updater``.
+4. If the token endpoint answers that this refresh token is already being used by another
+   request, wait (bounded) for that worker's token to reach the store and adopt it. The old
+   refresh token is never sent twice: with rotation, a second use revokes the whole family.
+
+The happy path does no store I/O; a worker holding an outdated token pays one extra SOAP
+round trip per expiry (its failed call) and no token request. Lock, then re-check inside
+the lock, after authlib's OAuth2 client.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
-from .errors import TokenRefreshError
+from .errors import SfRefreshError, TokenRefreshError, TokenStoreConflictError, TokenStoreError
 from .grants import Grant
-from .tokens import Token
+from .stores import StoredToken, TokenStore
+from .tokens import Token, fingerprint
 
-__all__ = ["Refresher"]
+__all__ = ["DEFAULT_OVERLAP_WAIT", "Refresher", "another_refresh_running"]
+
+DEFAULT_OVERLAP_WAIT = 30.0
+"""Seconds to wait for another worker's token when the endpoint says it is refreshing."""
+
+_OVERLAP_DESCRIPTIONS = ("already being processed", "expired authorization code")
 
 logger = logging.getLogger(__name__)
 
 
-class Refresher:
-    """Holds the current token and serialises its replacement.
+def another_refresh_running(error: TokenRefreshError) -> bool:
+    """True when the token endpoint refused because this refresh token is in use right now.
 
-    ``on_refresh`` (the OAuth2Session's ``token_updater``) is called with the new token
-    dict inside the lock, so saved tokens are written in the order they were issued. If it
-    raises, the new token is already in use in this process and the error propagates.
+    Salesforce answers overlapping refreshes with ``invalid_grant`` and "Token request is
+    already being processed" or "expired authorization code".
+    """
+    description = (error.description or "").lower()
+    return error.error == "invalid_grant" and any(
+        text in description for text in _OVERLAP_DESCRIPTIONS
+    )
+
+
+class Refresher:
+    """Holds this process's current token and serialises its replacement through a store.
+
+    ``on_change`` is told about every new token (refreshed here or adopted from the store),
+    e.g. to keep ``OAuth2Session.token`` current. ``on_refresh`` (the session's
+    ``token_updater``) is called only for tokens refreshed here, after the store has them,
+    still under this process's lock so saved tokens are written in the order they were
+    issued. If either raises, the new token is already in use and the error propagates.
     """
 
     def __init__(
         self,
         grant: Grant,
-        token: Token,
+        store: TokenStore,
+        seed: Token,
         *,
         on_refresh: Callable[[dict[str, Any]], object] | None = None,
+        on_change: Callable[[Token], object] | None = None,
+        overlap_wait: float = DEFAULT_OVERLAP_WAIT,
     ) -> None:
         self._grant = grant
-        self._token = token
+        self._store = store
         self._on_refresh = on_refresh
+        self._on_change = on_change
+        self._overlap_wait = overlap_wait
         self._lock = threading.Lock()
-        self._last_failure: TokenRefreshError | None = None
+        self._last_failure: SfRefreshError | None = None
+        self._version_seen = 0
+        self._token = self._seed(seed)
 
     @property
     def token(self) -> Token:
         """The current token. Reading it takes no lock: tokens are replaced, never edited."""
         return self._token
 
+    @property
+    def store(self) -> TokenStore:
+        """Where the token is shared."""
+        return self._store
+
+    def _seed(self, seed: Token) -> Token:
+        """Adopt the store's token, or put ``seed`` (the session's token) in an empty store."""
+        with self._store.lock():
+            stored = self._store.load()
+            if stored is None:
+                self._version_seen = self._store.save(seed.data, replaces=None)
+                return seed
+        adopted = self._accept(stored)
+        if self._on_change is not None and adopted.access_token != seed.access_token:
+            self._on_change(adopted)
+        return adopted
+
+    def _accept(self, stored: StoredToken) -> Token:
+        """Turn a stored token into a Token, refusing one older than a version already seen."""
+        if stored.version < self._version_seen:
+            raise TokenStoreError(
+                f"the store holds version {stored.version} of the token, older than version "
+                f"{self._version_seen} this process already saw (restored from an old "
+                "snapshot?); its refresh token may be retired, so it is not used"
+            )
+        try:
+            token = Token(stored.token)
+        except ValueError as exc:
+            raise TokenStoreError(f"the store holds an unusable token: {exc}") from exc
+        self._version_seen = stored.version
+        return token
+
+    def _load(self) -> StoredToken:
+        stored = self._store.load()
+        if stored is None:
+            raise TokenStoreError(
+                f"the store is empty but held version {self._version_seen} of the token; "
+                "refusing to guess which refresh token is current"
+            )
+        return stored
+
     def refresh_after(self, sent: Token) -> Token:
         """Return a token newer than ``sent`` (the object the caller read from :attr:`token`).
 
-        Three cases, decided under the lock:
+        Decided under this process's lock:
 
-        * the current token is ``sent`` itself: make the one token request;
-        * it holds another access token: someone refreshed meanwhile, adopt it;
+        * the current token is ``sent`` itself: refresh through the store (see module doc);
+        * it holds another access token: someone refreshed meanwhile, take it;
         * it holds the same access token in a new object: a refresh of that token failed
           after this caller sent it. The caller gets that failure (as a copy) instead of
-          sending the same doomed request again; calls that read the token after the
+          trying the same doomed refresh again; calls that read the token after the
           failure hold the new object and do try again.
         """
         with self._lock:
@@ -72,14 +148,70 @@ class Refresher:
                     return current
                 raise self._last_failure.copy()
             try:
-                fresh = self._grant.fetch(current)
-            except TokenRefreshError as exc:
-                self._last_failure = exc
-                self._token = Token(current.data)  # same token, new object: marks the failure
+                return self._refresh(sent)
+            except SfRefreshError as exc:
                 logger.warning("refreshing the Salesforce session failed: %s", exc)
+                if self._token is current:  # no new token came of it (else: keep the new one)
+                    self._last_failure = exc
+                    self._token = Token(current.data)  # same token, new object: marks the failure
                 raise
-            self._last_failure = None
-            self._token = fresh
-            if self._on_refresh is not None:
-                self._on_refresh(fresh.as_dict())
-            return fresh
+
+    def _change(self, token: Token) -> Token:
+        self._token = token
+        self._last_failure = None
+        if self._on_change is not None:
+            self._on_change(token)
+        return token
+
+    def _refresh(self, sent: Token) -> Token:
+        overlap: TokenRefreshError | None = None
+        store_error: TokenStoreError | None = None
+        with self._store.lock():
+            stored = self._load()
+            if stored.token.get("access_token") != sent.access_token:
+                logger.info(
+                    "adopted the token another worker refreshed: %s",
+                    fingerprint(stored.token.get("access_token")),
+                )
+                return self._change(self._accept(stored))
+            base = self._accept(stored)
+            try:
+                fresh = self._grant.fetch(base)
+            except TokenRefreshError as exc:
+                if not another_refresh_running(exc):
+                    raise
+                overlap = exc
+            else:
+                try:
+                    self._version_seen = self._store.save(fresh.data, replaces=stored.version)
+                except TokenStoreError as exc:
+                    store_error = exc
+        if overlap is not None:
+            return self._await_other_refresh(sent, overlap)
+        self._change(fresh)
+        if self._on_refresh is not None:
+            self._on_refresh(fresh.as_dict())
+        if store_error is not None:
+            if isinstance(store_error, TokenStoreConflictError):
+                logger.error("a newer token reached the store during this refresh: %s", store_error)
+            raise store_error
+        return fresh
+
+    def _await_other_refresh(self, sent: Token, overlap: TokenRefreshError) -> Token:
+        """Poll the store (without its lock) until another worker's new token shows up."""
+        logger.info("another refresh of this token is running; waiting for its token")
+        deadline = time.monotonic() + self._overlap_wait
+        delay = 0.05
+        while True:
+            stored = self._load()
+            if stored.token.get("access_token") != sent.access_token:
+                return self._change(self._accept(stored))
+            if time.monotonic() >= deadline:
+                raise TokenRefreshError(
+                    "the refresh token was in use by another refresh whose token did not reach "
+                    f"the store within {self._overlap_wait:g} s",
+                    error=overlap.error,
+                    description=overlap.description,
+                ) from overlap
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 1.0)

@@ -14,7 +14,8 @@ from zeep.transports import Transport
 from .envelope import mask_session_ids
 from .flow import Send, Step, soap_call
 from .grants import DEFAULT_TOKEN_TIMEOUT, SessionGrant
-from .refresh import Refresher
+from .refresh import DEFAULT_OVERLAP_WAIT, Refresher
+from .stores import MemoryTokenStore, TokenStore
 from .tokens import Token
 
 __all__ = ["SalesforceTransport"]
@@ -35,10 +36,17 @@ class SalesforceTransport(Transport):
     :param oauth: the ``OAuth2Session`` holding the Salesforce token; it needs
         ``auto_refresh_url`` and, in ``auto_refresh_kwargs``, the client secret if the
         connected app requires one.
+    :param store: where the token is shared with other transports and processes
+        (:class:`FileTokenStore`, :class:`RedisTokenStore`, your own :class:`TokenStore`).
+        When it already holds a token, that token wins over the session's; when it is empty,
+        the session's token seeds it. Default: an in-memory store shared by every transport
+        built on the same ``oauth``.
     :param route_to_instance: send ``/services/Soap/...`` requests to the token's
         ``instance_url`` whatever host the WSDL names (default). Turn off to post to the
         WSDL's address as is.
     :param token_timeout: seconds a token request may take before it fails.
+    :param overlap_wait: when the token endpoint says another request is already refreshing
+        with this refresh token, seconds to wait for that worker's token to reach the store.
     :param cache, timeout, operation_timeout, session: as for ``zeep.Transport``.
     """
 
@@ -49,8 +57,10 @@ class SalesforceTransport(Transport):
         self,
         oauth: OAuth2Session,
         *,
+        store: TokenStore | None = None,
         route_to_instance: bool = True,
         token_timeout: float = DEFAULT_TOKEN_TIMEOUT,
+        overlap_wait: float = DEFAULT_OVERLAP_WAIT,
         cache: Any = None,
         timeout: float = 300,
         operation_timeout: float | None = None,
@@ -63,8 +73,16 @@ class SalesforceTransport(Transport):
             )
         if not oauth.token:
             raise ValueError("the OAuth2Session has no token; create it with token=<token dict>")
-        token = Token(oauth.token)
-        if route_to_instance and token.instance_url is None:
+        grant = SessionGrant(oauth, timeout=token_timeout)
+        self._refresher = Refresher(
+            grant,
+            store if store is not None else MemoryTokenStore.for_session(oauth),
+            Token(oauth.token),
+            on_refresh=oauth.token_updater,
+            on_change=lambda token: setattr(oauth, "token", token.as_dict()),
+            overlap_wait=overlap_wait,
+        )
+        if route_to_instance and self._refresher.token.instance_url is None:
             raise ValueError(
                 "the token has no instance_url, so SOAP calls cannot be routed to the org; "
                 "pass a token from Salesforce's token endpoint or route_to_instance=False"
@@ -74,11 +92,6 @@ class SalesforceTransport(Transport):
         )
         self.logger = logging.getLogger(__name__)
         self.route_to_instance = route_to_instance
-        self._refresher = Refresher(
-            SessionGrant(oauth, timeout=token_timeout),
-            token,
-            on_refresh=oauth.token_updater,
-        )
 
     @property
     def token(self) -> Token:
@@ -87,7 +100,7 @@ class SalesforceTransport(Transport):
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(token={self.token!r}, "
+            f"{type(self).__name__}(token={self.token!r}, store={self._refresher.store!r}, "
             f"route_to_instance={self.route_to_instance})"
         )
 

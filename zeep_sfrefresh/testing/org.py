@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import ClassVar, cast
+from typing import ClassVar, Literal, cast
 from urllib.parse import parse_qs, unquote_plus
 
 from lxml import etree
@@ -43,10 +43,19 @@ from zeep_sfrefresh.testing.data import (
 )
 from zeep_sfrefresh.testing.server import Answer, LoopbackServer, Request
 
-__all__ = ["TOKEN_FAILURES", "StandInOrg"]
+__all__ = ["OVERLAP_DESCRIPTION", "TOKEN_FAILURES", "RefreshTokenState", "StandInOrg"]
 
 TOKEN_FAILURES = frozenset({"invalid_grant", "html_500", "garbage_200", "drop"})
 """Values ``StandInOrg.token_failure`` accepts (besides None)."""
+
+OVERLAP_DESCRIPTION = "Token request is already being processed"
+"""The error_description Salesforce gives a refresh that overlaps one in flight (the default
+of ``StandInOrg.overlap_description``; it also answers "expired authorization code")."""
+
+RefreshTokenState = Literal["active", "retired", "revoked", "unknown"]
+"""What :meth:`StandInOrg.refresh_token_state` reports."""
+
+_EXPIRED_GRANT = "expired access/refresh token"
 
 _SOAP_PATH = re.compile(r"^/services/Soap/(?P<code>[^/]+)/(?P<version>\d+\.\d+)(?:/.*)?$")
 _REST_PATH = re.compile(r"^/services/data/v(?P<version>\d+\.\d+)(?P<rest>/.*)?$")
@@ -67,6 +76,37 @@ class _User:
 @dataclass(frozen=True)
 class _Session:
     user_id: str
+
+
+@dataclass(eq=False)
+class _Family:
+    """One authorisation's refresh tokens (the first and every rotation of it) and sessions.
+
+    Salesforce revokes a family as a whole when a retired refresh token comes back: the reuse
+    means a copy leaked or two holders raced, and it cannot tell which holder is legitimate.
+    The tokens themselves live only as keys of ``StandInOrg._refresh_tokens`` and in the
+    repr-less ``sessions`` set, so no repr shows one.
+    """
+
+    user_id: str
+    sessions: set[str] = field(default_factory=set, repr=False)
+    """Access tokens issued to this family (some may have expired since)."""
+    revoked: bool = False
+
+
+@dataclass(eq=False)
+class _RefreshGrant:
+    """What the org knows about one refresh token (the token is the dict key, not a field)."""
+
+    family: _Family
+    retired: bool = False
+    """Used once with rotation on: presenting it again is a reuse."""
+
+    @property
+    def state(self) -> RefreshTokenState:
+        if self.family.revoked:
+            return "revoked"
+        return "retired" if self.retired else "active"
 
 
 @dataclass
@@ -160,9 +200,17 @@ class StandInOrg:
     is the whole point: the SOAP APIs then answer HTTP 500 ``INVALID_SESSION_ID`` like the real
     thing and the token endpoint can hand out a new access token.
 
+    Refresh tokens come in families (one per :meth:`issue_token`). With ``rotation`` on, a
+    refresh retires the refresh token it used and answers a new one of the same family;
+    presenting a retired one again revokes the whole family (its refresh tokens and the
+    sessions issued from it), as Salesforce does. A refresh that presents a refresh token
+    another request is still being answered for is refused (``reject_overlapping_refreshes``).
+
     Knobs (plain attributes, settable at any time): ``rotation``, ``scope``, ``token_failure``,
-    ``token_delay``, ``soap_delay``. Counters (read under the lock): ``token_requests``,
-    ``token_failures``, ``soap_posts``, ``sessions_seen``, ``operations``, ``rest_requests``.
+    ``token_delay``, ``soap_delay``, ``reject_overlapping_refreshes``, ``overlap_description``.
+    Counters (read under the lock): ``token_requests``, ``token_failures``, ``soap_posts``,
+    ``sessions_seen``, ``operations``, ``rest_requests``, ``family_revocations``,
+    ``overlap_rejections``.
     ``internal_errors`` lists any exception the org itself raised while answering (it should
     stay empty; a non-empty list means a bug in the stand-in, not in the client).
     """
@@ -176,7 +224,21 @@ class StandInOrg:
         client_secret: str = "standin-secret",  # noqa: S107 - a test fixture
     ) -> None:
         self.rotation = rotation
-        """Refresh answers carry a new refresh_token and retire the old one."""
+        """Refresh answers carry a new refresh_token and retire the old one.
+
+        Off by default, as in a connected app without refresh token rotation: the refresh
+        token then stays usable and answers carry none.
+        """
+        self.reject_overlapping_refreshes = True
+        """Refuse a refresh whose refresh token is already in a request being answered.
+
+        Salesforce does, and a fleet of workers sharing one refresh token meets it when two of
+        them refresh at once. When False, overlapping requests are answered one after the
+        other (with rotation the later one is then a reuse and revokes the family).
+        """
+        self.overlap_description = OVERLAP_DESCRIPTION
+        """The error_description of an overlap refusal (Salesforce has been seen answering
+        "expired authorization code" too)."""
         self.scope = "api refresh_token"
         """The scope string the token endpoint answers."""
         self._token_failure: str | None = None
@@ -207,7 +269,9 @@ class StandInOrg:
             )
         }
         self._sessions: dict[str, _Session] = {}
-        self._refresh_tokens: dict[str, str] = {}
+        self._refresh_tokens: dict[str, _RefreshGrant] = {}
+        self._refreshing: collections.Counter[str] = collections.Counter()
+        """Refresh tokens presented by requests not answered yet (how many of each)."""
         self._store = RecordStore.seeded()
         self._cursors: dict[str, _Cursor] = {}
         self._injected: collections.deque[_Injection] = collections.deque()
@@ -217,6 +281,8 @@ class StandInOrg:
         self._soap_posts = 0
         self._rest_requests = 0
         self._api_requests = 0
+        self._family_revocations = 0
+        self._overlap_rejections = 0
         self._sessions_seen: list[str] = []
         self._soap_hosts: list[str] = []
         self._instance_url: str | None = None
@@ -285,7 +351,9 @@ class StandInOrg:
             return (
                 f"<StandInOrg {where} token_requests={self._token_requests} "
                 f"token_failures={self._token_failures} soap_posts={self._soap_posts} "
-                f"rest_requests={self._rest_requests}>"
+                f"rest_requests={self._rest_requests} "
+                f"family_revocations={self._family_revocations} "
+                f"overlap_rejections={self._overlap_rejections}>"
             )
 
     @property
@@ -357,22 +425,40 @@ class StandInOrg:
             self._users[user_id] = _User(user_id, username, password, full_name, username)
             return user_id
 
-    def _new_session(self, user_id: str) -> str:
+    def _new_session(self, user_id: str, family: _Family | None = None) -> str:
         access_token = f"{self.org_id[:15]}!{_token('AQ')}"
         self._sessions[access_token] = _Session(user_id)
+        if family is not None:
+            family.sessions.add(access_token)
         return access_token
+
+    def _new_refresh_token(self, family: _Family) -> str:
+        refresh_token = _token("5Aep861")
+        self._refresh_tokens[refresh_token] = _RefreshGrant(family)
+        return refresh_token
 
     def issue_token(self) -> dict[str, str]:
         """A token as the authorization-code flow returns it, with a refresh_token.
 
         The access token becomes a valid session and the refresh token is registered, so the
-        pair can be handed to a client as if a user had just authorised the app.
+        pair can be handed to a client as if a user had just authorised the app. Each call
+        starts a new refresh-token family: revoking one family leaves the others alone.
         """
         with self._lock:
-            access_token = self._new_session(self.user_id)
-            refresh_token = _token("5Aep861")
-            self._refresh_tokens[refresh_token] = self.user_id
+            family = _Family(self.user_id)
+            access_token = self._new_session(self.user_id, family)
+            refresh_token = self._new_refresh_token(family)
             return self._token_body(access_token, refresh_token, self.user_id)
+
+    def refresh_token_state(self, refresh_token: str) -> RefreshTokenState:
+        """``"active"``, ``"retired"`` (rotated away), ``"revoked"`` or ``"unknown"``.
+
+        Lets a test prove that a client kept the rotated refresh token (the new one is still
+        active) or lost it (only a retired or revoked one is left).
+        """
+        with self._lock:
+            grant = self._refresh_tokens.get(refresh_token)
+            return "unknown" if grant is None else grant.state
 
     def _token_body(
         self, access_token: str, refresh_token: str | None, user_id: str
@@ -484,11 +570,28 @@ class StandInOrg:
         with self._lock:
             return list(self._internal_errors)
 
+    @property
+    def family_revocations(self) -> int:
+        """Refresh-token families revoked because a retired refresh token was presented again."""
+        with self._lock:
+            return self._family_revocations
+
+    @property
+    def overlap_rejections(self) -> int:
+        """Refreshes refused because another request with the same refresh token was in flight.
+
+        Also counted in ``token_requests`` and ``token_failures``.
+        """
+        with self._lock:
+            return self._overlap_rejections
+
     def reset_counters(self) -> None:
         """Zero every counter (sessions, tokens, records and injected failures stay)."""
         with self._lock:
             self._token_requests = 0
             self._token_failures = 0
+            self._family_revocations = 0
+            self._overlap_rejections = 0
             self._soap_posts = 0
             self._rest_requests = 0
             self._api_requests = 0
@@ -506,7 +609,8 @@ class StandInOrg:
 
         Makes refresh races deterministic: a test can let many callers reach the token
         endpoint before any of them gets an answer. ``stop()`` also releases held requests
-        (they are then dropped, not answered).
+        (they are then dropped, not answered). A refresh refused as overlapping a held one
+        (``reject_overlapping_refreshes``) is answered at once, not held.
         """
         release = threading.Event()
         with self._lock:
@@ -551,10 +655,42 @@ class StandInOrg:
     """grant_type -> method name; adding a grant is one entry and one method."""
 
     def handle_token_request(self, body: bytes, authorization: str | None) -> Answer:
-        """Answer ``POST /services/oauth2/token`` (called by the HTTP handler)."""
+        """Answer ``POST /services/oauth2/token`` (called by the HTTP handler).
+
+        The overlap check happens on arrival, before any hold or delay, since that window is
+        exactly when another request is "being processed"; the in-flight mark is taken then
+        and released however the request ends (answered, failed, dropped or cut by stop()).
+        """
+        form = {
+            key: values[0]
+            for key, values in parse_qs(body.decode("utf-8", "replace")).items()
+            if values
+        }
+        presented = ""
+        if form.get("grant_type") == "refresh_token":
+            presented = form.get("refresh_token", "")
         with self._lock:
             self._token_requests += 1
             delay = self.token_delay
+            if presented and self.reject_overlapping_refreshes and self._refreshing[presented]:
+                # Refused without touching the family: no rotation, no revocation.
+                self._token_failures += 1
+                self._overlap_rejections += 1
+                return Answer.json(400, wire.oauth_error("invalid_grant", self.overlap_description))
+            if presented:
+                self._refreshing[presented] += 1
+        try:
+            return self._answer_token_request(form, authorization, delay)
+        finally:
+            if presented:
+                with self._lock:
+                    self._refreshing[presented] -= 1
+                    if self._refreshing[presented] <= 0:
+                        del self._refreshing[presented]
+
+    def _answer_token_request(
+        self, form: Mapping[str, str], authorization: str | None, delay: float
+    ) -> Answer:
         if not self._wait_for_release() or not self._wait(delay):
             return Answer(drop=True)
         # Knobs are read when the answer is made, so a test may change them while a request
@@ -564,11 +700,6 @@ class StandInOrg:
             with self._lock:
                 self._token_failures += 1
             return self._token_failure_answer(failure)
-        form = {
-            key: values[0]
-            for key, values in parse_qs(body.decode("utf-8", "replace")).items()
-            if values
-        }
         answer = self._token_grant(form, authorization)
         if answer.status != 200:
             with self._lock:
@@ -578,9 +709,7 @@ class StandInOrg:
     @staticmethod
     def _token_failure_answer(failure: str) -> Answer:
         if failure == "invalid_grant":
-            return Answer.json(
-                400, wire.oauth_error("invalid_grant", "expired access/refresh token")
-            )
+            return Answer.json(400, wire.oauth_error("invalid_grant", _EXPIRED_GRANT))
         if failure == "html_500":
             return Answer(500, wire.HTML_500_PAGE.encode("utf-8"), "text/html;charset=UTF-8")
         if failure == "garbage_200":
@@ -614,21 +743,32 @@ class StandInOrg:
 
     def _grant_refresh_token(self, form: Mapping[str, str]) -> Answer:
         refresh_token = form.get("refresh_token", "")
+        refused = Answer.json(400, wire.oauth_error("invalid_grant", _EXPIRED_GRANT))
         with self._lock:
-            user_id = self._refresh_tokens.get(refresh_token)
-            if user_id is None:
-                return Answer.json(
-                    400, wire.oauth_error("invalid_grant", "expired access/refresh token")
-                )
+            grant = self._refresh_tokens.get(refresh_token)
+            if grant is None or grant.state == "revoked":
+                return refused
+            family = grant.family
+            if grant.retired:
+                self._revoke(family)
+                return refused
             new_refresh: str | None = None
             if self.rotation:
-                # The previous refresh token is invalidated as soon as a new one is issued.
-                del self._refresh_tokens[refresh_token]
-                new_refresh = _token("5Aep861")
-                self._refresh_tokens[new_refresh] = user_id
-            access_token = self._new_session(user_id)
-            body = self._token_body(access_token, new_refresh, user_id)
+                # The previous refresh token is invalidated as soon as a new one is issued;
+                # it is kept (retired) so that presenting it again is seen as a reuse.
+                grant.retired = True
+                new_refresh = self._new_refresh_token(family)
+            access_token = self._new_session(family.user_id, family)
+            body = self._token_body(access_token, new_refresh, family.user_id)
         return Answer.json(200, body, {"Cache-Control": "no-cache,no-store"})
+
+    def _revoke(self, family: _Family) -> None:
+        """Invalidate every refresh token and session of a family (called with the lock held)."""
+        family.revoked = True
+        for access_token in family.sessions:
+            self._sessions.pop(access_token, None)
+        family.sessions.clear()
+        self._family_revocations += 1
 
     # --- SOAP --------------------------------------------------------------------------------
 

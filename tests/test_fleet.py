@@ -1,0 +1,36 @@
+"""A fleet of worker processes sharing one rotating refresh token: one refresh per expiry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from redis_server import RedisServer
+
+from zeep_sfrefresh.testing import StandInOrg
+from zeep_sfrefresh.testing.fleet import StoreSpec, run_fleet
+
+WORKERS = 8
+EXPIRIES = 3
+
+
+@pytest.mark.parametrize("kind", ["file", "redis"])
+def test_eight_processes_three_expiries_one_refresh_each(
+    sf_org: StandInOrg, tmp_path: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    if kind == "file":
+        spec = StoreSpec("file", str(tmp_path / "token.json"))
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        spec = StoreSpec("redis", server.url, key="{sf:token:fleet}")
+    sf_org.rotation = True
+    sf_org.reject_overlapping_refreshes = True
+    # Holding the token endpoint until all 8 workers have met the expiry makes every round
+    # the widest race possible: 8 processes want to refresh the same token at once.
+    results = run_fleet(sf_org, spec, workers=WORKERS, rounds=EXPIRIES, hold=True)
+    assert [r.errors for r in results] == [()] * EXPIRIES
+    assert [r.ok for r in results] == [WORKERS] * EXPIRIES
+    assert sf_org.token_requests == EXPIRIES
+    assert sf_org.family_revocations == 0
+    assert sf_org.overlap_rejections == 0
+    assert sf_org.token_failures == 0

@@ -1,0 +1,254 @@
+"""The refresh algorithm with shared stores: adopt, refresh, persist, wait for another worker."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import zeep
+from conftest import Harness, wait_for
+from redis_server import RedisServer
+
+from zeep_sfrefresh import (
+    FileTokenStore,
+    RedisTokenStore,
+    SalesforceTransport,
+    TokenRefreshError,
+    TokenStoreError,
+)
+from zeep_sfrefresh.testing import StandInOrg
+
+Build = Callable[..., Harness]
+
+
+def _stored(path: Path) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(path.read_text())
+    return document
+
+
+def test_empty_store_is_seeded_and_a_stored_token_wins(harness: Build, tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    first = harness(store=FileTokenStore(path))
+    assert _stored(path) == {"version": 1, "token": first.issued}
+
+    second = harness(store=FileTokenStore(path))  # its session holds another, newer-looking token
+    assert second.issued["access_token"] != first.issued["access_token"]
+    assert second.transport.token.access_token == first.issued["access_token"]
+    assert second.oauth.token["access_token"] == first.issued["access_token"]
+    second.client.service.getServerTimestamp()
+    assert second.org.sessions_seen == [first.issued["access_token"]]
+
+
+@pytest.mark.parametrize("rotation", [False, True])
+def test_workers_sharing_a_file_store_refresh_once(
+    harness: Build, tmp_path: Path, rotation: bool
+) -> None:
+    path = tmp_path / "token.json"
+    a = harness(store=FileTokenStore(path))
+    b = harness(store=FileTokenStore(path))
+    a.org.rotation = rotation
+    a.org.expire_all_sessions()
+    a.client.service.getServerTimestamp()
+    b.client.service.getServerTimestamp()
+    assert a.org.token_requests == 1
+    assert len(a.saved) == 1
+    assert b.saved == []  # b adopted: its token_updater is for tokens it refreshed itself
+    assert b.transport.token.access_token == a.saved[0]["access_token"]
+    assert b.oauth.token["access_token"] == a.saved[0]["access_token"]
+    # b paid one extra SOAP round trip (its failed call) and no token request.
+    assert a.org.soap_posts == 4
+    stored = _stored(path)
+    assert stored["version"] == 2
+    assert stored["token"]["access_token"] == a.saved[0]["access_token"]
+    if rotation:
+        new_refresh = stored["token"]["refresh_token"]
+        assert new_refresh != a.issued["refresh_token"]
+        assert a.org.refresh_token_state(new_refresh) == "active"
+        assert a.org.refresh_token_state(a.issued["refresh_token"]) == "retired"
+
+
+def test_transports_on_one_session_share_one_refresh(harness: Build) -> None:
+    h = harness()
+    twin = SalesforceTransport(h.oauth)  # a second transport (an async one, say) on one session
+    twin_client = zeep.Client(h.client.wsdl.location, transport=twin)
+    h.org.expire_all_sessions()
+    h.client.service.getServerTimestamp()
+    twin_client.service.getServerTimestamp()  # meets the expiry, adopts, resends
+    assert twin.token.access_token == h.transport.token.access_token
+    assert h.org.token_requests == 1
+    assert h.org.soap_posts == 4
+
+
+def test_another_workers_refresh_in_flight_is_waited_for_not_repeated(
+    harness: Build, tmp_path: Path
+) -> None:
+    """ "Already being processed": wait for the other token, never send the old one again."""
+    store = FileTokenStore(tmp_path / "token.json")
+    h = harness(store=store)
+    h.org.rotation = True
+    h.org.expire_all_sessions()
+    release = h.org.hold_token_requests()
+    other: dict[str, Any] = {}
+
+    def other_worker() -> None:  # a worker outside the lock (its lock expired, say)
+        other["answer"] = requests.post(
+            h.org.token_url,
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": h.issued["refresh_token"],
+                "client_id": h.org.client_id,
+                "client_secret": h.org.client_secret,
+            },
+            timeout=30,
+        ).json()
+
+    outcome: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            outcome["result"] = h.client.service.getServerTimestamp()
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=other_worker)
+    worker.start()
+    wait_for(lambda: h.org.token_requests == 1)
+    caller = threading.Thread(target=call)
+    caller.start()
+    wait_for(lambda: h.org.overlap_rejections == 1)
+    release.set()
+    worker.join(30)
+    with store.lock():  # the other worker writes its token, as it would have under its lock
+        store.save({**h.issued, **other["answer"]}, replaces=1)
+    caller.join(30)
+    assert "error" not in outcome, outcome
+    assert h.transport.token.access_token == other["answer"]["access_token"]
+    assert (h.org.token_requests, h.org.overlap_rejections, h.org.family_revocations) == (2, 1, 0)
+    assert h.org.refresh_token_state(other["answer"]["refresh_token"]) == "active"
+
+
+def test_waiting_for_another_refresh_is_bounded(harness: Build, tmp_path: Path) -> None:
+    h = harness(store=FileTokenStore(tmp_path / "token.json"), overlap_wait=0.3)
+    h.org.expire_all_sessions()
+    release = h.org.hold_token_requests()
+    blocker = threading.Thread(
+        target=requests.post,
+        args=(h.org.token_url,),
+        kwargs={
+            "data": {
+                "grant_type": "refresh_token",
+                "refresh_token": h.issued["refresh_token"],
+                "client_id": h.org.client_id,
+                "client_secret": h.org.client_secret,
+            },
+            "timeout": 30,
+        },
+    )
+    blocker.start()
+    try:
+        wait_for(lambda: h.org.token_requests == 1)
+        with pytest.raises(TokenRefreshError, match="did not reach the store") as info:
+            h.client.service.getServerTimestamp()
+        assert info.value.error == "invalid_grant"
+        assert h.org.token_requests == 2
+    finally:
+        release.set()
+        blocker.join(30)
+
+
+def test_a_store_older_than_one_already_seen_is_refused(harness: Build, tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    h = harness(store=FileTokenStore(path))
+    snapshot = path.read_bytes()  # version 1
+    h.org.expire_all_sessions()
+    h.client.service.getServerTimestamp()  # version 2
+    path.write_bytes(snapshot)  # restored from an old backup
+    h.org.expire_all_sessions()
+    with pytest.raises(TokenStoreError, match="older than version 2"):
+        h.client.service.getServerTimestamp()
+    assert h.org.token_requests == 1
+
+
+def test_an_emptied_store_is_refused(harness: Build, tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    h = harness(store=FileTokenStore(path))
+    path.unlink()
+    h.org.expire_all_sessions()
+    with pytest.raises(TokenStoreError, match="store is empty"):
+        h.client.service.getServerTimestamp()
+    assert h.org.token_requests == 0
+
+
+class _BrokenWrites(FileTokenStore):
+    """A file store whose disk stops taking writes after construction (a full disk, say)."""
+
+    broken = False
+
+    def save(self, token: Mapping[str, Any], *, replaces: int | None) -> int:
+        if self.broken:
+            raise TokenStoreError(f"cannot write {self.path}: No space left on device")
+        return super().save(token, replaces=replaces)
+
+
+def test_a_failed_store_write_keeps_the_new_token(harness: Build, tmp_path: Path) -> None:
+    store = _BrokenWrites(tmp_path / "token.json")
+    h = harness(store=store)
+    h.org.rotation = True
+    store.broken = True
+    h.org.expire_all_sessions()
+    with pytest.raises(TokenStoreError, match="No space left"):
+        h.client.service.getServerTimestamp()
+    new = h.transport.token
+    assert new.access_token != h.issued["access_token"]
+    assert h.saved == [new.as_dict()]  # token_updater still got it: nothing lost
+    assert h.org.refresh_token_state(new.refresh_token or "") == "active"
+    h.client.service.getServerTimestamp()  # the next call uses it, no token request
+    assert h.org.token_requests == 1
+
+
+def test_redis_store_shares_one_refresh(harness: Build, redis_server: RedisServer) -> None:
+    a = harness(store=RedisTokenStore(redis_server.client(), "sf:token"))
+    b = harness(store=RedisTokenStore(redis_server.client(), "sf:token"))
+    a.org.rotation = True
+    a.org.expire_all_sessions()
+    a.client.service.getServerTimestamp()
+    b.client.service.getServerTimestamp()
+    assert (a.org.token_requests, a.org.family_revocations) == (1, 0)
+    assert b.transport.token.access_token == a.transport.token.access_token
+
+
+def test_redis_down_fails_closed(harness: Build, redis_server: RedisServer) -> None:
+    h = harness(store=RedisTokenStore(redis_server.client(), "sf:token", lock_wait=1))
+    redis_server.stop()
+    h.org.expire_all_sessions()
+    for _ in range(2):  # each call fails fast; nothing loops
+        with pytest.raises(TokenStoreError, match="Redis could not lock"):
+            h.client.service.getServerTimestamp()
+    assert h.org.token_requests == 0
+
+
+def test_a_lower_version_in_redis_is_refused(harness: Build, redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    h = harness(store=RedisTokenStore(client, "sf:token"))
+    snapshot = client.dump("sf:token")  # version 1, as an RDB backup would hold it
+    assert snapshot is not None
+    h.org.expire_all_sessions()
+    h.client.service.getServerTimestamp()
+    client.restore("sf:token", 0, snapshot, replace=True)  # the old backup restored
+    h.org.expire_all_sessions()
+    with pytest.raises(TokenStoreError, match="older than version 2"):
+        h.client.service.getServerTimestamp()
+    assert h.org.token_requests == 1
+
+
+def test_store_in_repr_without_secrets(harness: Build, tmp_path: Path, sf_org: StandInOrg) -> None:
+    h = harness(store=FileTokenStore(tmp_path / "token.json"))
+    text = repr(h.transport)
+    assert "FileTokenStore" in text
+    assert h.issued["access_token"] not in text
+    assert h.issued["refresh_token"] not in text
