@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from redis_server import RedisServer
 
 from zeep_sfrefresh.testing import StandInOrg
 from zeep_sfrefresh.testing.fleet import StoreSpec, run_fleet
+from zeep_sfrefresh.testing.redis_server import RedisServer
 
 WORKERS = 8
 EXPIRIES = 3

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-from redis_server import RedisServer
 
 from zeep_sfrefresh import RedisTokenStore, TokenStoreConflictError, TokenStoreError
+from zeep_sfrefresh.testing.redis_server import RedisServer
 
 TOKEN = {
     "access_token": "00DSECRETACCESS",

@@ -12,7 +12,6 @@ import pytest
 import requests
 import zeep
 from conftest import Harness, wait_for
-from redis_server import RedisServer
 
 from zeep_sfrefresh import (
     FileTokenStore,
@@ -22,6 +21,7 @@ from zeep_sfrefresh import (
     TokenStoreError,
 )
 from zeep_sfrefresh.testing import StandInOrg
+from zeep_sfrefresh.testing.redis_server import RedisServer
 
 Build = Callable[..., Harness]
 

@@ -8,6 +8,7 @@ the user's ``requests_oauthlib.OAuth2Session`` and resends the call once.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .apis import PARTNER_WSDL, SOAP_APIS, SoapApi
@@ -38,6 +39,10 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# A library leaves output to the application: no "No handlers could be found" last-resort
+# printing of our warnings when logging is not configured.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 def __getattr__(name: str) -> Any:

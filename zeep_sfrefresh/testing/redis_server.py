@@ -1,35 +1,24 @@
-"""A real redis-server on a free loopback port, started and stopped by the tests.
+"""A real redis-server on a free loopback port, for tests and benchmarks of RedisTokenStore.
 
-The Debian package ``redis-server`` provides the binary; ``.ci/run`` installs it when it is
-missing and sets ZEEP_SFREFRESH_REQUIRE_REDIS=1, so in CI a missing server fails instead of
-skipping.
+Needs the ``redis-server`` binary (Debian package ``redis-server``) and the ``redis``
+package (extra ``[redis]``). No persistence: the server's data dies with it.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
-import pytest
 import redis
 
-__all__ = ["RedisServer", "require_redis_server"]
+__all__ = ["REDIS_SERVER", "RedisServer"]
 
 REDIS_SERVER = shutil.which("redis-server")
-
-
-def require_redis_server() -> str:
-    """Return the redis-server binary, or skip (fail in CI) when it is not installed."""
-    if REDIS_SERVER is None:
-        reason = "redis-server is not installed (Debian package redis-server)"
-        if os.environ.get("ZEEP_SFREFRESH_REQUIRE_REDIS") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return REDIS_SERVER
+"""Path of the redis-server binary, or None when it is not installed."""
 
 
 def _free_port() -> int:
@@ -39,10 +28,12 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    """One redis-server process with no persistence, bound to 127.0.0.1."""
+    """One redis-server process with no persistence, bound to 127.0.0.1; a context manager."""
 
     def __init__(self, workdir: Path) -> None:
-        self.binary = require_redis_server()
+        if REDIS_SERVER is None:
+            raise RuntimeError("redis-server is not installed (Debian package redis-server)")
+        self.binary = REDIS_SERVER
         self.workdir = workdir
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -51,11 +42,11 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def client(self, **kwargs: object) -> redis.Redis:
+    def client(self, **kwargs: Any) -> redis.Redis:
         return redis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2, **kwargs)
 
     def start(self) -> RedisServer:
-        self.process = subprocess.Popen(
+        self.process = subprocess.Popen(  # noqa: S603 - our own arguments, a resolved binary
             [
                 self.binary,
                 "--port",
@@ -89,3 +80,9 @@ class RedisServer:
             self.process.kill()
             self.process.wait(timeout=10)
         self.process = None
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
