@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import httpx
 import pytest
+import requests
 import zeep
 from lxml import etree
 from requests_oauthlib import OAuth2Session
+from zeep.proxy import AsyncServiceProxy
 
 from zeep_sfrefresh import PARTNER_WSDL, SalesforceTransport
+from zeep_sfrefresh.async_transport import AsyncSalesforceTransport
 from zeep_sfrefresh.testing import StandInOrg
 from zeep_sfrefresh.testing.redis_server import REDIS_SERVER, RedisServer
 
 pytest_plugins = ["zeep_sfrefresh.testing.pytest_plugin"]
+
+T = TypeVar("T")
 
 SOQL = "select id from contact limit 10"
 SOBJECT_NS = "urn:sobject.partner.soap.sforce.com"
@@ -39,18 +47,82 @@ def field_values(record: Any) -> dict[str, str | None]:
     return {etree.QName(element).localname: element.text for element in record["_value_1"] or []}
 
 
+class LoopThread:
+    """An event loop in a background thread, so one test body can drive async clients too."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the loop from any thread and return its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=120)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+class BlockingService:
+    """Calls an AsyncServiceProxy's operations as if they were synchronous."""
+
+    def __init__(self, proxy: Any, loop: LoopThread) -> None:
+        self._proxy = proxy
+        self._loop = loop
+
+    def __getattr__(self, operation: str) -> Any:
+        method = getattr(self._proxy, operation)
+        if operation.startswith("_"):
+            return method
+        return lambda *args, **kwargs: self._loop.run(method(*args, **kwargs))
+
+
+class BlockingAsyncClient:
+    """The parts of ``zeep.Client`` the tests use, over a ``zeep.AsyncClient``."""
+
+    def __init__(self, client: zeep.AsyncClient, loop: LoopThread) -> None:
+        self.async_client = client
+        self.wsdl = client.wsdl
+        self.get_type = client.get_type
+        self._loop = loop
+        self.service = BlockingService(client.service, loop)
+
+    def create_service(self, binding_name: str, address: str) -> BlockingService:
+        # zeep's AsyncClient.create_service returns a synchronous proxy; build the async one.
+        binding = self.async_client.wsdl.bindings[binding_name]
+        return BlockingService(
+            AsyncServiceProxy(self.async_client, binding, address=address), self._loop
+        )
+
+
 @dataclass
 class Harness:
-    """One user's setup: an OAuth2Session on the org, the transport, a zeep client."""
+    """One user's setup: an OAuth2Session on the org, the transport, a zeep client.
+
+    ``mode`` is "sync" (SalesforceTransport, zeep.Client) or "async"
+    (AsyncSalesforceTransport, zeep.AsyncClient driven on a loop thread); test bodies are
+    the same for both.
+    """
 
     org: StandInOrg
     oauth: OAuth2Session
-    transport: SalesforceTransport
-    client: zeep.Client
+    transport: Any
+    client: Any
     saved: list[dict[str, Any]]
     """Every token dict ``token_updater`` received, in order."""
     issued: dict[str, Any]
     """The token the session started with."""
+    mode: str = "sync"
+
+    @property
+    def timeout_error(self) -> type[Exception]:
+        return requests.Timeout if self.mode == "sync" else httpx.TimeoutException
+
+    @property
+    def connection_error(self) -> type[Exception]:
+        return requests.ConnectionError if self.mode == "sync" else httpx.TransportError
 
 
 def make_oauth(
@@ -76,9 +148,14 @@ def make_oauth(
     )
 
 
-@pytest.fixture
-def harness(sf_org: StandInOrg) -> Callable[..., Harness]:
-    """Build a Harness; keyword arguments go to make_oauth and SalesforceTransport."""
+@pytest.fixture(params=["sync", "async"])
+def harness(sf_org: StandInOrg, request: pytest.FixtureRequest) -> Iterator[Callable[..., Harness]]:
+    """Build a Harness; keyword arguments go to make_oauth and the transport.
+
+    Parametrized: every test that uses it runs with the sync and with the async transport.
+    """
+    mode: str = request.param
+    loops: list[tuple[LoopThread, Any]] = []
 
     def build(
         *,
@@ -99,11 +176,23 @@ def harness(sf_org: StandInOrg) -> Callable[..., Harness]:
             auto_refresh_kwargs=auto_refresh_kwargs,
             token_url=token_url,
         )
-        transport = SalesforceTransport(oauth, **transport_kwargs)
-        client = zeep.Client(wsdl, transport=transport, settings=zeep.Settings(forbid_dtd=True))
-        return Harness(sf_org, oauth, transport, client, saved, dict(issued))
+        settings = zeep.Settings(forbid_dtd=True)
+        if mode == "sync":
+            transport: Any = SalesforceTransport(oauth, **transport_kwargs)
+            client: Any = zeep.Client(wsdl, transport=transport, settings=settings)
+        else:
+            transport = AsyncSalesforceTransport(oauth, **transport_kwargs)
+            loop = LoopThread()
+            loops.append((loop, transport))
+            async_client = zeep.AsyncClient(wsdl, transport=transport, settings=settings)
+            client = BlockingAsyncClient(async_client, loop)
+        return Harness(sf_org, oauth, transport, client, saved, dict(issued), mode)
 
-    return build
+    yield build
+    for loop, transport in loops:
+        loop.run(transport.aclose())
+        transport.wsdl_client.close()
+        loop.close()
 
 
 @pytest.fixture

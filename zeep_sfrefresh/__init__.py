@@ -18,11 +18,13 @@ from .tokens import Token
 from .transport import SalesforceTransport
 
 if TYPE_CHECKING:
+    from .async_transport import AsyncSalesforceTransport
     from .redis_store import RedisTokenStore
 
 __all__ = [
     "PARTNER_WSDL",
     "SOAP_APIS",
+    "AsyncSalesforceTransport",
     "FileTokenStore",
     "MemoryTokenStore",
     "RedisTokenStore",
@@ -46,7 +48,11 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 def __getattr__(name: str) -> Any:
-    # RedisTokenStore needs the optional redis package: import it only when asked for.
+    # These need optional extras ([async]: httpx; [redis]: redis): import them when asked for.
+    if name == "AsyncSalesforceTransport":
+        from .async_transport import AsyncSalesforceTransport
+
+        return AsyncSalesforceTransport
     if name == "RedisTokenStore":
         from .redis_store import RedisTokenStore
 

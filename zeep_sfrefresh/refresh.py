@@ -20,9 +20,11 @@ the lock, after authlib's OAuth2 client.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -79,6 +81,10 @@ class Refresher:
         self._on_change = on_change
         self._overlap_wait = overlap_wait
         self._lock = threading.Lock()
+        self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._async_locks_guard = threading.Lock()
         self._last_failure: SfRefreshError | None = None
         self._version_seen = 0
         self._token = self._seed(seed)
@@ -143,10 +149,9 @@ class Refresher:
         """
         with self._lock:
             current = self._token
-            if current is not sent:
-                if current.access_token != sent.access_token or self._last_failure is None:
-                    return current
-                raise self._last_failure.copy()
+            newer = self._settled(sent)
+            if newer is not None:
+                return newer
             try:
                 return self._refresh(sent)
             except SfRefreshError as exc:
@@ -155,6 +160,42 @@ class Refresher:
                     self._last_failure = exc
                     self._token = Token(current.data)  # same token, new object: marks the failure
                 raise
+
+    async def arefresh_after(self, sent: Token) -> Token:
+        """:meth:`refresh_after` for coroutines; the event loop is never blocked.
+
+        The tasks of one loop queue on an asyncio lock, so one expiry costs one worker thread
+        however many tasks meet it; the refresh itself (locks, token request, store I/O)
+        runs in that thread, under the same thread lock as synchronous callers. A cancelled
+        task leaves its refresh running to completion in the thread, for the others.
+        """
+        async with self._async_lock():
+            newer = self._settled(sent)
+            if newer is not None:
+                return newer
+            return await asyncio.to_thread(self.refresh_after, sent)
+
+    def _async_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        # Not self._lock: a worker thread may hold that for a whole token request.
+        with self._async_locks_guard:
+            lock = self._async_locks.get(loop)
+            if lock is None:
+                lock = self._async_locks[loop] = asyncio.Lock()
+            return lock
+
+    def _settled(self, sent: Token) -> Token | None:
+        """Return the token that replaced ``sent``, None if there is none, or raise its failure.
+
+        Safe without the lock for a quick look: a failure is recorded before the token
+        object that marks it, and tokens are replaced whole.
+        """
+        current = self._token
+        if current is sent:
+            return None
+        if current.access_token != sent.access_token or self._last_failure is None:
+            return current
+        raise self._last_failure.copy()
 
     def _change(self, token: Token) -> Token:
         self._token = token

@@ -1,4 +1,9 @@
-"""The zeep Transport: a thin synchronous driver of :func:`zeep_sfrefresh.flow.soap_call`."""
+"""The zeep Transport: a thin synchronous driver of :func:`zeep_sfrefresh.flow.soap_call`.
+
+What the sync and async transports have in common (building the refresher, the token,
+masked logging) is :class:`SalesforceTransportMixin`; each transport only performs the
+I/O steps the call policy asks for.
+"""
 
 from __future__ import annotations
 
@@ -12,23 +17,92 @@ from requests_oauthlib import OAuth2Session
 from zeep.transports import Transport
 
 from .envelope import mask_session_ids
-from .flow import Send, Step, soap_call
+from .flow import HttpResponse, Send, Step, soap_call
 from .grants import DEFAULT_TOKEN_TIMEOUT, SessionGrant
 from .refresh import DEFAULT_OVERLAP_WAIT, Refresher
 from .stores import MemoryTokenStore, TokenStore
 from .tokens import Token
 
-__all__ = ["SalesforceTransport"]
+__all__ = ["SalesforceTransport", "SalesforceTransportMixin"]
 
 
-class SalesforceTransport(Transport):
+class SalesforceTransportMixin:
+    """Token handling shared by :class:`SalesforceTransport` and the async transport."""
+
+    # zeep's __del__ reads this; it must exist even when __init__ refuses its arguments.
+    _close_session = False
+    logger: logging.Logger
+    route_to_instance: bool
+    _refresher: Refresher
+
+    def _init_salesforce(
+        self,
+        oauth: OAuth2Session,
+        *,
+        store: TokenStore | None,
+        route_to_instance: bool,
+        token_timeout: float,
+        overlap_wait: float,
+    ) -> None:
+        if not oauth.token:
+            raise ValueError("the OAuth2Session has no token; create it with token=<token dict>")
+        self._refresher = Refresher(
+            SessionGrant(oauth, timeout=token_timeout),
+            store if store is not None else MemoryTokenStore.for_session(oauth),
+            Token(oauth.token),
+            on_refresh=oauth.token_updater,
+            on_change=lambda token: setattr(oauth, "token", token.as_dict()),
+            overlap_wait=overlap_wait,
+        )
+        if route_to_instance and self._refresher.token.instance_url is None:
+            raise ValueError(
+                "the token has no instance_url, so SOAP calls cannot be routed to the org; "
+                "pass a token from Salesforce's token endpoint or route_to_instance=False"
+            )
+        self.route_to_instance = route_to_instance
+
+    @property
+    def token(self) -> Token:
+        """The token the next call will send (read-only; ``repr`` shows fingerprints only)."""
+        return self._refresher.token
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(token={self.token!r}, store={self._refresher.store!r}, "
+            f"route_to_instance={self.route_to_instance})"
+        )
+
+    def _call_flow(
+        self, address: str, envelope: etree._Element
+    ) -> Generator[Step, object, HttpResponse]:
+        return soap_call(envelope, address, self._refresher.token, route=self.route_to_instance)
+
+    def _log_refresh(self, address: str) -> None:
+        self.logger.info("%s answered INVALID_SESSION_ID; refreshing the session", address)
+
+    def _log_resend(self) -> None:
+        self.logger.info("resending the call once with the refreshed session")
+
+    def _log_post(self, address: str, message: bytes | str) -> None:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            raw = message.encode("utf-8") if isinstance(message, str) else message
+            text = mask_session_ids(raw).decode("utf-8", "replace")
+            self.logger.debug("HTTP Post to %s:\n%s", address, text)
+
+    def _log_answer(self, address: str, status_code: int, content: bytes) -> None:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            text = mask_session_ids(content).decode("utf-8", "replace")
+            self.logger.debug("HTTP Response from %s (status: %d):\n%s", address, status_code, text)
+
+
+class SalesforceTransport(SalesforceTransportMixin, Transport):
     """A ``zeep.Transport`` that keeps Salesforce SOAP calls alive across session expiry.
 
     Every SOAP envelope gets ``SessionHeader/sessionId`` = the current access token and is
     sent to the token's ``instance_url``. When Salesforce answers ``INVALID_SESSION_ID``
-    the token is refreshed through ``oauth`` (one token request however many threads hit
-    the expiry), ``oauth.token_updater`` is called with the new token, and the call is
-    resent once.
+    the token is refreshed through ``oauth`` (one token request however many threads or
+    workers hit the expiry), ``oauth.token_updater`` is called with the new token, and the
+    call is resent once.
 
     SOAP traffic and WSDL downloads go through ``session`` (a plain ``requests.Session``),
     never through ``oauth``, which would put a Bearer header on every request, to any host.
@@ -50,9 +124,6 @@ class SalesforceTransport(Transport):
     :param cache, timeout, operation_timeout, session: as for ``zeep.Transport``.
     """
 
-    # zeep's __del__ reads this; it must exist even when __init__ refuses its arguments.
-    _close_session = False
-
     def __init__(
         self,
         oauth: OAuth2Session,
@@ -71,46 +142,23 @@ class SalesforceTransport(Transport):
                 "pass the OAuth2Session as the first argument, not as session=: SOAP traffic "
                 "must not carry its Bearer header"
             )
-        if not oauth.token:
-            raise ValueError("the OAuth2Session has no token; create it with token=<token dict>")
-        grant = SessionGrant(oauth, timeout=token_timeout)
-        self._refresher = Refresher(
-            grant,
-            store if store is not None else MemoryTokenStore.for_session(oauth),
-            Token(oauth.token),
-            on_refresh=oauth.token_updater,
-            on_change=lambda token: setattr(oauth, "token", token.as_dict()),
+        self._init_salesforce(
+            oauth,
+            store=store,
+            route_to_instance=route_to_instance,
+            token_timeout=token_timeout,
             overlap_wait=overlap_wait,
         )
-        if route_to_instance and self._refresher.token.instance_url is None:
-            raise ValueError(
-                "the token has no instance_url, so SOAP calls cannot be routed to the org; "
-                "pass a token from Salesforce's token endpoint or route_to_instance=False"
-            )
         super().__init__(  # type: ignore[no-untyped-call]  # zeep is unannotated
             cache=cache, timeout=timeout, operation_timeout=operation_timeout, session=session
         )
         self.logger = logging.getLogger(__name__)
-        self.route_to_instance = route_to_instance
-
-    @property
-    def token(self) -> Token:
-        """The token the next call will send (read-only; ``repr`` shows fingerprints only)."""
-        return self._refresher.token
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(token={self.token!r}, store={self._refresher.store!r}, "
-            f"route_to_instance={self.route_to_instance})"
-        )
 
     def post_xml(
         self, address: str, envelope: etree._Element, headers: dict[str, str]
     ) -> requests.Response:
         """Send ``envelope`` with the current session id; refresh and resend once if it expired."""
-        flow: Generator[Step, object, requests.Response] = soap_call(
-            envelope, address, self._refresher.token, route=self.route_to_instance
-        )
+        flow = self._call_flow(address, envelope)
         step = next(flow)
         sent_to = address
         while True:
@@ -119,9 +167,9 @@ class SalesforceTransport(Transport):
                 sent_to = step.address
                 result = self.post(step.address, step.message, headers)
             else:
-                self.logger.info("%s answered INVALID_SESSION_ID; refreshing the session", sent_to)
+                self._log_refresh(sent_to)
                 result = self._refresher.refresh_after(step.sent)
-                self.logger.info("resending the call once with the refreshed session")
+                self._log_resend()
             try:
                 step = flow.send(result)
             except StopIteration as done:
@@ -132,20 +180,9 @@ class SalesforceTransport(Transport):
         self, address: str, message: bytes | str, headers: dict[str, str]
     ) -> requests.Response:
         """POST like ``zeep.Transport.post``, but debug-log envelopes with session ids masked."""
-        debug = self.logger.isEnabledFor(logging.DEBUG)
-        if debug:
-            raw = message.encode("utf-8") if isinstance(message, str) else message
-            self.logger.debug(
-                "HTTP Post to %s:\n%s", address, mask_session_ids(raw).decode("utf-8", "replace")
-            )
+        self._log_post(address, message)
         response: requests.Response = self.session.post(
             address, data=message, headers=headers, timeout=self.operation_timeout
         )
-        if debug:
-            self.logger.debug(
-                "HTTP Response from %s (status: %d):\n%s",
-                address,
-                response.status_code,
-                mask_session_ids(response.content).decode("utf-8", "replace"),
-            )
+        self._log_answer(address, response.status_code, response.content)
         return response
