@@ -11,7 +11,15 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .apis import PARTNER_WSDL, SOAP_APIS, SoapApi
+from .apis import (
+    APEX_WSDL,
+    ENTERPRISE_WSDL,
+    METADATA_WSDL,
+    PARTNER_WSDL,
+    SOAP_APIS,
+    TOOLING_WSDL,
+    SoapApi,
+)
 from .errors import SfRefreshError, TokenRefreshError, TokenStoreConflictError, TokenStoreError
 from .stores import FileTokenStore, MemoryTokenStore, StoredToken, TokenStore
 from .tokens import Token
@@ -22,8 +30,12 @@ if TYPE_CHECKING:
     from .redis_store import RedisTokenStore
 
 __all__ = [
+    "APEX_WSDL",
+    "ENTERPRISE_WSDL",
+    "METADATA_WSDL",
     "PARTNER_WSDL",
     "SOAP_APIS",
+    "TOOLING_WSDL",
     "AsyncSalesforceTransport",
     "FileTokenStore",
     "MemoryTokenStore",

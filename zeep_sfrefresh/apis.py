@@ -10,7 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["PARTNER_WSDL", "SOAP_APIS", "SOAP_PATH_PREFIX", "SoapApi", "api_for_address"]
+__all__ = [
+    "APEX_WSDL",
+    "ENTERPRISE_WSDL",
+    "METADATA_WSDL",
+    "PARTNER_WSDL",
+    "SOAP_APIS",
+    "SOAP_PATH_PREFIX",
+    "TOOLING_WSDL",
+    "SoapApi",
+    "api_for_address",
+]
 
 SOAP_PATH_PREFIX = "/services/Soap/"
 """Every Salesforce SOAP endpoint lives under this path on the instance host."""
@@ -19,6 +29,14 @@ _WSDL_DIR = Path(__file__).resolve().parent / "wsdl"
 
 PARTNER_WSDL = str(_WSDL_DIR / "partner.wsdl")
 """Path of the compact partner WSDL shipped with the package (API version 66.0)."""
+ENTERPRISE_WSDL = str(_WSDL_DIR / "enterprise.wsdl")
+"""Compact enterprise WSDL (a few typed objects; a real org generates its own)."""
+TOOLING_WSDL = str(_WSDL_DIR / "tooling.wsdl")
+"""Compact tooling WSDL."""
+METADATA_WSDL = str(_WSDL_DIR / "metadata.wsdl")
+"""Compact metadata WSDL."""
+APEX_WSDL = str(_WSDL_DIR / "apex.wsdl")
+"""Compact apex WSDL."""
 
 
 @dataclass(frozen=True)
@@ -30,16 +48,18 @@ class SoapApi:
     """The segment after ``/services/Soap/``: ``u`` for partner, ``c`` for enterprise, ..."""
     namespace: str
     """Namespace of ``SessionHeader`` and ``sessionId`` in this API's envelopes."""
+    wsdl: str
+    """Path of the compact WSDL shipped for this API."""
 
 
 SOAP_APIS: dict[str, SoapApi] = {
     api.path_code: api
     for api in (
-        SoapApi("partner", "u", "urn:partner.soap.sforce.com"),
-        SoapApi("enterprise", "c", "urn:enterprise.soap.sforce.com"),
-        SoapApi("tooling", "T", "urn:tooling.soap.sforce.com"),
-        SoapApi("metadata", "m", "http://soap.sforce.com/2006/04/metadata"),
-        SoapApi("apex", "s", "http://soap.sforce.com/2006/08/apex"),
+        SoapApi("partner", "u", "urn:partner.soap.sforce.com", PARTNER_WSDL),
+        SoapApi("enterprise", "c", "urn:enterprise.soap.sforce.com", ENTERPRISE_WSDL),
+        SoapApi("tooling", "T", "urn:tooling.soap.sforce.com", TOOLING_WSDL),
+        SoapApi("metadata", "m", "http://soap.sforce.com/2006/04/metadata", METADATA_WSDL),
+        SoapApi("apex", "s", "http://soap.sforce.com/2006/08/apex", APEX_WSDL),
     )
 }
 """Known APIs keyed by path code. Path codes are case-sensitive (``T`` is tooling)."""
