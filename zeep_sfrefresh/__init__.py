@@ -20,7 +20,18 @@ from .apis import (
     TOOLING_WSDL,
     SoapApi,
 )
-from .errors import SfRefreshError, TokenRefreshError, TokenStoreConflictError, TokenStoreError
+from .breaker import CircuitBreaker
+from .errors import (
+    JwtAccessTokenError,
+    RefreshInProgressError,
+    SessionNotRefreshableError,
+    SfRefreshError,
+    TokenRefreshError,
+    TokenStoreConflictError,
+    TokenStoreError,
+)
+from .events import RefreshEvent, RefreshListener
+from .grants import ClientCredentials, Grant, JwtBearer, SessionGrant, UsernamePassword
 from .stores import FileTokenStore, MemoryTokenStore, StoredToken, TokenStore
 from .tokens import Token
 from .transport import SalesforceTransport
@@ -37,10 +48,20 @@ __all__ = [
     "SOAP_APIS",
     "TOOLING_WSDL",
     "AsyncSalesforceTransport",
+    "CircuitBreaker",
+    "ClientCredentials",
     "FileTokenStore",
+    "Grant",
+    "JwtAccessTokenError",
+    "JwtBearer",
     "MemoryTokenStore",
     "RedisTokenStore",
+    "RefreshEvent",
+    "RefreshInProgressError",
+    "RefreshListener",
     "SalesforceTransport",
+    "SessionGrant",
+    "SessionNotRefreshableError",
     "SfRefreshError",
     "SoapApi",
     "StoredToken",
@@ -49,6 +70,7 @@ __all__ = [
     "TokenStore",
     "TokenStoreConflictError",
     "TokenStoreError",
+    "UsernamePassword",
     "__version__",
 ]
 

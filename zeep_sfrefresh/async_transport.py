@@ -20,8 +20,10 @@ from lxml import etree
 from requests_oauthlib import OAuth2Session
 from zeep.transports import AsyncTransport
 
-from .flow import Send
-from .grants import DEFAULT_TOKEN_TIMEOUT
+from .breaker import DEFAULT_BREAKER, CircuitBreaker
+from .events import RefreshListener
+from .flow import Refresh, Send
+from .grants import DEFAULT_TOKEN_TIMEOUT, Grant
 from .refresh import DEFAULT_OVERLAP_WAIT
 from .stores import TokenStore
 from .transport import SalesforceTransportMixin
@@ -32,8 +34,9 @@ __all__ = ["AsyncSalesforceTransport"]
 class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
     """A ``zeep.AsyncTransport`` that keeps Salesforce SOAP calls alive across session expiry.
 
-    Takes the same Salesforce arguments as :class:`SalesforceTransport` (``oauth``,
-    ``store``, ``route_to_instance``, ``token_timeout``, ``overlap_wait``) and
+    Takes the same Salesforce arguments as :class:`SalesforceTransport` (``oauth`` or a
+    credential object, ``store``, ``route_to_instance``, ``token_timeout``, ``overlap_wait``,
+    ``listener``, ``circuit_breaker``) and
     ``zeep.AsyncTransport``'s own (``client``, ``wsdl_client``, ``cache``, ``timeout``,
     ``operation_timeout``, ``verify_ssl``, ``proxy``). Close it with ``await
     transport.aclose()`` (or ``async with AsyncClient(...)``).
@@ -41,12 +44,14 @@ class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
 
     def __init__(
         self,
-        oauth: OAuth2Session,
+        oauth: OAuth2Session | Grant,
         *,
         store: TokenStore | None = None,
         route_to_instance: bool = True,
         token_timeout: float = DEFAULT_TOKEN_TIMEOUT,
         overlap_wait: float = DEFAULT_OVERLAP_WAIT,
+        listener: RefreshListener | None = None,
+        circuit_breaker: CircuitBreaker | None = DEFAULT_BREAKER,
         client: httpx.AsyncClient | None = None,
         wsdl_client: httpx.Client | None = None,
         cache: Any = None,
@@ -61,6 +66,8 @@ class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
             route_to_instance=route_to_instance,
             token_timeout=token_timeout,
             overlap_wait=overlap_wait,
+            listener=listener,
+            circuit_breaker=circuit_breaker,
         )
         super().__init__(  # type: ignore[no-untyped-call]  # zeep is unannotated
             client=client,
@@ -79,16 +86,16 @@ class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
         """Send ``envelope`` with the current session id; refresh and resend once if it expired."""
         flow = self._call_flow(address, envelope)
         step = next(flow)
-        sent_to = address
         while True:
-            result: object
+            result: object = None
             if isinstance(step, Send):
-                sent_to = step.address
                 result = await self.post(step.address, step.message, headers)
-            else:
-                self._log_refresh(sent_to)
-                result = await self._refresher.arefresh_after(step.sent)
+            elif isinstance(step, Refresh):
+                self._log_refresh(step)
+                result = await self._refresher.arefresh_after(step.sent, step.reason)
                 self._log_resend()
+            else:
+                self._refresher.judge(step.fresh, step.usable, step.reason)
             try:
                 step = flow.send(result)
             except StopIteration as done:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING
 
-from zeep.exceptions import Error
+from zeep.exceptions import Error, Fault
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = [
+    "JwtAccessTokenError",
+    "RefreshInProgressError",
+    "SessionNotRefreshableError",
     "SfRefreshError",
     "TokenRefreshError",
     "TokenStoreConflictError",
@@ -61,6 +64,11 @@ class TokenRefreshError(SfRefreshError):
         super().__init__(message)
 
 
+class RefreshInProgressError(TokenRefreshError):
+    """Raised when the token endpoint refuses a refresh because another request is using the
+    same refresh token ("Token request is already being processed")."""
+
+
 class TokenStoreError(SfRefreshError):
     """Raised when the token store cannot be locked, read or written in bounded time.
 
@@ -73,3 +81,23 @@ class TokenStoreError(SfRefreshError):
 
 class TokenStoreConflictError(TokenStoreError):
     """Raised when a compare-and-set write finds a version other than the one it replaces."""
+
+
+class JwtAccessTokenError(SfRefreshError):
+    """Raised before sending when the access token is a JWT, which Salesforce's SOAP APIs
+    never accept (the connected app issues JWT-based access tokens; turn that off for SOAP)."""
+
+
+class SessionNotRefreshableError(Fault, SfRefreshError):
+    """Raised when Salesforce rejects even a freshly issued session: refreshing cannot help.
+
+    IP-restricted sessions, a user without the API Enabled permission, a token the SOAP API
+    does not take. It is a ``zeep.exceptions.Fault``, so ``except Fault`` keeps catching it;
+    ``code`` is the fault's code and ``attempts`` says what was tried. Also raised, without
+    a token request, while the circuit breaker cools down after repeated such answers.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None, attempts: str = "") -> None:
+        self.attempts = attempts
+        text = f"{message} ({attempts})" if attempts else message
+        Fault.__init__(self, text, code=code)

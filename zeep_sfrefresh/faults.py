@@ -13,6 +13,7 @@ Successful (2xx) answers are never parsed, so the happy path costs nothing here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from lxml import etree
@@ -21,7 +22,9 @@ __all__ = [
     "INVALID_SESSION_ID",
     "MAX_FAULT_BYTES",
     "SoapFault",
+    "invalid_session_fault",
     "is_invalid_session",
+    "mask_session_hash",
     "parse_fault",
 ]
 
@@ -31,6 +34,12 @@ MAX_FAULT_BYTES = 64 * 1024
 """Error bodies larger than this are not parsed. Salesforce's session faults are ~1 KB."""
 
 _SOAP11_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+_SESSION_HASH = re.compile(r"(session hash:\s*)\S+", re.IGNORECASE)
+
+
+def mask_session_hash(text: str) -> str:
+    """Mask the session hash Salesforce echoes in some faults ("missing session hash: ...")."""
+    return _SESSION_HASH.sub(r"\1***", text)
 
 
 @dataclass(frozen=True)
@@ -40,7 +49,7 @@ class SoapFault:
     code: str
     """Local name of the ``faultcode`` QName (any prefix dropped)."""
     message: str
-    """The ``faultstring``."""
+    """The ``faultstring``, with any echoed session hash masked."""
     exception_code: str | None
     """``detail/*/exceptionCode`` when the fault has a detail (the metadata API's has none)."""
 
@@ -100,12 +109,20 @@ def parse_fault(body: bytes) -> SoapFault | None:
             if _local_name(node) == "exceptionCode":
                 exception_code = _text(node) or None
                 break
-    return SoapFault(code, _text(parts.get("faultstring")), exception_code)
+    return SoapFault(code, mask_session_hash(_text(parts.get("faultstring"))), exception_code)
+
+
+def invalid_session_fault(status_code: int, body: bytes) -> SoapFault | None:
+    """Return the fault when an HTTP answer says its session is invalid, else None.
+
+    A success (2xx) is never parsed, so the happy path costs nothing here.
+    """
+    if 200 <= status_code < 300:
+        return None
+    fault = parse_fault(body)
+    return fault if fault is not None and fault.is_invalid_session else None
 
 
 def is_invalid_session(status_code: int, body: bytes) -> bool:
     """Decide from an HTTP answer whether its session expired, without parsing a success."""
-    if 200 <= status_code < 300:
-        return False
-    fault = parse_fault(body)
-    return fault is not None and fault.is_invalid_session
+    return invalid_session_fault(status_code, body) is not None

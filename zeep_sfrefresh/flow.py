@@ -1,9 +1,14 @@
 """The policy of one SOAP call, free of I/O: inject, route, send, detect, refresh, resend once.
 
 :func:`soap_call` is a generator in the style of httpx's ``Auth.auth_flow``: it yields
-what it needs done (:class:`Send` a message, :class:`Refresh` a token) and is sent the
-result. A thin driver performs the I/O, synchronously in :class:`SalesforceTransport`
-and with ``await`` in an async transport, so the decisions exist once.
+what it needs done and is sent the result. A thin driver performs it, synchronously in
+:class:`SalesforceTransport` and with ``await`` in :class:`AsyncSalesforceTransport`, so
+the decisions exist once. The steps:
+
+* :class:`Send`: POST a message; the driver sends back the HTTP response.
+* :class:`Refresh`: obtain a token newer than the one sent; the driver sends back the token.
+* :class:`Verdict`: record whether a refreshed session worked (bookkeeping for the circuit
+  breaker); the driver sends back None.
 
 The resend checklist, after requests' ``HTTPDigestAuth.handle_401``:
 
@@ -11,8 +16,8 @@ The resend checklist, after requests' ``HTTPDigestAuth.handle_401``:
   not, is returned as is, and an exception from the send (timeout, dropped connection)
   is never caught here, because the server may have run the call;
 * only an envelope that carries our session id is worth resending;
-* one refresh and one resend at most: whatever the resend answers is returned, and a
-  second ``INVALID_SESSION_ID`` surfaces as zeep's ordinary ``Fault``.
+* one refresh and one resend at most. If the resend meets ``INVALID_SESSION_ID`` again,
+  refreshing cannot help: :class:`SessionNotRefreshableError` (a zeep ``Fault``) is raised.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from lxml import etree
 
 from .apis import SOAP_PATH_PREFIX, api_for_address
 from .envelope import set_session_id
-from .faults import is_invalid_session
+from .errors import JwtAccessTokenError, SessionNotRefreshableError
+from .faults import INVALID_SESSION_ID, invalid_session_fault
 from .routing import route_to_instance
 from .tokens import Token
 
-__all__ = ["HttpResponse", "Refresh", "Send", "Step", "soap_call"]
+__all__ = ["HttpResponse", "Refresh", "Send", "Step", "Verdict", "soap_call"]
 
 
 class HttpResponse(Protocol):
@@ -48,7 +54,7 @@ ResponseT = TypeVar("ResponseT", bound=HttpResponse)
 
 @dataclass(frozen=True)
 class Send:
-    """POST ``message`` to ``address``; the driver sends back the response."""
+    """POST ``message`` to ``address``."""
 
     address: str
     message: bytes
@@ -56,15 +62,34 @@ class Send:
 
 @dataclass(frozen=True)
 class Refresh:
-    """Obtain a token newer than ``sent``; the driver sends back the new :class:`Token`."""
+    """Obtain a token newer than ``sent``; ``reason`` says why, for logs and events."""
 
     sent: Token
+    reason: str
 
 
-Step = Send | Refresh
+@dataclass(frozen=True)
+class Verdict:
+    """Whether the session of the refreshed token ``fresh`` worked on its first use."""
+
+    fresh: Token
+    usable: bool
+    reason: str
+
+
+Step = Send | Refresh | Verdict
+
+
+def _looks_like_jwt(access_token: str) -> bool:
+    return access_token.startswith("eyJ") and access_token.count(".") == 2
 
 
 def _send(envelope: etree._Element, address: str, token: Token, *, route: bool) -> Send:
+    if _looks_like_jwt(token.access_token):
+        raise JwtAccessTokenError(
+            "the access token is a JWT, which Salesforce's SOAP APIs never accept; turn off "
+            "'Issue JSON Web Token (JWT)-based access tokens' on the connected app"
+        )
     if route and token.instance_url:
         address = route_to_instance(address, token.instance_url)
     return Send(address, etree.tostring(envelope, xml_declaration=True, encoding="utf-8"))
@@ -86,10 +111,20 @@ def soap_call(
     api = api_for_address(address)
     namespace = api.namespace if api is not None else None
     injected = set_session_id(envelope, namespace, token.access_token)
-    response = yield _send(envelope, address, token, route=route)
-    if not injected or not is_invalid_session(response.status_code, response.content):
+    sent = _send(envelope, address, token, route=route)
+    response = yield sent
+    if not injected or invalid_session_fault(response.status_code, response.content) is None:
         return response
-    fresh: Token = yield Refresh(token)
+    reason = f"{INVALID_SESSION_ID} from {urlsplit(sent.address).netloc}"
+    fresh: Token = yield Refresh(token, reason)
     set_session_id(envelope, namespace, fresh.access_token)
     resent: ResponseT = yield _send(envelope, address, fresh, route=route)
+    fault = invalid_session_fault(resent.status_code, resent.content)
+    yield Verdict(fresh, fault is None, reason)
+    if fault is not None:
+        raise SessionNotRefreshableError(
+            f"Salesforce rejected the refreshed session too: {fault.message}",
+            code=fault.code,
+            attempts="tried: one token refresh, then one resend with the new session",
+        )
     return resent

@@ -1,128 +1,107 @@
-"""Where new tokens come from: the refresh_token grant, made through the user's OAuth2Session.
+"""Where new tokens come from: one class per Salesforce OAuth grant, all on requests-oauthlib.
 
-requests-oauthlib does most of the work, but three of its habits need handling for
-Salesforce, whose token answers carry no ``expires_in``:
+* :class:`SessionGrant`: the refresh_token grant through the user's own ``OAuth2Session``.
+* :class:`JwtBearer`: the JWT bearer grant (server to server, a certificate on the app).
+* :class:`ClientCredentials`: the client-credentials grant (My Domain token URL).
+* :class:`UsernamePassword`: the username-password grant (discouraged; blocked by default
+  in new orgs).
 
-* ``OAuth2Session.refresh_token()`` sends neither the session's ``client_id`` nor its
-  secret by itself; they come from ``auto_refresh_kwargs`` (``client_id`` is added from
-  the session when missing there), in the form body as Salesforce documents.
-* A session opened with ``scope=[...]`` makes oauthlib raise ``Warning("Scope has
-  changed ...")`` when Salesforce answers a wider scope string. By then the server has
-  issued, and maybe rotated, the token: it rides on the warning and is kept, not lost.
-* Every failure mode (OAuth error JSON, an HTML error page, a body that is not a token,
-  a timeout, a refused connection) becomes one :class:`TokenRefreshError`.
+The last three are credential objects: pass one to the transport instead of an
+``OAuth2Session``. They hold no refresh token; "refreshing" asks for a brand-new token.
+
+Every failure mode (OAuth error JSON, an HTML error page, a body that is not a token, a
+timeout, a refused connection) becomes one :class:`TokenRefreshError`, whatever the grant.
+Salesforce token answers carry no ``expires_in``, so requests-oauthlib never refreshes on its
+own; and a session opened with ``scope=[...]`` makes oauthlib raise ``Warning("Scope has
+changed")`` when Salesforce answers a wider scope string, after the server issued (and maybe
+rotated) the token, which rides on the warning and is kept.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import requests
-from oauthlib.oauth2.rfc6749.errors import (
-    InsecureTransportError,
-    MissingTokenError,
-    OAuth2Error,
+from oauthlib.oauth2 import (
+    BackendApplicationClient,
+    LegacyApplicationClient,
+    ServiceApplicationClient,
 )
+from oauthlib.oauth2.rfc6749.errors import InsecureTransportError, MissingTokenError, OAuth2Error
 from requests_oauthlib import OAuth2Session
 
-from .errors import TokenRefreshError
+from .errors import RefreshInProgressError, TokenRefreshError
 from .tokens import Token, fingerprint
 
-__all__ = ["DEFAULT_TOKEN_TIMEOUT", "Grant", "SessionGrant"]
+__all__ = [
+    "DEFAULT_LOGIN_URL",
+    "DEFAULT_TOKEN_TIMEOUT",
+    "ClientCredentials",
+    "Grant",
+    "JwtBearer",
+    "SessionGrant",
+    "UsernamePassword",
+]
 
 DEFAULT_TOKEN_TIMEOUT = 30.0
 """Seconds a token request may take (connect and read each) before it is abandoned."""
 
+DEFAULT_LOGIN_URL = "https://login.salesforce.com"
+"""Production login host; sandboxes use https://test.salesforce.com, or use your My Domain."""
+
 logger = logging.getLogger(__name__)
+
+_OVERLAP_DESCRIPTIONS = ("already being processed", "expired authorization code")
 
 
 class Grant(Protocol):
     """A source of new tokens. :meth:`fetch` makes one token request and no retry."""
 
-    def fetch(self, current: Token) -> Token:
-        """Return a new token to replace ``current``, or raise :class:`TokenRefreshError`."""
+    timeout: float
+
+    def fetch(self, current: Token | None) -> Token:
+        """Return a token to replace ``current`` (None: the first one), or raise
+        :class:`TokenRefreshError`."""
         ...
 
 
-class SessionGrant:
-    """The refresh_token grant, through ``OAuth2Session.refresh_token()``."""
-
-    def __init__(self, oauth: OAuth2Session, *, timeout: float = DEFAULT_TOKEN_TIMEOUT) -> None:
-        if not oauth.auto_refresh_url:
-            raise ValueError(
-                "the OAuth2Session has no auto_refresh_url; pass "
-                "auto_refresh_url='https://login.salesforce.com/services/oauth2/token' "
-                "(or your My Domain's token URL)"
-            )
-        if timeout <= 0:
-            raise ValueError("timeout must be a positive number of seconds")
-        self._oauth = oauth
-        self._token_url: str = oauth.auto_refresh_url
-        self._timeout = timeout
-
-    def __repr__(self) -> str:
-        return f"SessionGrant(token_url={self._token_url!r}, timeout={self._timeout})"
-
-    def _request_kwargs(self) -> dict[str, Any]:
-        kwargs = dict(self._oauth.auto_refresh_kwargs or {})
-        if "client_id" not in kwargs and self._oauth.client_id:
-            kwargs["client_id"] = self._oauth.client_id
-        return kwargs
-
-    def fetch(self, current: Token) -> Token:
-        """Make one refresh_token request and return the new token (rotated or not)."""
-        refresh_token = current.refresh_token
-        if refresh_token is None:
-            raise TokenRefreshError(
-                "the token holds no refresh_token, so the expired session cannot be refreshed"
-            )
-        try:
-            answer = self._oauth.refresh_token(
-                self._token_url,
-                refresh_token=refresh_token,
-                timeout=self._timeout,
-                **self._request_kwargs(),
-            )
-        except Warning as exc:
-            answer = _token_from_scope_warning(exc)
-        except InsecureTransportError as exc:
-            raise TokenRefreshError(
-                "oauthlib refuses a token URL that is not https "
-                "(unless OAUTHLIB_INSECURE_TRANSPORT is set by the application)"
-            ) from exc
-        except MissingTokenError as exc:
-            raise TokenRefreshError(
-                "the token endpoint answered something that is not a token "
-                "(an error page, or a body that is not token JSON)"
-            ) from exc
-        except OAuth2Error as exc:
-            raise TokenRefreshError(
-                "the token endpoint refused the refresh",
-                error=exc.error,
-                description=exc.description,
-            ) from exc
-        except requests.Timeout as exc:
-            raise TokenRefreshError(
-                f"the token request timed out (limit {self._timeout:g} s)"
-            ) from exc
-        except requests.RequestException as exc:
-            raise TokenRefreshError(f"the token request failed ({type(exc).__name__})") from exc
-        except (ValueError, TypeError) as exc:
-            raise TokenRefreshError(
-                f"the token endpoint's answer could not be read ({type(exc).__name__})"
-            ) from exc
-        try:
-            token = Token(answer, previous=current)
-        except ValueError as exc:
-            raise TokenRefreshError(f"the token endpoint's answer is unusable: {exc}") from exc
-        logger.info(
-            "refreshed the Salesforce session: access token %s -> %s, refresh token %s",
-            fingerprint(current.access_token),
-            fingerprint(token.access_token),
-            "rotated" if token.refresh_token != refresh_token else "kept",
-        )
-        return token
+def _request_token(
+    call: Callable[[], Any], *, timeout: float, previous: Token | None, verb: str
+) -> Token:
+    """Run one token request through requests-oauthlib and map every failure to one error."""
+    try:
+        answer = call()
+    except Warning as exc:
+        answer = _token_from_scope_warning(exc)
+    except InsecureTransportError as exc:
+        raise TokenRefreshError(
+            "oauthlib refuses a token URL that is not https "
+            "(unless OAUTHLIB_INSECURE_TRANSPORT is set by the application)"
+        ) from exc
+    except MissingTokenError as exc:
+        raise TokenRefreshError(
+            "the token endpoint answered something that is not a token "
+            "(an error page, or a body that is not token JSON)"
+        ) from exc
+    except OAuth2Error as exc:
+        raise TokenRefreshError(
+            f"the token endpoint refused the {verb}", error=exc.error, description=exc.description
+        ) from exc
+    except requests.Timeout as exc:
+        raise TokenRefreshError(f"the token request timed out (limit {timeout:g} s)") from exc
+    except requests.RequestException as exc:
+        raise TokenRefreshError(f"the token request failed ({type(exc).__name__})") from exc
+    except (ValueError, TypeError) as exc:
+        raise TokenRefreshError(
+            f"the token endpoint's answer could not be read ({type(exc).__name__})"
+        ) from exc
+    try:
+        return Token(answer, previous=previous)
+    except ValueError as exc:
+        raise TokenRefreshError(f"the token endpoint's answer is unusable: {exc}") from exc
 
 
 def _token_from_scope_warning(exc: Warning) -> Any:
@@ -144,3 +123,272 @@ def _token_from_scope_warning(exc: Warning) -> Any:
         getattr(exc, "old_scope", None),
     )
     return token
+
+
+def _check_timeout(timeout: float) -> float:
+    if timeout <= 0:
+        raise ValueError("timeout must be a positive number of seconds")
+    return timeout
+
+
+class SessionGrant:
+    """The refresh_token grant, through ``OAuth2Session.refresh_token()``.
+
+    ``OAuth2Session.refresh_token()`` sends neither the session's ``client_id`` nor its
+    secret by itself: they come from ``auto_refresh_kwargs`` (``client_id`` is added from the
+    session when missing there), in the form body as Salesforce documents.
+    """
+
+    def __init__(self, oauth: OAuth2Session, *, timeout: float = DEFAULT_TOKEN_TIMEOUT) -> None:
+        if not oauth.auto_refresh_url:
+            raise ValueError(
+                "the OAuth2Session has no auto_refresh_url; pass "
+                "auto_refresh_url='https://login.salesforce.com/services/oauth2/token' "
+                "(or your My Domain's token URL)"
+            )
+        self._oauth = oauth
+        self._token_url: str = oauth.auto_refresh_url
+        self.timeout = _check_timeout(timeout)
+
+    def __repr__(self) -> str:
+        return f"SessionGrant(token_url={self._token_url!r}, timeout={self.timeout:g})"
+
+    def _request_kwargs(self) -> dict[str, Any]:
+        kwargs = dict(self._oauth.auto_refresh_kwargs or {})
+        if "client_id" not in kwargs and self._oauth.client_id:
+            kwargs["client_id"] = self._oauth.client_id
+        return kwargs
+
+    def fetch(self, current: Token | None) -> Token:
+        """Make one refresh_token request and return the new token (rotated or not).
+
+        Raises :class:`RefreshInProgressError` when Salesforce says another request is
+        using the same refresh token right now.
+        """
+        refresh_token = current.refresh_token if current is not None else None
+        if current is None or refresh_token is None:
+            raise TokenRefreshError(
+                "the token holds no refresh_token, so the expired session cannot be refreshed"
+            )
+        try:
+            token = _request_token(
+                lambda: self._oauth.refresh_token(
+                    self._token_url,
+                    refresh_token=refresh_token,
+                    timeout=self.timeout,
+                    **self._request_kwargs(),
+                ),
+                timeout=self.timeout,
+                previous=current,
+                verb="refresh",
+            )
+        except TokenRefreshError as exc:
+            description = (exc.description or "").lower()
+            if exc.error == "invalid_grant" and any(
+                t in description for t in _OVERLAP_DESCRIPTIONS
+            ):
+                raise RefreshInProgressError(
+                    "another request is refreshing with this refresh token",
+                    error=exc.error,
+                    description=exc.description,
+                ) from exc
+            raise
+        logger.info(
+            "refreshed the Salesforce session: access token %s -> %s, refresh token %s",
+            fingerprint(current.access_token),
+            fingerprint(token.access_token),
+            "rotated" if token.refresh_token != refresh_token else "kept",
+        )
+        return token
+
+
+class _NoClientAuth(requests.auth.AuthBase):
+    """Keeps requests-oauthlib from adding a Basic header the JWT grant does not use."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
+
+
+class _FetchTokenGrant:
+    """A grant that asks ``OAuth2Session.fetch_token`` for a brand-new token each time."""
+
+    grant_name = ""
+
+    def __init__(self, token_url: str, timeout: float) -> None:
+        if not token_url.startswith(("https://", "http://")):
+            raise ValueError("token_url must be an http(s) URL")
+        self.token_url = token_url
+        self.timeout = _check_timeout(timeout)
+
+    def _session(self) -> OAuth2Session:
+        raise NotImplementedError
+
+    def _fetch_kwargs(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def fetch(self, current: Token | None) -> Token:
+        """Make one token request with the stored credentials and return the new token."""
+        session = self._session()  # a fresh one per request: nothing shared between threads
+        token = _request_token(
+            lambda: session.fetch_token(
+                self.token_url, timeout=self.timeout, **self._fetch_kwargs()
+            ),
+            timeout=self.timeout,
+            previous=current,
+            verb=f"{self.grant_name} grant",
+        )
+        logger.info(
+            "obtained a Salesforce session with the %s grant: access token %s",
+            self.grant_name,
+            fingerprint(token.access_token),
+        )
+        return token
+
+
+def _token_url(login_url: str, token_url: str | None) -> str:
+    return token_url or login_url.rstrip("/") + "/services/oauth2/token"
+
+
+class JwtBearer(_FetchTokenGrant):
+    """The OAuth 2.0 JWT bearer grant: Salesforce's usual server-to-server credential.
+
+    Each token request carries a new RS256 assertion (``iss`` = the connected app's client
+    id, ``sub`` = the Salesforce username, ``aud`` = the login host, ``exp`` = ``lifetime``
+    seconds ahead, at most 3 minutes as Salesforce requires) signed with ``private_key``,
+    the PEM key whose certificate is uploaded to the connected app. There is no refresh
+    token: on expiry a new assertion buys a new session. Needs the ``[jwt]`` extra.
+
+    :param login_url: ``https://login.salesforce.com``, ``https://test.salesforce.com`` or
+        your My Domain URL; the token URL is ``<login_url>/services/oauth2/token``.
+    :param audience: the ``aud`` claim; defaults to ``login_url``.
+    """
+
+    grant_name = "JWT bearer"
+
+    def __init__(
+        self,
+        client_id: str,
+        username: str,
+        private_key: str | bytes,
+        *,
+        login_url: str = DEFAULT_LOGIN_URL,
+        audience: str | None = None,
+        token_url: str | None = None,
+        lifetime: float = 180.0,
+        timeout: float = DEFAULT_TOKEN_TIMEOUT,
+    ) -> None:
+        super().__init__(_token_url(login_url, token_url), timeout)
+        try:
+            import jwt  # noqa: F401 - oauthlib signs the assertion with pyjwt
+        except ImportError as exc:
+            raise ImportError("JwtBearer needs pyjwt: pip install 'zeep-sfrefresh[jwt]'") from exc
+        if not 0 < lifetime <= 180:
+            raise ValueError("lifetime must be between 0 and 180 seconds (Salesforce's limit)")
+        self.client_id = client_id
+        self.username = username
+        self.audience = audience or login_url.rstrip("/")
+        self.lifetime = lifetime
+        key = private_key.decode("utf-8") if isinstance(private_key, bytes) else private_key
+        if "PRIVATE KEY" not in key:
+            raise ValueError("private_key must be a PEM private key (-----BEGIN ... PRIVATE KEY)")
+        self._private_key = key
+
+    def __repr__(self) -> str:
+        return (
+            f"JwtBearer(client_id={self.client_id!r}, username={self.username!r}, "
+            f"token_url={self.token_url!r}, private_key=<{fingerprint(self._private_key)}>)"
+        )
+
+    def _session(self) -> OAuth2Session:
+        client = ServiceApplicationClient(
+            self.client_id,
+            private_key=self._private_key,
+            subject=self.username,
+            issuer=self.client_id,
+            audience=self.audience,
+        )
+        return OAuth2Session(client=client)
+
+    def _fetch_kwargs(self) -> dict[str, Any]:
+        now = time.time()
+        return {
+            "issued_at": int(now),
+            "expires_at": int(now + self.lifetime),
+            "auth": _NoClientAuth(),
+        }
+
+
+class ClientCredentials(_FetchTokenGrant):
+    """The client-credentials grant: the connected app's id and secret, run as its set user.
+
+    Salesforce serves it only on your My Domain (``https://<domain>.my.salesforce.com``),
+    not on login.salesforce.com. No refresh token: on expiry a new token is requested.
+    """
+
+    grant_name = "client credentials"
+
+    def __init__(
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        domain_url: str,
+        token_url: str | None = None,
+        timeout: float = DEFAULT_TOKEN_TIMEOUT,
+    ) -> None:
+        super().__init__(_token_url(domain_url, token_url), timeout)
+        self.client_id = client_id
+        self._client_secret = client_secret
+
+    def __repr__(self) -> str:
+        return f"ClientCredentials(client_id={self.client_id!r}, token_url={self.token_url!r})"
+
+    def _session(self) -> OAuth2Session:
+        return OAuth2Session(client=BackendApplicationClient(self.client_id))
+
+    def _fetch_kwargs(self) -> dict[str, Any]:
+        return {"include_client_id": True, "client_secret": self._client_secret}
+
+
+class UsernamePassword(_FetchTokenGrant):
+    """The username-password grant. Discouraged: it puts a password in your configuration,
+    bypasses MFA, and is blocked by default in orgs created since Summer '23. Prefer
+    :class:`JwtBearer` or :class:`ClientCredentials`. Append the security token to the
+    password when the org requires one.
+    """
+
+    grant_name = "username-password"
+
+    def __init__(
+        self,
+        client_id: str,
+        client_secret: str,
+        username: str,
+        password: str,
+        *,
+        login_url: str = DEFAULT_LOGIN_URL,
+        token_url: str | None = None,
+        timeout: float = DEFAULT_TOKEN_TIMEOUT,
+    ) -> None:
+        super().__init__(_token_url(login_url, token_url), timeout)
+        self.client_id = client_id
+        self.username = username
+        self._client_secret = client_secret
+        self._password = password
+
+    def __repr__(self) -> str:
+        return (
+            f"UsernamePassword(client_id={self.client_id!r}, username={self.username!r}, "
+            f"token_url={self.token_url!r})"
+        )
+
+    def _session(self) -> OAuth2Session:
+        return OAuth2Session(client=LegacyApplicationClient(self.client_id))
+
+    def _fetch_kwargs(self) -> dict[str, Any]:
+        return {
+            "username": self.username,
+            "password": self._password,
+            "include_client_id": True,
+            "client_secret": self._client_secret,
+        }

@@ -16,9 +16,11 @@ from lxml import etree
 from requests_oauthlib import OAuth2Session
 from zeep.transports import Transport
 
+from .breaker import DEFAULT_BREAKER, CircuitBreaker
 from .envelope import mask_session_ids
-from .flow import HttpResponse, Send, Step, soap_call
-from .grants import DEFAULT_TOKEN_TIMEOUT, SessionGrant
+from .events import RefreshListener
+from .flow import HttpResponse, Refresh, Send, Step, soap_call
+from .grants import DEFAULT_TOKEN_TIMEOUT, Grant, SessionGrant
 from .refresh import DEFAULT_OVERLAP_WAIT, Refresher
 from .stores import MemoryTokenStore, TokenStore
 from .tokens import Token
@@ -37,23 +39,41 @@ class SalesforceTransportMixin:
 
     def _init_salesforce(
         self,
-        oauth: OAuth2Session,
+        oauth: OAuth2Session | Grant,
         *,
         store: TokenStore | None,
         route_to_instance: bool,
         token_timeout: float,
         overlap_wait: float,
+        listener: RefreshListener | None,
+        circuit_breaker: CircuitBreaker | None,
     ) -> None:
-        if not oauth.token:
-            raise ValueError("the OAuth2Session has no token; create it with token=<token dict>")
-        self._refresher = Refresher(
-            SessionGrant(oauth, timeout=token_timeout),
-            store if store is not None else MemoryTokenStore.for_session(oauth),
-            Token(oauth.token),
-            on_refresh=oauth.token_updater,
-            on_change=lambda token: setattr(oauth, "token", token.as_dict()),
-            overlap_wait=overlap_wait,
-        )
+        options: dict[str, Any] = {
+            "listener": listener,
+            "overlap_wait": overlap_wait,
+            "breaker": circuit_breaker,
+        }
+        if isinstance(oauth, OAuth2Session):
+            if not oauth.token:
+                raise ValueError(
+                    "the OAuth2Session has no token; create it with token=<token dict>"
+                )
+            session = oauth
+            self._refresher = Refresher(
+                SessionGrant(session, timeout=token_timeout),
+                store if store is not None else MemoryTokenStore.for_session(session),
+                Token(session.token),
+                on_refresh=session.token_updater,
+                on_change=lambda token: setattr(session, "token", token.as_dict()),
+                **options,
+            )
+        else:  # a credential object (JwtBearer, ClientCredentials, ...): no token yet
+            self._refresher = Refresher(
+                oauth,
+                store if store is not None else MemoryTokenStore.for_session(oauth),
+                None,
+                **options,
+            )
         if route_to_instance and self._refresher.token.instance_url is None:
             raise ValueError(
                 "the token has no instance_url, so SOAP calls cannot be routed to the org; "
@@ -77,8 +97,8 @@ class SalesforceTransportMixin:
     ) -> Generator[Step, object, HttpResponse]:
         return soap_call(envelope, address, self._refresher.token, route=self.route_to_instance)
 
-    def _log_refresh(self, address: str) -> None:
-        self.logger.info("%s answered INVALID_SESSION_ID; refreshing the session", address)
+    def _log_refresh(self, step: Refresh) -> None:
+        self.logger.info("%s; refreshing the session", step.reason)
 
     def _log_resend(self) -> None:
         self.logger.info("resending the call once with the refreshed session")
@@ -107,9 +127,11 @@ class SalesforceTransport(SalesforceTransportMixin, Transport):
     SOAP traffic and WSDL downloads go through ``session`` (a plain ``requests.Session``),
     never through ``oauth``, which would put a Bearer header on every request, to any host.
 
-    :param oauth: the ``OAuth2Session`` holding the Salesforce token; it needs
+    :param oauth: the ``OAuth2Session`` holding the Salesforce token (it needs
         ``auto_refresh_url`` and, in ``auto_refresh_kwargs``, the client secret if the
-        connected app requires one.
+        connected app requires one), or a credential object: :class:`JwtBearer`,
+        :class:`ClientCredentials`, :class:`UsernamePassword`. A credential object gets its
+        first token when the transport is built, unless the store already holds one.
     :param store: where the token is shared with other transports and processes
         (:class:`FileTokenStore`, :class:`RedisTokenStore`, your own :class:`TokenStore`).
         When it already holds a token, that token wins over the session's; when it is empty,
@@ -121,17 +143,23 @@ class SalesforceTransport(SalesforceTransportMixin, Transport):
     :param token_timeout: seconds a token request may take before it fails.
     :param overlap_wait: when the token endpoint says another request is already refreshing
         with this refresh token, seconds to wait for that worker's token to reach the store.
+    :param listener: called with a :class:`RefreshEvent` for each refresh, adoption,
+        failure, rejected session and instance move; never given a token.
+    :param circuit_breaker: after ``threshold`` refreshed sessions in a row are rejected at
+        once, no token request for ``cooldown`` seconds (None turns this off).
     :param cache, timeout, operation_timeout, session: as for ``zeep.Transport``.
     """
 
     def __init__(
         self,
-        oauth: OAuth2Session,
+        oauth: OAuth2Session | Grant,
         *,
         store: TokenStore | None = None,
         route_to_instance: bool = True,
         token_timeout: float = DEFAULT_TOKEN_TIMEOUT,
         overlap_wait: float = DEFAULT_OVERLAP_WAIT,
+        listener: RefreshListener | None = None,
+        circuit_breaker: CircuitBreaker | None = DEFAULT_BREAKER,
         cache: Any = None,
         timeout: float = 300,
         operation_timeout: float | None = None,
@@ -148,6 +176,8 @@ class SalesforceTransport(SalesforceTransportMixin, Transport):
             route_to_instance=route_to_instance,
             token_timeout=token_timeout,
             overlap_wait=overlap_wait,
+            listener=listener,
+            circuit_breaker=circuit_breaker,
         )
         super().__init__(  # type: ignore[no-untyped-call]  # zeep is unannotated
             cache=cache, timeout=timeout, operation_timeout=operation_timeout, session=session
@@ -160,16 +190,16 @@ class SalesforceTransport(SalesforceTransportMixin, Transport):
         """Send ``envelope`` with the current session id; refresh and resend once if it expired."""
         flow = self._call_flow(address, envelope)
         step = next(flow)
-        sent_to = address
         while True:
-            result: object
+            result: object = None
             if isinstance(step, Send):
-                sent_to = step.address
                 result = self.post(step.address, step.message, headers)
-            else:
-                self._log_refresh(sent_to)
-                result = self._refresher.refresh_after(step.sent)
+            elif isinstance(step, Refresh):
+                self._log_refresh(step)
+                result = self._refresher.refresh_after(step.sent, step.reason)
                 self._log_resend()
+            else:
+                self._refresher.judge(step.fresh, step.usable, step.reason)
             try:
                 step = flow.send(result)
             except StopIteration as done:
