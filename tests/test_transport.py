@@ -10,7 +10,7 @@ import zeep
 from conftest import SOQL, Harness, field_values, make_oauth, sobject
 from zeep.exceptions import Fault
 
-from zeep_sfrefresh import SalesforceTransport, TokenRefreshError
+from zeep_sfrefresh import SalesforceTransport, TokenDestinationError, TokenRefreshError
 from zeep_sfrefresh.testing import StandInOrg
 
 Build = Callable[..., Harness]
@@ -51,18 +51,22 @@ def test_wsdl_address_is_rerouted_to_instance_url(harness: Build) -> None:
 
 
 def test_routing_can_be_turned_off(harness: Build, another_org: StandInOrg) -> None:
-    address = another_org.url + another_org.soap_path()
+    elsewhere = another_org.url + another_org.soap_path()
     routed = harness()
-    routed.client.create_service(BINDING, address).getServerTimestamp()
+    routed.client.create_service(BINDING, elsewhere).getServerTimestamp()
     assert (routed.org.soap_posts, another_org.soap_posts) == (1, 0)
 
     direct = harness(route_to_instance=False)
     direct.org.reset_counters()
-    with pytest.raises(Fault):  # the other org does not know this org's session
-        direct.client.create_service(BINDING, address).getServerTimestamp()
-    assert direct.org.soap_posts == 0
-    assert another_org.soap_posts == 2  # the fault, then the one resend after the refresh
-    assert direct.org.token_requests == 1
+    # Unrouted, the WSDL's address is used as is: here the token's own instance...
+    direct.client.create_service(
+        BINDING, direct.org.url + "/services/Soap/u/66.0"
+    ).getServerTimestamp()
+    assert direct.org.soap_posts == 1
+    # ...but the session id never goes to any other host.
+    with pytest.raises(TokenDestinationError, match="only the token's instance"):
+        direct.client.create_service(BINDING, elsewhere).getServerTimestamp()
+    assert (direct.org.soap_posts, another_org.soap_posts) == (1, 0)
 
 
 def test_calls_follow_a_new_instance_url_after_refresh(harness: Build) -> None:
@@ -309,9 +313,9 @@ def test_construction_errors_are_clear(sf_org: StandInOrg) -> None:
         SalesforceTransport(empty)
     token = sf_org.issue_token()
     del token["instance_url"]
-    with pytest.raises(ValueError, match="instance_url"):
-        SalesforceTransport(make_oauth(sf_org, token, saved))
-    assert SalesforceTransport(make_oauth(sf_org, token, saved), route_to_instance=False)
+    for route in (True, False):
+        with pytest.raises(ValueError, match="instance_url"):
+            SalesforceTransport(make_oauth(sf_org, token, saved), route_to_instance=route)
 
 
 def test_repr_holds_no_secret(harness: Build) -> None:

@@ -26,12 +26,15 @@ from .errors import (
     RefreshInProgressError,
     SessionNotRefreshableError,
     SfRefreshError,
+    TokenDestinationError,
     TokenRefreshError,
     TokenStoreConflictError,
     TokenStoreError,
 )
 from .events import RefreshEvent, RefreshListener
 from .grants import ClientCredentials, Grant, JwtBearer, SessionGrant, UsernamePassword
+from .redaction import RedactingFilter, install_log_redaction, remove_log_redaction
+from .routing import SALESFORCE_DOMAINS
 from .stores import FileTokenStore, MemoryTokenStore, StoredToken, TokenStore
 from .tokens import Token
 from .transport import SalesforceTransport
@@ -45,6 +48,7 @@ __all__ = [
     "ENTERPRISE_WSDL",
     "METADATA_WSDL",
     "PARTNER_WSDL",
+    "SALESFORCE_DOMAINS",
     "SOAP_APIS",
     "TOOLING_WSDL",
     "AsyncSalesforceTransport",
@@ -55,6 +59,7 @@ __all__ = [
     "JwtAccessTokenError",
     "JwtBearer",
     "MemoryTokenStore",
+    "RedactingFilter",
     "RedisTokenStore",
     "RefreshEvent",
     "RefreshInProgressError",
@@ -66,12 +71,15 @@ __all__ = [
     "SoapApi",
     "StoredToken",
     "Token",
+    "TokenDestinationError",
     "TokenRefreshError",
     "TokenStore",
     "TokenStoreConflictError",
     "TokenStoreError",
     "UsernamePassword",
     "__version__",
+    "install_log_redaction",
+    "remove_log_redaction",
 ]
 
 __version__ = "0.1.0"

@@ -12,6 +12,7 @@ zeep's ``AsyncClient.create_service`` returns a synchronous proxy; with routing 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
@@ -25,6 +26,7 @@ from .events import RefreshListener
 from .flow import Refresh, Send
 from .grants import DEFAULT_TOKEN_TIMEOUT, Grant
 from .refresh import DEFAULT_OVERLAP_WAIT
+from .routing import SALESFORCE_DOMAINS
 from .stores import TokenStore
 from .transport import SalesforceTransportMixin
 
@@ -36,7 +38,7 @@ class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
 
     Takes the same Salesforce arguments as :class:`SalesforceTransport` (``oauth`` or a
     credential object, ``store``, ``route_to_instance``, ``token_timeout``, ``overlap_wait``,
-    ``listener``, ``circuit_breaker``) and
+    ``listener``, ``circuit_breaker``, ``allowed_domains``, ``redact_logs``) and
     ``zeep.AsyncTransport``'s own (``client``, ``wsdl_client``, ``cache``, ``timeout``,
     ``operation_timeout``, ``verify_ssl``, ``proxy``). Close it with ``await
     transport.aclose()`` (or ``async with AsyncClient(...)``).
@@ -52,6 +54,8 @@ class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
         overlap_wait: float = DEFAULT_OVERLAP_WAIT,
         listener: RefreshListener | None = None,
         circuit_breaker: CircuitBreaker | None = DEFAULT_BREAKER,
+        allowed_domains: Iterable[str] = SALESFORCE_DOMAINS,
+        redact_logs: bool = True,
         client: httpx.AsyncClient | None = None,
         wsdl_client: httpx.Client | None = None,
         cache: Any = None,
@@ -68,6 +72,8 @@ class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
             overlap_wait=overlap_wait,
             listener=listener,
             circuit_breaker=circuit_breaker,
+            allowed_domains=allowed_domains,
+            redact_logs=redact_logs,
         )
         super().__init__(  # type: ignore[no-untyped-call]  # zeep is unannotated
             client=client,

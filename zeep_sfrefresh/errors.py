@@ -20,6 +20,7 @@ __all__ = [
     "RefreshInProgressError",
     "SessionNotRefreshableError",
     "SfRefreshError",
+    "TokenDestinationError",
     "TokenRefreshError",
     "TokenStoreConflictError",
     "TokenStoreError",
@@ -81,6 +82,12 @@ class TokenStoreError(SfRefreshError):
 
 class TokenStoreConflictError(TokenStoreError):
     """Raised when a compare-and-set write finds a version other than the one it replaces."""
+
+
+class TokenDestinationError(SfRefreshError):
+    """Raised before sending when the session id would go somewhere other than its token's
+    instance, or the instance is not https on an allowed Salesforce domain. Nothing is sent;
+    the token itself is kept (its refresh token may be the only live one)."""
 
 
 class JwtAccessTokenError(SfRefreshError):

@@ -31,9 +31,9 @@ from lxml import etree
 
 from .apis import SOAP_PATH_PREFIX, api_for_address
 from .envelope import set_session_id
-from .errors import JwtAccessTokenError, SessionNotRefreshableError
+from .errors import JwtAccessTokenError, SessionNotRefreshableError, TokenDestinationError
 from .faults import INVALID_SESSION_ID, invalid_session_fault
-from .routing import route_to_instance
+from .routing import DestinationPolicy, route_to_instance
 from .tokens import Token
 
 __all__ = ["HttpResponse", "Refresh", "Send", "Step", "Verdict", "soap_call"]
@@ -84,24 +84,43 @@ def _looks_like_jwt(access_token: str) -> bool:
     return access_token.startswith("eyJ") and access_token.count(".") == 2
 
 
-def _send(envelope: etree._Element, address: str, token: Token, *, route: bool) -> Send:
-    if _looks_like_jwt(token.access_token):
-        raise JwtAccessTokenError(
-            "the access token is a JWT, which Salesforce's SOAP APIs never accept; turn off "
-            "'Issue JSON Web Token (JWT)-based access tokens' on the connected app"
-        )
+def _send(
+    envelope: etree._Element,
+    address: str,
+    token: Token,
+    *,
+    route: bool,
+    policy: DestinationPolicy,
+    injected: bool,
+) -> Send:
+    if injected:
+        if _looks_like_jwt(token.access_token):
+            raise JwtAccessTokenError(
+                "the access token is a JWT, which Salesforce's SOAP APIs never accept; turn "
+                "off 'Issue JSON Web Token (JWT)-based access tokens' on the connected app"
+            )
+        if token.instance_url is None:
+            raise TokenDestinationError("the token has no instance_url to send its session to")
     if route and token.instance_url:
         address = route_to_instance(address, token.instance_url)
+    if injected and token.instance_url:
+        policy.check(address, token.instance_url)
     return Send(address, etree.tostring(envelope, xml_declaration=True, encoding="utf-8"))
 
 
 def soap_call(
-    envelope: etree._Element, address: str, token: Token, *, route: bool
+    envelope: etree._Element,
+    address: str,
+    token: Token,
+    *,
+    route: bool,
+    policy: DestinationPolicy,
 ) -> Generator[Step, Any, ResponseT]:
     """Drive one SOAP call with ``token`` (the object read from the refresher).
 
     Requests to paths outside ``/services/Soap/`` pass through untouched: no session id,
-    no routing, no refresh, so a token never goes anywhere but a Salesforce SOAP path.
+    no routing, no refresh, so a token never goes anywhere but a Salesforce SOAP path. An
+    envelope that carries the session id goes only where ``policy`` allows.
     """
     if not urlsplit(address).path.startswith(SOAP_PATH_PREFIX):
         response: ResponseT = yield Send(
@@ -111,14 +130,16 @@ def soap_call(
     api = api_for_address(address)
     namespace = api.namespace if api is not None else None
     injected = set_session_id(envelope, namespace, token.access_token)
-    sent = _send(envelope, address, token, route=route)
+    sent = _send(envelope, address, token, route=route, policy=policy, injected=injected)
     response = yield sent
     if not injected or invalid_session_fault(response.status_code, response.content) is None:
         return response
     reason = f"{INVALID_SESSION_ID} from {urlsplit(sent.address).netloc}"
     fresh: Token = yield Refresh(token, reason)
     set_session_id(envelope, namespace, fresh.access_token)
-    resent: ResponseT = yield _send(envelope, address, fresh, route=route)
+    resent: ResponseT = yield _send(
+        envelope, address, fresh, route=route, policy=policy, injected=True
+    )
     fault = invalid_session_fault(resent.status_code, resent.content)
     yield Verdict(fresh, fault is None, reason)
     if fault is not None:

@@ -8,11 +8,13 @@ address is kept and its scheme, host and port are taken from the token.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from .apis import SOAP_PATH_PREFIX
+from .errors import TokenDestinationError
 
-__all__ = ["route_to_instance"]
+__all__ = ["SALESFORCE_DOMAINS", "DestinationPolicy", "route_to_instance"]
 
 
 def route_to_instance(address: str, instance_url: str) -> str:
@@ -27,3 +29,50 @@ def route_to_instance(address: str, instance_url: str) -> str:
         return address
     base = urlsplit(instance_url)
     return urlunsplit((base.scheme, base.netloc, target.path, target.query, target.fragment))
+
+
+SALESFORCE_DOMAINS = ("salesforce.com", "force.com", "salesforce.mil", "cloudforce.com")
+"""Domains whose hosts may receive a session id (a host equal to one, or under one)."""
+
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+@dataclass(frozen=True)
+class DestinationPolicy:
+    """Where a session id may be sent: only to its token's instance, on a Salesforce domain.
+
+    ``allow_loopback`` admits an ``http`` instance on this machine, for tests against a
+    stand-in org; the transports set it only when the application set
+    ``OAUTHLIB_INSECURE_TRANSPORT`` (the same switch that lets oauthlib use http).
+    """
+
+    allowed_domains: tuple[str, ...] = SALESFORCE_DOMAINS
+    allow_loopback: bool = False
+
+    def check(self, address: str, instance_url: str) -> None:
+        """Raise :class:`TokenDestinationError` unless ``address`` may carry the session id."""
+        instance = urlsplit(instance_url)
+        host = (instance.hostname or "").lower()
+        if host in _LOOPBACK_HOSTS or host.startswith("127."):
+            if not self.allow_loopback:
+                raise TokenDestinationError(
+                    f"the token's instance is the loopback host {host}; allowed only when "
+                    "OAUTHLIB_INSECURE_TRANSPORT is set (tests against a stand-in org)"
+                )
+        elif instance.scheme != "https":
+            raise TokenDestinationError(f"the token's instance {host} is not https")
+        elif not any(host == d or host.endswith("." + d) for d in self.allowed_domains):
+            raise TokenDestinationError(
+                f"the token's instance {host} is not on an allowed Salesforce domain "
+                f"({', '.join(self.allowed_domains)})"
+            )
+        target = urlsplit(address)
+        if (target.scheme, target.hostname, target.port) != (
+            instance.scheme,
+            instance.hostname,
+            instance.port,
+        ):
+            raise TokenDestinationError(
+                f"refusing to send the session id to {target.netloc}: only the token's "
+                f"instance {instance.netloc} may receive it"
+            )

@@ -8,7 +8,8 @@ I/O steps the call policy asks for.
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator
+import os
+from collections.abc import Generator, Iterable
 from typing import Any
 
 import requests
@@ -21,7 +22,9 @@ from .envelope import mask_session_ids
 from .events import RefreshListener
 from .flow import HttpResponse, Refresh, Send, Step, soap_call
 from .grants import DEFAULT_TOKEN_TIMEOUT, Grant, SessionGrant
+from .redaction import install_log_redaction
 from .refresh import DEFAULT_OVERLAP_WAIT, Refresher
+from .routing import SALESFORCE_DOMAINS, DestinationPolicy
 from .stores import MemoryTokenStore, TokenStore
 from .tokens import Token
 
@@ -47,6 +50,8 @@ class SalesforceTransportMixin:
         overlap_wait: float,
         listener: RefreshListener | None,
         circuit_breaker: CircuitBreaker | None,
+        allowed_domains: Iterable[str],
+        redact_logs: bool,
     ) -> None:
         options: dict[str, Any] = {
             "listener": listener,
@@ -74,12 +79,20 @@ class SalesforceTransportMixin:
                 None,
                 **options,
             )
-        if route_to_instance and self._refresher.token.instance_url is None:
+        if self._refresher.token.instance_url is None:
             raise ValueError(
-                "the token has no instance_url, so SOAP calls cannot be routed to the org; "
-                "pass a token from Salesforce's token endpoint or route_to_instance=False"
+                "the token has no instance_url, so there is no org to send its session to; "
+                "pass the token dict Salesforce's token endpoint returned"
             )
         self.route_to_instance = route_to_instance
+        self._policy = DestinationPolicy(
+            tuple(allowed_domains),
+            # The application's own switch for plain-http OAuth (tests on loopback); read,
+            # never set, here.
+            allow_loopback=bool(os.environ.get("OAUTHLIB_INSECURE_TRANSPORT")),
+        )
+        if redact_logs:
+            install_log_redaction()
 
     @property
     def token(self) -> Token:
@@ -95,7 +108,13 @@ class SalesforceTransportMixin:
     def _call_flow(
         self, address: str, envelope: etree._Element
     ) -> Generator[Step, object, HttpResponse]:
-        return soap_call(envelope, address, self._refresher.token, route=self.route_to_instance)
+        return soap_call(
+            envelope,
+            address,
+            self._refresher.token,
+            route=self.route_to_instance,
+            policy=self._policy,
+        )
 
     def _log_refresh(self, step: Refresh) -> None:
         self.logger.info("%s; refreshing the session", step.reason)
@@ -147,6 +166,11 @@ class SalesforceTransport(SalesforceTransportMixin, Transport):
         failure, rejected session and instance move; never given a token.
     :param circuit_breaker: after ``threshold`` refreshed sessions in a row are rejected at
         once, no token request for ``cooldown`` seconds (None turns this off).
+    :param allowed_domains: domains whose hosts may be a token's instance (the session id is
+        only ever sent to that instance, over https). Loopback http instances are allowed
+        only when the application set ``OAUTHLIB_INSECURE_TRANSPORT``.
+    :param redact_logs: put :class:`RedactingFilter` on the loggers of requests-oauthlib,
+        oauthlib, zeep, urllib3 and httpx, which log tokens and secrets at DEBUG.
     :param cache, timeout, operation_timeout, session: as for ``zeep.Transport``.
     """
 
@@ -160,6 +184,8 @@ class SalesforceTransport(SalesforceTransportMixin, Transport):
         overlap_wait: float = DEFAULT_OVERLAP_WAIT,
         listener: RefreshListener | None = None,
         circuit_breaker: CircuitBreaker | None = DEFAULT_BREAKER,
+        allowed_domains: Iterable[str] = SALESFORCE_DOMAINS,
+        redact_logs: bool = True,
         cache: Any = None,
         timeout: float = 300,
         operation_timeout: float | None = None,
@@ -178,6 +204,8 @@ class SalesforceTransport(SalesforceTransportMixin, Transport):
             overlap_wait=overlap_wait,
             listener=listener,
             circuit_breaker=circuit_breaker,
+            allowed_domains=allowed_domains,
+            redact_logs=redact_logs,
         )
         super().__init__(  # type: ignore[no-untyped-call]  # zeep is unannotated
             cache=cache, timeout=timeout, operation_timeout=operation_timeout, session=session
