@@ -100,8 +100,6 @@ def parse_fault(body: bytes) -> SoapFault | None:
     # SOAP 1.1 fault children are unqualified, but match by local name to be lenient.
     parts = {_local_name(child): child for child in fault}
     code = _text(parts.get("faultcode")).rpartition(":")[2]
-    if not code:
-        return None
     exception_code = None
     detail = parts.get("detail")
     if detail is not None:
@@ -109,6 +107,8 @@ def parse_fault(body: bytes) -> SoapFault | None:
             if _local_name(node) == "exceptionCode":
                 exception_code = _text(node) or None
                 break
+    if not code and exception_code is None:
+        return None
     return SoapFault(code, mask_session_hash(_text(parts.get("faultstring"))), exception_code)
 
 
