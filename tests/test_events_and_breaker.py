@@ -13,6 +13,7 @@ from zeep.exceptions import Fault
 from zeep_sfrefresh import (
     CircuitBreaker,
     FileTokenStore,
+    JwtAccessTokenError,
     RefreshEvent,
     SessionNotRefreshableError,
     TokenRefreshError,
@@ -156,3 +157,26 @@ def _assert_no_token(h: Harness, events: list[RefreshEvent]) -> None:
     text = repr(events)
     for secret in [h.issued["access_token"], h.issued["refresh_token"], h.org.client_secret]:
         assert secret not in text
+
+
+def test_an_org_that_rejects_every_new_session(harness: Build) -> None:
+    h = harness()
+    h.org.reject_new_sessions = True  # an IP-locked user, a user without API access
+    h.org.expire_all_sessions()
+    with pytest.raises(SessionNotRefreshableError, match="rejected the refreshed session"):
+        h.client.service.getServerTimestamp()
+    assert (h.org.token_requests, h.org.soap_posts) == (1, 2)
+
+
+def test_a_jwt_access_token_is_refused_before_sending(harness: Build) -> None:
+    h = harness()
+    h.org.jwt_access_tokens = True
+    h.org.expire_all_sessions()
+    with pytest.raises(JwtAccessTokenError, match="JWT"):
+        h.client.service.getServerTimestamp()  # the refresh brought a JWT: no resend with it
+    assert (h.org.token_requests, h.org.soap_posts) == (1, 1)
+    jwt_first = harness(token=h.org.issue_token())  # a JWT from the start: nothing is sent
+    h.org.reset_counters()
+    with pytest.raises(JwtAccessTokenError):
+        jwt_first.client.service.getServerTimestamp()
+    assert h.org.soap_posts == 0

@@ -675,7 +675,7 @@ def test_client_credentials_by_basic_auth(sf_org: StandInOrg, token: dict[str, s
         ({"client_id": "someone-else"}, "invalid_client_id", "client identifier invalid"),
         ({"client_secret": "wrong"}, "invalid_client", "invalid client credentials"),
         ({"refresh_token": "5Aep861unknown"}, "invalid_grant", "expired access/refresh token"),
-        ({"grant_type": "password"}, "unsupported_grant_type", "grant type not supported"),
+        ({"grant_type": "implicit"}, "unsupported_grant_type", "grant type not supported"),
         ({"grant_type": ""}, "unsupported_grant_type", "grant type not supported"),
     ],
 )
@@ -864,10 +864,10 @@ def test_other_apis_answer_get_server_timestamp(
 @pytest.mark.parametrize(
     ("code", "operation"),
     [
-        ("c", "query"),
-        ("T", "query"),
-        ("m", "listMetadata"),
-        ("s", "executeAnonymous"),
+        ("c", "upsert"),
+        ("T", "describeGlobal"),
+        ("m", "deploy"),
+        ("s", "compileClasses"),
         ("u", "upsert"),
     ],
 )

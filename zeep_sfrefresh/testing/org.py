@@ -25,12 +25,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import ClassVar, Literal, cast
+from typing import TYPE_CHECKING, ClassVar, Literal, cast
 from urllib.parse import parse_qs, unquote_plus
 
 from lxml import etree
 
-from zeep_sfrefresh.testing import soql, wire
+from zeep_sfrefresh.testing import grants, soql, wire
 from zeep_sfrefresh.testing.data import (
     SCHEMA,
     FieldSpec,
@@ -42,6 +42,9 @@ from zeep_sfrefresh.testing.data import (
     to_18,
 )
 from zeep_sfrefresh.testing.server import Answer, LoopbackServer, Request
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 __all__ = ["OVERLAP_DESCRIPTION", "TOKEN_FAILURES", "RefreshTokenState", "StandInOrg"]
 
@@ -76,6 +79,8 @@ class _User:
 @dataclass(frozen=True)
 class _Session:
     user_id: str
+    soap: bool = True
+    """False for a JWT-format access token: REST accepts it, the SOAP APIs refuse it."""
 
 
 @dataclass(eq=False)
@@ -206,11 +211,17 @@ class StandInOrg:
     sessions issued from it), as Salesforce does. A refresh that presents a refresh token
     another request is still being answered for is refused (``reject_overlapping_refreshes``).
 
+    The token endpoint also serves the JWT bearer (:meth:`register_jwt_certificate`), client
+    credentials and username-password grants, which answer no refresh token; their rules and
+    refusals live in :mod:`zeep_sfrefresh.testing.grants`.
+
     Knobs (plain attributes, settable at any time): ``rotation``, ``scope``, ``token_failure``,
-    ``token_delay``, ``soap_delay``, ``reject_overlapping_refreshes``, ``overlap_description``.
-    Counters (read under the lock): ``token_requests``, ``token_failures``, ``soap_posts``,
-    ``sessions_seen``, ``operations``, ``rest_requests``, ``family_revocations``,
-    ``overlap_rejections``.
+    ``token_delay``, ``soap_delay``, ``reject_overlapping_refreshes``, ``overlap_description``,
+    ``jwt_audience``, ``client_credentials_user``, ``password_grant_enabled``,
+    ``reject_new_sessions``, ``jwt_access_tokens``.
+    Counters (read under the lock): ``token_requests``, ``token_requests_by_grant``,
+    ``token_failures``, ``soap_posts``, ``sessions_seen``, ``operations``, ``rest_requests``,
+    ``family_revocations``, ``overlap_rejections``.
     ``internal_errors`` lists any exception the org itself raised while answering (it should
     stay empty; a non-empty list means a bug in the stand-in, not in the client).
     """
@@ -289,6 +300,27 @@ class StandInOrg:
         self._token_hold: threading.Event | None = None
         self._operations: collections.Counter[str] = collections.Counter()
         self._internal_errors: list[str] = []
+
+        # Grants besides refresh_token (see zeep_sfrefresh.testing.grants).
+        self.jwt_audience = grants.DEFAULT_JWT_AUDIENCE
+        """The ``aud`` a JWT bearer assertion must carry. The org's own ``url`` and
+        ``instance_url`` are accepted too, as a My Domain login URL would be, so a client that
+        derives the audience from the address it posts to works against the stand-in."""
+        self.client_credentials_user: str | None = self._users[self.user_id].username
+        """Username of the connected app's "Run As" user for the client_credentials grant;
+        None plays an app without one ("no client credentials user enabled")."""
+        self.password_grant_enabled = True
+        """False plays an org that blocks the username-password flow (the default since
+        Summer '23): every password grant then fails as "authentication failure"."""
+        self.reject_new_sessions = False
+        """Access tokens and sessions made from now on (any grant, issue_token, SOAP login)
+        are refused by every API at once, as for an IP-locked session or a user without API
+        access: a refresh cannot save them. Tokens issued before stay valid."""
+        self.jwt_access_tokens = False
+        """OAuth answers (token endpoint, issue_token) carry JWT-format access tokens, which
+        REST accepts and the SOAP APIs always refuse, as with Salesforce's JWT-based tokens."""
+        self._jwt_keys: list[RSAPublicKey] = []
+        self._token_requests_by_grant: collections.Counter[str] = collections.Counter()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -419,18 +451,61 @@ class StandInOrg:
     # --- sessions and tokens -----------------------------------------------------------------
 
     def add_user(self, username: str, password: str, full_name: str = "Test User") -> str:
-        """Register a user that SOAP ``login`` accepts; returns the new user's ID."""
+        """Register a user that SOAP ``login`` accepts; returns the new user's ID.
+
+        The token endpoint knows the user too: as a JWT bearer ``sub``, for the password grant
+        and as ``client_credentials_user``.
+        """
         with self._lock:
             user_id = random_id("005")
             self._users[user_id] = _User(user_id, username, password, full_name, username)
             return user_id
 
-    def _new_session(self, user_id: str, family: _Family | None = None) -> str:
-        access_token = f"{self.org_id[:15]}!{_token('AQ')}"
-        self._sessions[access_token] = _Session(user_id)
+    def _new_session(
+        self, user_id: str, family: _Family | None = None, *, oauth: bool = False
+    ) -> str:
+        """A new access token or session ID (called with the lock held).
+
+        ``oauth`` marks a token endpoint answer (or issue_token): only those become JWT-format
+        with ``jwt_access_tokens`` on, a SOAP login's sessionId never does. With
+        ``reject_new_sessions`` on the token is made but never registered, so every API
+        refuses it as unknown.
+        """
+        session = _Session(user_id)
+        if oauth and self.jwt_access_tokens:
+            access_token = grants.jwt_access_token(
+                org_id=self.org_id,
+                user_id=user_id,
+                issuer=self.instance_url,
+                client_id=self.client_id,
+                scope=self.scope,
+                now=time.time(),
+            )
+            session = _Session(user_id, soap=False)
+        else:
+            access_token = f"{self.org_id[:15]}!{_token('AQ')}"
+        if self.reject_new_sessions:
+            return access_token
+        self._sessions[access_token] = session
         if family is not None:
             family.sessions.add(access_token)
         return access_token
+
+    def _user_named(self, username: str | None) -> _User | None:
+        """The user with this username (called with the lock held)."""
+        return next((u for u in self._users.values() if u.username == username), None)
+
+    def register_jwt_certificate(self, public_key_pem: bytes | str) -> None:
+        """Register a connected-app certificate for the JWT bearer grant (several may be).
+
+        Takes a PEM X.509 certificate (what Salesforce stores) or a PEM public key; it must be
+        RSA. An assertion is accepted when any registered key verifies its RS256 signature, so
+        a test can play a certificate rotation by registering the new one first. Needs
+        pyjwt[crypto]; raises ValueError for anything but an RSA certificate or public key.
+        """
+        key = grants.load_public_key(public_key_pem)
+        with self._lock:
+            self._jwt_keys.append(key)
 
     def _new_refresh_token(self, family: _Family) -> str:
         refresh_token = _token("5Aep861")
@@ -446,7 +521,7 @@ class StandInOrg:
         """
         with self._lock:
             family = _Family(self.user_id)
-            access_token = self._new_session(self.user_id, family)
+            access_token = self._new_session(self.user_id, family, oauth=True)
             refresh_token = self._new_refresh_token(family)
             return self._token_body(access_token, refresh_token, self.user_id)
 
@@ -484,9 +559,13 @@ class StandInOrg:
             self._sessions.pop(access_token, None)
 
     def is_valid_session(self, access_token: str) -> bool:
-        """Whether the token would be accepted by the SOAP and REST APIs right now."""
+        """Whether the token would be accepted by the SOAP and REST APIs right now.
+
+        False for a JWT-format access token (``jwt_access_tokens``), which only REST accepts.
+        """
         with self._lock:
-            return access_token in self._sessions
+            session = self._sessions.get(access_token)
+            return session is not None and session.soap
 
     # --- injected failures -------------------------------------------------------------------
 
@@ -523,6 +602,15 @@ class StandInOrg:
         """Every POST to the token endpoint, successful or not."""
         with self._lock:
             return self._token_requests
+
+    @property
+    def token_requests_by_grant(self) -> collections.Counter[str]:
+        """Token endpoint posts by their grant_type as sent ("" when none), a copy.
+
+        Counted on arrival like ``token_requests``, whatever the answer.
+        """
+        with self._lock:
+            return collections.Counter(self._token_requests_by_grant)
 
     @property
     def token_failures(self) -> int:
@@ -589,6 +677,7 @@ class StandInOrg:
         """Zero every counter (sessions, tokens, records and injected failures stay)."""
         with self._lock:
             self._token_requests = 0
+            self._token_requests_by_grant.clear()
             self._token_failures = 0
             self._family_revocations = 0
             self._overlap_rejections = 0
@@ -651,8 +740,17 @@ class StandInOrg:
 
     # --- token endpoint ----------------------------------------------------------------------
 
-    _GRANTS: ClassVar[dict[str, str]] = {"refresh_token": "_grant_refresh_token"}
-    """grant_type -> method name; adding a grant is one entry and one method."""
+    _GRANTS: ClassVar[dict[str, tuple[str, bool]]] = {
+        "refresh_token": ("_grant_refresh_token", True),
+        grants.CLIENT_CREDENTIALS: ("_grant_client_credentials", True),
+        grants.PASSWORD: ("_grant_password", True),
+        grants.JWT_BEARER: ("_grant_jwt_bearer", False),
+    }
+    """grant_type -> (method name, whether the client_id and client_secret are checked first).
+
+    Adding a grant is one entry and one method. The JWT bearer grant sends no secret: the
+    assertion's ``iss`` names the client and its signature proves it, so its method checks both.
+    """
 
     def handle_token_request(self, body: bytes, authorization: str | None) -> Answer:
         """Answer ``POST /services/oauth2/token`` (called by the HTTP handler).
@@ -671,6 +769,7 @@ class StandInOrg:
             presented = form.get("refresh_token", "")
         with self._lock:
             self._token_requests += 1
+            self._token_requests_by_grant[form.get("grant_type", "")] += 1
             delay = self.token_delay
             if presented and self.reject_overlapping_refreshes and self._refreshing[presented]:
                 # Refused without touching the family: no rotation, no revocation.
@@ -719,11 +818,15 @@ class StandInOrg:
         raise ValueError(f"unknown token_failure {failure!r}; use one of {sorted(TOKEN_FAILURES)}")
 
     def _token_grant(self, form: Mapping[str, str], authorization: str | None) -> Answer:
-        method = self._GRANTS.get(form.get("grant_type", ""))
-        if method is None:
+        grant = self._GRANTS.get(form.get("grant_type", ""))
+        if grant is None:
             return Answer.json(
                 400, wire.oauth_error("unsupported_grant_type", "grant type not supported")
             )
+        method, authenticate_client = grant
+        handler = cast(Callable[[Mapping[str, str]], Answer], getattr(self, method))
+        if not authenticate_client:
+            return handler(form)
         client_id, client_secret = form.get("client_id"), form.get("client_secret")
         basic = _basic_credentials(authorization)
         if basic is not None:
@@ -738,7 +841,6 @@ class StandInOrg:
             return Answer.json(
                 400, wire.oauth_error("invalid_client", "invalid client credentials")
             )
-        handler = cast(Callable[[Mapping[str, str]], Answer], getattr(self, method))
         return handler(form)
 
     def _grant_refresh_token(self, form: Mapping[str, str]) -> Answer:
@@ -758,7 +860,7 @@ class StandInOrg:
                 # it is kept (retired) so that presenting it again is seen as a reuse.
                 grant.retired = True
                 new_refresh = self._new_refresh_token(family)
-            access_token = self._new_session(family.user_id, family)
+            access_token = self._new_session(family.user_id, family, oauth=True)
             body = self._token_body(access_token, new_refresh, family.user_id)
         return Answer.json(200, body, {"Cache-Control": "no-cache,no-store"})
 
@@ -769,6 +871,57 @@ class StandInOrg:
             self._sessions.pop(access_token, None)
         family.sessions.clear()
         self._family_revocations += 1
+
+    def _grant_jwt_bearer(self, form: Mapping[str, str]) -> Answer:
+        """JWT bearer: an assertion signed with a registered certificate's key names the user.
+
+        Verified outside the lock (RSA is slow); the user is looked up again afterwards.
+        """
+        with self._lock:
+            keys = list(self._jwt_keys)
+            audiences = {self.jwt_audience, self.url, self.instance_url}
+            usernames = {user.username for user in self._users.values()}
+        verdict = grants.verify_assertion(
+            form.get("assertion", ""),
+            keys=keys,
+            client_id=self.client_id,
+            audiences=audiences,
+            usernames=usernames,
+            now=time.time(),
+        )
+        if isinstance(verdict, grants.Refusal):
+            return verdict.answer()
+        return self._token_without_refresh(verdict, grants.USER_NOT_APPROVED)
+
+    def _grant_client_credentials(self, form: Mapping[str, str]) -> Answer:
+        """Client credentials: the token is the connected app's "Run As" user's."""
+        return self._token_without_refresh(
+            self.client_credentials_user, grants.NO_CLIENT_CREDENTIALS_USER
+        )
+
+    def _grant_password(self, form: Mapping[str, str]) -> Answer:
+        """Username-password; blocked or wrong, Salesforce answers "authentication failure"."""
+        with self._lock:
+            user = self._user_named(form.get("username"))
+            if (
+                not self.password_grant_enabled
+                or user is None
+                or not secrets.compare_digest(
+                    user.password.encode("utf-8"), form.get("password", "").encode("utf-8")
+                )
+            ):
+                return grants.AUTHENTICATION_FAILURE.answer()
+        return self._token_without_refresh(user.username, grants.AUTHENTICATION_FAILURE)
+
+    def _token_without_refresh(self, username: str | None, unknown: grants.Refusal) -> Answer:
+        """A token answer without refresh_token for a user, or ``unknown`` when there is none."""
+        with self._lock:
+            user = self._user_named(username)
+            if user is None:
+                return unknown.answer()
+            access_token = self._new_session(user.user_id, oauth=True)
+            body = self._token_body(access_token, None, user.user_id)
+        return Answer.json(200, body, {"Cache-Control": "no-cache,no-store"})
 
     # --- SOAP --------------------------------------------------------------------------------
 
@@ -814,7 +967,7 @@ class StandInOrg:
         if call.operation not in _SESSIONLESS:
             with self._lock:
                 session = self._sessions.get(session_id)
-            if session is None:
+            if session is None or not session.soap:  # JWT-format tokens are REST-only
                 return Answer(500, wire.invalid_session_fault(flavour))
             call.session = session
         handler = _SOAP_HANDLERS.get((flavour.code, call.operation))
@@ -1228,3 +1381,10 @@ def _session_id(header: etree._Element | None, namespace: str) -> str:
         return ""
     found = header.find(f"{{{namespace}}}SessionHeader/{{{namespace}}}sessionId")
     return (found.text or "").strip() if found is not None else ""
+
+
+# The enterprise, tooling, metadata and apex operations live in their own module, which uses
+# the names above: it is imported last, then its handlers join the dispatch table.
+from zeep_sfrefresh.testing import apis as _apis  # noqa: E402
+
+_SOAP_HANDLERS.update(_apis.SOAP_HANDLERS)
