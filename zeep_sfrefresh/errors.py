@@ -49,16 +49,25 @@ class TokenRefreshError(SfRefreshError):
 
     ``error`` and ``description`` carry the OAuth ``error`` / ``error_description`` the
     token endpoint answered (``invalid_grant``, ...), or None when it answered none (a
-    timeout, a refused connection, an HTML error page, a body that is not a token). The
-    underlying exception is chained as ``__cause__``.
+    timeout, a refused connection, an HTML error page, a body that is not a token).
+    ``status_code`` is the HTTP status of the answer when there was one, ``retry_after`` its
+    ``Retry-After`` in seconds. The underlying exception is chained as ``__cause__``.
     """
 
     def __init__(
-        self, reason: str, *, error: str | None = None, description: str | None = None
+        self,
+        reason: str,
+        *,
+        error: str | None = None,
+        description: str | None = None,
+        status_code: int | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.reason = reason
         self.error = error
         self.description = description
+        self.status_code = status_code
+        self.retry_after = retry_after
         message = reason
         if error:
             message += f": {error}" + (f" ({description})" if description else "")

@@ -68,12 +68,60 @@ class Grant(Protocol):
         ...
 
 
+class _AnswerWatcher(requests.auth.AuthBase):
+    """Notes the HTTP status and Retry-After of the token answer.
+
+    requests-oauthlib parses the body without looking at the status, so an HTML 503 would
+    only say "no token". Passed as the request's ``auth``, this wraps the auth the request
+    would have used and registers a response hook on that one request.
+    """
+
+    def __init__(self, inner: Callable[[Any], Any] | tuple[str, str] | None) -> None:
+        # requests accepts a (user, password) tuple as auth; keep that meaning.
+        self._inner = requests.auth.HTTPBasicAuth(*inner) if isinstance(inner, tuple) else inner
+        self.status: int | None = None
+        self.retry_after: float | None = None
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self._inner is not None:
+            request = self._inner(request)
+        request.register_hook("response", self._seen)  # type: ignore[no-untyped-call]
+        return request
+
+    def _seen(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        self.status = response.status_code
+        value = response.headers.get("Retry-After", "")
+        self.retry_after = float(value) if value.strip().isdigit() else None
+
+    def describe(self) -> str:
+        if self.status is None:
+            return ""
+        wait = f", Retry-After {self.retry_after:g} s" if self.retry_after is not None else ""
+        return f" (HTTP {self.status}{wait})"
+
+
 def _request_token(
-    call: Callable[[], Any], *, timeout: float, previous: Token | None, verb: str
+    call: Callable[[_AnswerWatcher], Any],
+    *,
+    inner_auth: Callable[[Any], Any] | tuple[str, str] | None,
+    timeout: float,
+    previous: Token | None,
+    verb: str,
 ) -> Token:
     """Run one token request through requests-oauthlib and map every failure to one error."""
+    watcher = _AnswerWatcher(inner_auth)
+
+    def refused(reason: str, exc: OAuth2Error | None = None) -> TokenRefreshError:
+        return TokenRefreshError(
+            reason + watcher.describe(),
+            error=exc.error if exc is not None else None,
+            description=exc.description if exc is not None else None,
+            status_code=watcher.status,
+            retry_after=watcher.retry_after,
+        )
+
     try:
-        answer = call()
+        answer = call(watcher)
     except Warning as exc:
         answer = _token_from_scope_warning(exc)
     except InsecureTransportError as exc:
@@ -82,20 +130,18 @@ def _request_token(
             "(unless OAUTHLIB_INSECURE_TRANSPORT is set by the application)"
         ) from exc
     except MissingTokenError as exc:
-        raise TokenRefreshError(
+        raise refused(
             "the token endpoint answered something that is not a token "
             "(an error page, or a body that is not token JSON)"
         ) from exc
     except OAuth2Error as exc:
-        raise TokenRefreshError(
-            f"the token endpoint refused the {verb}", error=exc.error, description=exc.description
-        ) from exc
+        raise refused(f"the token endpoint refused the {verb}", exc) from exc
     except requests.Timeout as exc:
         raise TokenRefreshError(f"the token request timed out (limit {timeout:g} s)") from exc
     except requests.RequestException as exc:
         raise TokenRefreshError(f"the token request failed ({type(exc).__name__})") from exc
     except (ValueError, TypeError) as exc:
-        raise TokenRefreshError(
+        raise refused(
             f"the token endpoint's answer could not be read ({type(exc).__name__})"
         ) from exc
     try:
@@ -172,12 +218,14 @@ class SessionGrant:
             )
         try:
             token = _request_token(
-                lambda: self._oauth.refresh_token(
+                lambda watcher: self._oauth.refresh_token(
                     self._token_url,
                     refresh_token=refresh_token,
                     timeout=self.timeout,
+                    auth=watcher,
                     **self._request_kwargs(),
                 ),
+                inner_auth=self._oauth.auth,
                 timeout=self.timeout,
                 previous=current,
                 verb="refresh",
@@ -191,6 +239,7 @@ class SessionGrant:
                     "another request is refreshing with this refresh token",
                     error=exc.error,
                     description=exc.description,
+                    status_code=exc.status_code,
                 ) from exc
             raise
         logger.info(
@@ -200,13 +249,6 @@ class SessionGrant:
             "rotated" if token.refresh_token != refresh_token else "kept",
         )
         return token
-
-
-class _NoClientAuth(requests.auth.AuthBase):
-    """Keeps requests-oauthlib from adding a Basic header the JWT grant does not use."""
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        return request
 
 
 class _FetchTokenGrant:
@@ -229,10 +271,14 @@ class _FetchTokenGrant:
     def fetch(self, current: Token | None) -> Token:
         """Make one token request with the stored credentials and return the new token."""
         session = self._session()  # a fresh one per request: nothing shared between threads
+        kwargs = self._fetch_kwargs()
+        # Passing an auth (the watcher) also keeps requests-oauthlib from adding a Basic
+        # header: client credentials, where a grant needs them, go in the body.
         token = _request_token(
-            lambda: session.fetch_token(
-                self.token_url, timeout=self.timeout, **self._fetch_kwargs()
+            lambda watcher: session.fetch_token(
+                self.token_url, timeout=self.timeout, auth=watcher, **kwargs
             ),
+            inner_auth=None,
             timeout=self.timeout,
             previous=current,
             verb=f"{self.grant_name} grant",
@@ -311,11 +357,8 @@ class JwtBearer(_FetchTokenGrant):
 
     def _fetch_kwargs(self) -> dict[str, Any]:
         now = time.time()
-        return {
-            "issued_at": int(now),
-            "expires_at": int(now + self.lifetime),
-            "auth": _NoClientAuth(),
-        }
+        # No client authentication: the signed assertion is the credential.
+        return {"issued_at": int(now), "expires_at": int(now + self.lifetime)}
 
 
 class ClientCredentials(_FetchTokenGrant):

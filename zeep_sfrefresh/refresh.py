@@ -50,6 +50,9 @@ __all__ = ["DEFAULT_OVERLAP_WAIT", "Refresher"]
 DEFAULT_OVERLAP_WAIT = 30.0
 """Seconds to wait for another worker's token when the endpoint says it is refreshing."""
 
+MAX_RETRY_AFTER = 600.0
+"""The longest ``Retry-After`` honoured; a larger one is capped so a typo cannot stall a fleet."""
+
 logger = logging.getLogger(__name__)
 
 
@@ -104,6 +107,7 @@ class Refresher:
         self._useless_refreshes = 0
         self._last_judged: str | None = None
         self._open_until = 0.0
+        self._not_before = 0.0
         self._token = self._seed(seed)
 
     @property
@@ -180,11 +184,14 @@ class Refresher:
             if newer is not None:
                 return newer
             self._check_breaker()
+            self._check_retry_after()
             started = time.monotonic()
             try:
                 fresh, kind = self._refresh(sent)
             except SfRefreshError as exc:
                 logger.warning("refreshing the Salesforce session failed: %s", exc)
+                if isinstance(exc, TokenRefreshError) and exc.retry_after is not None:
+                    self._not_before = started + min(exc.retry_after, MAX_RETRY_AFTER)
                 if self._token is current:  # no new token came of it (else: keep the new one)
                     self._last_failure = exc
                     self._token = Token(current.data)  # same token, new object: marks the failure
@@ -319,6 +326,16 @@ class Refresher:
                 breaker.cooldown,
             )
             self._emit("circuit_open", reason, None, fresh, fresh, error=error)
+
+    def _check_retry_after(self) -> None:
+        """Honour the token endpoint's last Retry-After: no token request before it is over."""
+        remaining = self._not_before - time.monotonic()
+        if remaining > 0:
+            raise TokenRefreshError(
+                f"the token endpoint asked to wait; {remaining:.0f} s left before another "
+                "token request",
+                retry_after=remaining,
+            )
 
     def _check_breaker(self) -> None:
         with self._breaker_lock:

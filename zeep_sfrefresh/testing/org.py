@@ -48,7 +48,9 @@ if TYPE_CHECKING:
 
 __all__ = ["OVERLAP_DESCRIPTION", "TOKEN_FAILURES", "RefreshTokenState", "StandInOrg"]
 
-TOKEN_FAILURES = frozenset({"invalid_grant", "html_500", "garbage_200", "drop"})
+TOKEN_FAILURES = frozenset(
+    {"invalid_grant", "html_500", "garbage_200", "drop", "rate_limited_429", "unavailable_503"}
+)
 """Values ``StandInOrg.token_failure`` accepts (besides None)."""
 
 OVERLAP_DESCRIPTION = "Token request is already being processed"
@@ -815,6 +817,17 @@ class StandInOrg:
             return Answer(200, wire.TRUNCATED_TOKEN_BODY.encode("utf-8"), wire.JSON_CONTENT_TYPE)
         if failure == "drop":
             return Answer(drop=True)
+        if failure == "rate_limited_429":
+            return Answer(
+                429, b"Too Many Requests", "text/plain;charset=UTF-8", {"Retry-After": "30"}
+            )
+        if failure == "unavailable_503":
+            return Answer(
+                503,
+                wire.HTML_503_PAGE.encode("utf-8"),
+                "text/html;charset=UTF-8",
+                {"Retry-After": "120"},
+            )
         raise ValueError(f"unknown token_failure {failure!r}; use one of {sorted(TOKEN_FAILURES)}")
 
     def _token_grant(self, form: Mapping[str, str], authorization: str | None) -> Answer:

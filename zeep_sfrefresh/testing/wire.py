@@ -21,6 +21,7 @@ from zeep_sfrefresh.testing.data import FieldSpec, SObjectSpec, Value
 __all__ = [
     "FLAVOURS",
     "HTML_500_PAGE",
+    "HTML_503_PAGE",
     "INVALID_SESSION_MESSAGE",
     "JSON_CONTENT_TYPE",
     "REST_INVALID_SESSION",
@@ -532,6 +533,12 @@ HTML_500_PAGE = (
     "</body></html>"
 )
 """What a proxy or an outage page answers instead of JSON (the "html_500" failure mode)."""
+
+HTML_503_PAGE = (
+    "<!DOCTYPE html><html><head><title>Service Unavailable</title></head><body>"
+    "<h1>Service Unavailable</h1><p>This site is down for maintenance.</p></body></html>"
+)
+"""A maintenance page, sent with HTTP 503 and Retry-After (the "unavailable_503" failure mode)."""
 
 TRUNCATED_TOKEN_BODY = '{"access_tok'
 """A cut-off JSON body that holds no secret (the "garbage_200" failure mode)."""
