@@ -12,7 +12,7 @@ zeep's ``AsyncClient.create_service`` returns a synchronous proxy; with routing 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -23,7 +23,7 @@ from zeep.transports import AsyncTransport
 
 from .breaker import DEFAULT_BREAKER, CircuitBreaker
 from .events import RefreshListener
-from .flow import Refresh, Send
+from .flow import Send
 from .grants import DEFAULT_TOKEN_TIMEOUT, Grant
 from .refresh import DEFAULT_OVERLAP_WAIT
 from .routing import SALESFORCE_DOMAINS
@@ -38,7 +38,7 @@ class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
 
     Takes the same Salesforce arguments as :class:`SalesforceTransport` (``oauth`` or a
     credential object, ``store``, ``route_to_instance``, ``token_timeout``, ``overlap_wait``,
-    ``listener``, ``circuit_breaker``, ``allowed_domains``, ``redact_logs``) and
+    ``listener``, ``circuit_breaker``, ``allowed_domains``, ``redact_logs``, ``name``) and
     ``zeep.AsyncTransport``'s own (``client``, ``wsdl_client``, ``cache``, ``timeout``,
     ``operation_timeout``, ``verify_ssl``, ``proxy``). Close it with ``await
     transport.aclose()`` (or ``async with AsyncClient(...)``).
@@ -56,6 +56,7 @@ class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
         circuit_breaker: CircuitBreaker | None = DEFAULT_BREAKER,
         allowed_domains: Iterable[str] = SALESFORCE_DOMAINS,
         redact_logs: bool = True,
+        name: str = "",
         client: httpx.AsyncClient | None = None,
         wsdl_client: httpx.Client | None = None,
         cache: Any = None,
@@ -74,6 +75,7 @@ class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
             circuit_breaker=circuit_breaker,
             allowed_domains=allowed_domains,
             redact_logs=redact_logs,
+            name=name,
         )
         super().__init__(  # type: ignore[no-untyped-call]  # zeep is unannotated
             client=client,
@@ -90,23 +92,35 @@ class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
         self, address: str, envelope: etree._Element, headers: dict[str, str]
     ) -> requests.Response:
         """Send ``envelope`` with the current session id; refresh and resend once if it expired."""
-        flow = self._call_flow(address, envelope)
-        step = next(flow)
-        while True:
-            result: object = None
-            if isinstance(step, Send):
-                result = await self.post(step.address, step.message, headers)
-            elif isinstance(step, Refresh):
-                self._log_refresh(step)
-                result = await self._refresher.arefresh_after(step.sent, step.reason)
-                self._log_resend()
-            else:
-                self._refresher.judge(step.fresh, step.usable, step.reason)
-            try:
-                step = flow.send(result)
-            except StopIteration as done:
-                response: requests.Response = self.new_response(done.value)  # type: ignore[no-untyped-call]
-                return response
+
+        async def send(step: Send) -> httpx.Response:
+            return await self.post(step.address, step.message or b"", headers)
+
+        answer = await self._adrive(self._call_flow(address, envelope), send)
+        response: requests.Response = self.new_response(answer)  # type: ignore[no-untyped-call]
+        return response
+
+    async def acallout(
+        self,
+        method: str,
+        url: str,
+        *,
+        data: str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        """:meth:`SalesforceTransport.callout` for coroutines (the answer as a
+        ``requests.Response``, like zeep's async transport gives zeep)."""
+        answer = await self._adrive(self._callout_flow(method, url, data, headers), self._request)
+        response: requests.Response = self.new_response(answer)  # type: ignore[no-untyped-call]
+        return response
+
+    async def _request(self, step: Send) -> httpx.Response:
+        self._log_post(step.address, step.message or b"")
+        response = await self.client.request(
+            step.method, step.address, content=step.message, headers=dict(step.headers or {})
+        )
+        self._log_answer(step.address, response.status_code, response.content)
+        return response
 
     async def post(
         self, address: str, message: bytes | str, headers: dict[str, str]

@@ -22,21 +22,32 @@ The resend checklist, after requests' ``HTTPDigestAuth.handle_401``:
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from dataclasses import dataclass
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
+from xml.sax.saxutils import escape
 
 from lxml import etree
 
 from .apis import SOAP_PATH_PREFIX, api_for_address
 from .envelope import set_session_id
 from .errors import JwtAccessTokenError, SessionNotRefreshableError, TokenDestinationError
-from .faults import INVALID_SESSION_ID, invalid_session_fault
+from .faults import INVALID_SESSION_ID, invalid_session_fault, rest_invalid_session
 from .routing import DestinationPolicy, route_to_instance
 from .tokens import Token
 
-__all__ = ["HttpResponse", "Refresh", "Send", "Step", "Verdict", "soap_call"]
+__all__ = [
+    "MERGE_FIELD",
+    "HttpResponse",
+    "Refresh",
+    "Send",
+    "Step",
+    "Verdict",
+    "callout_flow",
+    "callout_path",
+    "soap_call",
+]
 
 
 class HttpResponse(Protocol):
@@ -54,10 +65,12 @@ ResponseT = TypeVar("ResponseT", bound=HttpResponse)
 
 @dataclass(frozen=True)
 class Send:
-    """POST ``message`` to ``address``."""
+    """Send ``message`` to ``address`` (``headers``: extra headers for this request only)."""
 
     address: str
-    message: bytes
+    message: bytes | None
+    method: str = "POST"
+    headers: Mapping[str, str] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -148,4 +161,88 @@ def soap_call(
             code=fault.code,
             attempts="tried: one token refresh, then one resend with the new session",
         )
+    return resent
+
+
+MERGE_FIELD = "{!$Credential.OAuthToken}"
+"""Apex's merge field for a Named Credential's access token; callouts fill it in."""
+
+_BEARER_PATHS = ("/services/data/", "/services/apexrest/", "/services/oauth2/userinfo")
+
+
+def callout_path(url: str, name: str) -> str:
+    """Return the path (and query) of a ``callout:NAME/path`` URL; the name must be ``name``."""
+    prefix, _, rest = url.partition(":")
+    if prefix != "callout" or not rest:
+        raise ValueError(f"a callout URL looks like callout:{name}/services/..., not {url!r}")
+    called, slash, path = rest.partition("/")
+    if called != name:
+        raise ValueError(
+            f"this transport is the named credential {name!r}, not {called!r}"
+            if name
+            else "give the transport a name (SalesforceTransport(..., name='sfa')) to make callouts"
+        )
+    return slash + path
+
+
+def _fill(text: str, access_token: str, *, xml: bool) -> str:
+    return text.replace(MERGE_FIELD, escape(access_token) if xml else access_token)
+
+
+def _callout_request(
+    method: str,
+    path: str,
+    data: str | bytes | None,
+    headers: Mapping[str, str],
+    token: Token,
+    policy: DestinationPolicy,
+) -> tuple[Send, bool]:
+    """Build one callout request with ``token``; also say whether it carries the token."""
+    if token.instance_url is None:
+        raise TokenDestinationError("the token has no instance_url to send its session to")
+    address = token.instance_url.rstrip("/") + path
+    body = data.decode("utf-8") if isinstance(data, bytes) else data
+    carries = body is not None and MERGE_FIELD in body
+    filled = {key: _fill(value, token.access_token, xml=False) for key, value in headers.items()}
+    carries = carries or any(MERGE_FIELD in value for value in headers.values())
+    if urlsplit(path).path.startswith(_BEARER_PATHS) and "authorization" not in {
+        key.lower() for key in headers
+    }:
+        filled["Authorization"] = f"Bearer {token.access_token}"
+        carries = True
+    if carries:
+        if _looks_like_jwt(token.access_token) and not path.startswith(_BEARER_PATHS):
+            raise JwtAccessTokenError("the access token is a JWT, which SOAP never accepts")
+        policy.check(address, token.instance_url)
+    message = None if body is None else _fill(body, token.access_token, xml=True).encode("utf-8")
+    return Send(address, message, method.upper(), filled), carries
+
+
+def callout_flow(
+    method: str,
+    path: str,
+    *,
+    data: str | bytes | None,
+    headers: Mapping[str, str],
+    token: Token,
+    policy: DestinationPolicy,
+) -> Generator[Step, Any, ResponseT]:
+    """A Named Credential style callout: ``{!$Credential.OAuthToken}`` filled in, REST paths
+    given ``Authorization: Bearer``, one refresh and one resend on an expired session (a SOAP
+    ``INVALID_SESSION_ID`` fault or a REST 401), whatever the resend answers returned as is.
+    """
+    request, carries = _callout_request(method, path, data, headers, token, policy)
+    response: ResponseT = yield request
+    expired = invalid_session_fault(response.status_code, response.content) is not None
+    expired = expired or rest_invalid_session(response.status_code, response.content)
+    if not carries or not expired:
+        return response
+    reason = f"{INVALID_SESSION_ID} from {urlsplit(request.address).netloc}"
+    fresh: Token = yield Refresh(token, reason)
+    again, _ = _callout_request(method, path, data, headers, fresh, policy)
+    resent: ResponseT = yield again
+    still = invalid_session_fault(resent.status_code, resent.content) is not None
+    yield Verdict(
+        fresh, not (still or rest_invalid_session(resent.status_code, resent.content)), reason
+    )
     return resent

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Generator, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from typing import Any
 
 import requests
@@ -20,7 +20,7 @@ from zeep.transports import Transport
 from .breaker import DEFAULT_BREAKER, CircuitBreaker
 from .envelope import mask_session_ids
 from .events import RefreshListener
-from .flow import HttpResponse, Refresh, Send, Step, soap_call
+from .flow import HttpResponse, Refresh, Send, Step, callout_flow, callout_path, soap_call
 from .grants import DEFAULT_TOKEN_TIMEOUT, Grant, SessionGrant
 from .redaction import install_log_redaction
 from .refresh import DEFAULT_OVERLAP_WAIT, Refresher
@@ -38,6 +38,7 @@ class SalesforceTransportMixin:
     _close_session = False
     logger: logging.Logger
     route_to_instance: bool
+    name: str
     _refresher: Refresher
 
     def _init_salesforce(
@@ -52,6 +53,7 @@ class SalesforceTransportMixin:
         circuit_breaker: CircuitBreaker | None,
         allowed_domains: Iterable[str],
         redact_logs: bool,
+        name: str,
     ) -> None:
         options: dict[str, Any] = {
             "listener": listener,
@@ -85,6 +87,7 @@ class SalesforceTransportMixin:
                 "pass the token dict Salesforce's token endpoint returned"
             )
         self.route_to_instance = route_to_instance
+        self.name = name
         self._policy = DestinationPolicy(
             tuple(allowed_domains),
             # The application's own switch for plain-http OAuth (tests on loopback); read,
@@ -115,6 +118,60 @@ class SalesforceTransportMixin:
             route=self.route_to_instance,
             policy=self._policy,
         )
+
+    def _callout_flow(
+        self,
+        method: str,
+        url: str,
+        data: str | bytes | None,
+        headers: Mapping[str, str] | None,
+    ) -> Generator[Step, object, HttpResponse]:
+        return callout_flow(
+            method,
+            callout_path(url, self.name),
+            data=data,
+            headers=dict(headers or {}),
+            token=self._refresher.token,
+            policy=self._policy,
+        )
+
+    def _drive(self, flow: Generator[Step, object, Any], send: Callable[[Send], Any]) -> Any:
+        """Perform the flow's steps synchronously; return what the flow returns."""
+        step = next(flow)
+        while True:
+            result: object = None
+            if isinstance(step, Send):
+                result = send(step)
+            elif isinstance(step, Refresh):
+                self._log_refresh(step)
+                result = self._refresher.refresh_after(step.sent, step.reason)
+                self._log_resend()
+            else:
+                self._refresher.judge(step.fresh, step.usable, step.reason)
+            try:
+                step = flow.send(result)
+            except StopIteration as done:
+                return done.value
+
+    async def _adrive(
+        self, flow: Generator[Step, object, Any], send: Callable[[Send], Awaitable[Any]]
+    ) -> Any:
+        """Perform the flow's steps with ``await``; the refresh never blocks the loop."""
+        step = next(flow)
+        while True:
+            result: object = None
+            if isinstance(step, Send):
+                result = await send(step)
+            elif isinstance(step, Refresh):
+                self._log_refresh(step)
+                result = await self._refresher.arefresh_after(step.sent, step.reason)
+                self._log_resend()
+            else:
+                self._refresher.judge(step.fresh, step.usable, step.reason)
+            try:
+                step = flow.send(result)
+            except StopIteration as done:
+                return done.value
 
     def _log_refresh(self, step: Refresh) -> None:
         self.logger.info("%s; refreshing the session", step.reason)
@@ -171,6 +228,8 @@ class SalesforceTransport(SalesforceTransportMixin, Transport):
         only when the application set ``OAUTHLIB_INSECURE_TRANSPORT``.
     :param redact_logs: put :class:`RedactingFilter` on the loggers of requests-oauthlib,
         oauthlib, zeep, urllib3 and httpx, which log tokens and secrets at DEBUG.
+    :param name: the Named Credential name this transport answers to in :meth:`callout`
+        URLs (``callout:NAME/...``).
     :param cache, timeout, operation_timeout, session: as for ``zeep.Transport``.
     """
 
@@ -186,6 +245,7 @@ class SalesforceTransport(SalesforceTransportMixin, Transport):
         circuit_breaker: CircuitBreaker | None = DEFAULT_BREAKER,
         allowed_domains: Iterable[str] = SALESFORCE_DOMAINS,
         redact_logs: bool = True,
+        name: str = "",
         cache: Any = None,
         timeout: float = 300,
         operation_timeout: float | None = None,
@@ -206,6 +266,7 @@ class SalesforceTransport(SalesforceTransportMixin, Transport):
             circuit_breaker=circuit_breaker,
             allowed_domains=allowed_domains,
             redact_logs=redact_logs,
+            name=name,
         )
         super().__init__(  # type: ignore[no-untyped-call]  # zeep is unannotated
             cache=cache, timeout=timeout, operation_timeout=operation_timeout, session=session
@@ -216,23 +277,45 @@ class SalesforceTransport(SalesforceTransportMixin, Transport):
         self, address: str, envelope: etree._Element, headers: dict[str, str]
     ) -> requests.Response:
         """Send ``envelope`` with the current session id; refresh and resend once if it expired."""
-        flow = self._call_flow(address, envelope)
-        step = next(flow)
-        while True:
-            result: object = None
-            if isinstance(step, Send):
-                result = self.post(step.address, step.message, headers)
-            elif isinstance(step, Refresh):
-                self._log_refresh(step)
-                result = self._refresher.refresh_after(step.sent, step.reason)
-                self._log_resend()
-            else:
-                self._refresher.judge(step.fresh, step.usable, step.reason)
-            try:
-                step = flow.send(result)
-            except StopIteration as done:
-                response: requests.Response = done.value
-                return response
+        response: requests.Response = self._drive(
+            self._call_flow(address, envelope),
+            lambda step: self.post(step.address, step.message or b"", headers),
+        )
+        return response
+
+    def callout(
+        self,
+        method: str,
+        url: str,
+        *,
+        data: str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        """Make a Named Credential style callout, as Apex does with ``callout:NAME/path``.
+
+        ``callout:NAME`` (NAME = this transport's ``name``) is the token's instance;
+        ``{!$Credential.OAuthToken}`` in ``data`` (XML-escaped) or a header value is the
+        current access token; ``/services/data/``, ``/services/apexrest/`` and userinfo paths
+        get ``Authorization: Bearer``. An expired session (a SOAP ``INVALID_SESSION_ID`` fault,
+        a REST 401 ``INVALID_SESSION_ID``) leads to one refresh and one resend with the merge
+        field filled again; the answer is returned as is, whatever its status.
+        """
+        response: requests.Response = self._drive(
+            self._callout_flow(method, url, data, headers), self._request
+        )
+        return response
+
+    def _request(self, step: Send) -> requests.Response:
+        self._log_post(step.address, step.message or b"")
+        response: requests.Response = self.session.request(
+            step.method,
+            step.address,
+            data=step.message,
+            headers=dict(step.headers or {}),
+            timeout=self.operation_timeout,
+        )
+        self._log_answer(step.address, response.status_code, response.content)
+        return response
 
     def post(
         self, address: str, message: bytes | str, headers: dict[str, str]
