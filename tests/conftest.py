@@ -117,6 +117,22 @@ class Harness:
     mode: str = "sync"
 
     @property
+    def secrets(self) -> list[str]:
+        """Every token and secret this setup has seen: none may reach a log, repr or error."""
+        values = [self.issued["access_token"], self.issued["refresh_token"], self.org.client_secret]
+        for token in self.saved:
+            values += [token["access_token"], token.get("refresh_token") or ""]
+        return [value for value in values if value]
+
+    def assert_no_secrets(self, text: str) -> None:
+        for secret in self.secrets:
+            assert secret not in text
+
+    def contact(self, last_name: str) -> Any:
+        """A partner Contact sObject for create calls."""
+        return sobject(self.client, "Contact", LastName=last_name)
+
+    @property
     def timeout_error(self) -> type[Exception]:
         return requests.Timeout if self.mode == "sync" else httpx.TimeoutException
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 import zeep
-from conftest import SOQL, Harness, field_values, sobject
+from conftest import SOQL, Harness, field_values
 from zeep.exceptions import Fault
 
 from zeep_sfrefresh import (
@@ -33,17 +33,6 @@ Build = Callable[..., Harness]
 pytestmark = pytest.mark.timeout(60)
 
 
-def _contact(h: Harness, last_name: str) -> object:
-    return sobject(h.client, "Contact", LastName=last_name)
-
-
-def _assert_no_secrets(h: Harness, text: str) -> None:
-    secrets = [h.issued["access_token"], h.issued["refresh_token"], h.org.client_secret]
-    secrets += [t["access_token"] for t in h.saved] + [t.get("refresh_token", "") for t in h.saved]
-    for secret in filter(None, secrets):
-        assert secret not in text
-
-
 # --- the token endpoint ---------------------------------------------------------------------
 
 
@@ -58,7 +47,7 @@ def test_failed_refresh_raises_token_refresh_error_without_resend(
     h.org.expire_all_sessions()
     h.org.token_failure = failure
     with pytest.raises(TokenRefreshError) as info:
-        h.client.service.create([_contact(h, "Alan")])
+        h.client.service.create([h.contact("Alan")])
     exc = info.value
     assert isinstance(exc, zeep.exceptions.Error)
     assert exc.error == error
@@ -68,7 +57,7 @@ def test_failed_refresh_raises_token_refresh_error_without_resend(
     assert (h.org.soap_posts, h.org.token_requests) == (1, 1)
     assert h.org.operations["create"] == 0
     assert h.saved == []
-    _assert_no_secrets(h, str(exc) + repr(exc) + str(exc.__cause__) + repr(exc.__cause__))
+    h.assert_no_secrets(str(exc) + repr(exc) + str(exc.__cause__) + repr(exc.__cause__))
 
 
 @pytest.mark.parametrize(
@@ -193,7 +182,7 @@ def test_no_resend_when_the_resend_connection_drops(harness: Build) -> None:
     h.org.fail_next_soap("INVALID_SESSION_ID")
     h.org.drop_next_soap()  # queued after the fault: hits the resend
     with pytest.raises(h.connection_error):
-        h.client.service.create([_contact(h, "Edsger")])
+        h.client.service.create([h.contact("Edsger")])
     assert (h.org.soap_posts, h.org.token_requests) == (2, 1)
 
 
@@ -201,7 +190,7 @@ def test_no_resend_after_a_dropped_connection(harness: Build) -> None:
     h = harness()
     h.org.drop_next_soap()
     with pytest.raises(h.connection_error):
-        h.client.service.create([_contact(h, "Barbara")])
+        h.client.service.create([h.contact("Barbara")])
     assert (h.org.soap_posts, h.org.token_requests) == (1, 0)
     assert h.org.operations["create"] == 0
 
@@ -211,7 +200,7 @@ def test_no_resend_after_a_read_timeout(harness: Build) -> None:
     h.org.expire_all_sessions()
     h.org.soap_delay = 1.0
     with pytest.raises(h.timeout_error):
-        h.client.service.create([_contact(h, "Linus")])
+        h.client.service.create([h.contact("Linus")])
     assert (h.org.soap_posts, h.org.token_requests) == (1, 0)
 
 
@@ -228,7 +217,7 @@ def test_other_faults_neither_refresh_nor_resend(harness: Build, code: str, pref
     h = harness()
     h.org.fail_next_soap(code, prefix=prefix)
     with pytest.raises(Fault) as info:
-        h.client.service.create([_contact(h, "Ada")])
+        h.client.service.create([h.contact("Ada")])
     assert code in str(info.value.message)
     assert (h.org.soap_posts, h.org.token_requests) == (1, 0)
     assert h.org.operations["create"] == 0

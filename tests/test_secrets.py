@@ -37,13 +37,6 @@ def everything_at_debug(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFi
     return caplog
 
 
-def _secrets(h: Harness) -> list[str]:
-    values = [h.issued["access_token"], h.issued["refresh_token"], h.org.client_secret]
-    for token in h.saved:
-        values += [token["access_token"], token.get("refresh_token") or ""]
-    return [value for value in values if value]
-
-
 def _full_cycle(h: Harness) -> None:
     h.org.rotation = True
     for _ in range(2):
@@ -61,7 +54,7 @@ def test_no_secret_in_any_log_record_at_debug(
     assert "requests_oauthlib.oauth2_session" in loggers  # it did log the refresh bodies...
     text = "\n".join(record.getMessage() for record in records)
     assert "refresh_token=***" in text or "'refresh_token': '***'" in text  # ...masked
-    for secret in _secrets(h):
+    for secret in h.secrets:
         assert secret not in text
 
 
@@ -76,7 +69,7 @@ def test_without_redaction_the_third_party_logs_do_leak(
     finally:
         install_log_redaction()
     text = "\n".join(record.getMessage() for record in everything_at_debug.records)
-    assert any(secret in text for secret in _secrets(h))
+    assert any(secret in text for secret in h.secrets)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from conftest import SOQL, Harness, make_oauth, sobject
+from conftest import SOQL, Harness, make_oauth
 
 from zeep_sfrefresh import SalesforceTransport, TokenDestinationError
 from zeep_sfrefresh.testing import StandInOrg
@@ -120,7 +120,7 @@ def test_client_id_comes_from_the_session_when_refresh_kwargs_lack_it(
 def test_a_create_after_expiry_runs_exactly_once(harness: Build) -> None:
     h = harness()
     h.org.expire_all_sessions()
-    results = h.client.service.create([_contact(h, "Grace")]).body.result
+    results = h.client.service.create([h.contact("Grace")]).body.result
     assert results[0].success
     assert h.org.operations["create"] == 1
     assert h.org.soap_posts == 2
@@ -153,7 +153,7 @@ def test_repr_holds_no_secret(harness: Build) -> None:
     h.org.rotation = True
     h.org.expire_all_sessions()
     h.client.service.getServerTimestamp()
-    _assert_no_secrets(h, repr(h.transport) + repr(h.transport.token))
+    h.assert_no_secrets(repr(h.transport) + repr(h.transport.token))
 
 
 def test_debug_logs_of_the_transport_hold_no_session(
@@ -165,15 +165,4 @@ def test_debug_logs_of_the_transport_hold_no_session(
     h.org.expire_all_sessions()
     h.client.service.query(SOQL)
     assert any("HTTP Post to" in record.getMessage() for record in caplog.records)
-    _assert_no_secrets(h, "\n".join(record.getMessage() for record in caplog.records))
-
-
-def _contact(h: Harness, last_name: str) -> object:
-    return sobject(h.client, "Contact", LastName=last_name)
-
-
-def _assert_no_secrets(h: Harness, text: str) -> None:
-    secrets = [h.issued["access_token"], h.issued["refresh_token"], h.org.client_secret]
-    secrets += [t["access_token"] for t in h.saved] + [t.get("refresh_token", "") for t in h.saved]
-    for secret in filter(None, secrets):
-        assert secret not in text
+    h.assert_no_secrets("\n".join(record.getMessage() for record in caplog.records))
