@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from lxml import etree
 
-from zeep_sfrefresh.envelope import mask_session_ids, set_session_id
+from zeep_sfrefresh.envelope import set_session_id
+from zeep_sfrefresh.redaction import redact
 
 ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 PARTNER = "urn:partner.soap.sforce.com"
@@ -85,13 +86,13 @@ def test_result_is_valid_xml_that_round_trips() -> None:
     assert session_ids(again, PARTNER) == ["00Dxx!AQ<&>"]
 
 
-def test_mask_session_ids() -> None:
+def test_session_ids_in_log_text_are_masked() -> None:
     text = (
-        b'<a><p:sessionId xmlns:p="urn:x">00Dxx!SECRET</p:sessionId><sessionId>SECRET2</sessionId>'
-        b"<sessionIdentifier>keep</sessionIdentifier><queryString>sessionId</queryString></a>"
+        '<a><p:sessionId xmlns:p="urn:x">00Dxx!SECRET</p:sessionId><sessionId>SECRET2</sessionId>'
+        "<sessionIdentifier>keep</sessionIdentifier><queryString>sessionId</queryString></a>"
     )
-    masked = mask_session_ids(text)
-    assert b"SECRET" not in masked
-    assert masked.count(b"***") == 2
-    assert b"<sessionIdentifier>keep</sessionIdentifier>" in masked
-    assert b"<queryString>sessionId</queryString>" in masked
+    masked = redact(text)
+    assert "SECRET" not in masked
+    assert masked.count("***") == 2
+    assert "<sessionIdentifier>keep</sessionIdentifier>" in masked
+    assert "<queryString>sessionId</queryString>" in masked

@@ -1,4 +1,4 @@
-"""Editing outgoing SOAP envelopes: the ``SessionHeader`` and its masked log form.
+"""Editing outgoing SOAP envelopes: the ``SessionHeader``.
 
 zeep hands the transport the envelope as an lxml element; the session id is written
 into it just before each send, so users never pass ``_soapheaders`` and a resend only
@@ -7,14 +7,9 @@ has to change one text node.
 
 from __future__ import annotations
 
-import re
-
 from lxml import etree
 
-__all__ = ["mask_session_ids", "set_session_id"]
-
-_MASK = b"***"
-_SESSION_ID_TEXT = re.compile(rb"(<(?:[\w.-]+:)?sessionId\b[^>]*>)[^<]*(</)")
+__all__ = ["set_session_id"]
 
 
 def _local_name(node: etree._Element) -> str:
@@ -60,11 +55,3 @@ def set_session_id(envelope: etree._Element, namespace: str | None, session_id: 
         session_id_node = etree.SubElement(session_header, f"{{{header_ns}}}sessionId")
     session_id_node.text = session_id
     return True
-
-
-def mask_session_ids(message: bytes) -> bytes:
-    """Return ``message`` with the text of every ``sessionId`` element replaced by ``***``.
-
-    Used for debug logging: an envelope or a login answer may be logged, its session may not.
-    """
-    return _SESSION_ID_TEXT.sub(rb"\1" + _MASK + rb"\2", message)

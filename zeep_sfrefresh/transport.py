@@ -18,11 +18,10 @@ from requests_oauthlib import OAuth2Session
 from zeep.transports import Transport
 
 from .breaker import DEFAULT_BREAKER, CircuitBreaker
-from .envelope import mask_session_ids
 from .events import RefreshListener
 from .flow import HttpResponse, Refresh, Send, Step, callout_flow, callout_path, soap_call
 from .grants import DEFAULT_TOKEN_TIMEOUT, Grant, SessionGrant
-from .redaction import install_log_redaction
+from .redaction import install_log_redaction, redact
 from .refresh import DEFAULT_OVERLAP_WAIT, Refresher
 from .routing import SALESFORCE_DOMAINS, DestinationPolicy
 from .stores import MemoryTokenStore, TokenStore
@@ -60,16 +59,23 @@ class SalesforceTransportMixin:
             "overlap_wait": overlap_wait,
             "breaker": circuit_breaker,
         }
+        no_instance = ValueError(
+            "the token has no instance_url, so there is no org to send its session to; "
+            "pass the token dict Salesforce's token endpoint returned"
+        )
         if isinstance(oauth, OAuth2Session):
             if not oauth.token:
                 raise ValueError(
                     "the OAuth2Session has no token; create it with token=<token dict>"
                 )
+            seed = Token(oauth.token)
+            if seed.instance_url is None:  # refuse before anything reaches a store
+                raise no_instance
             session = oauth
             self._refresher = Refresher(
                 SessionGrant(session, timeout=token_timeout),
                 store if store is not None else MemoryTokenStore.for_session(session),
-                Token(session.token),
+                seed,
                 on_refresh=session.token_updater,
                 on_change=lambda token: setattr(session, "token", token.as_dict()),
                 **options,
@@ -82,10 +88,7 @@ class SalesforceTransportMixin:
                 **options,
             )
         if self._refresher.token.instance_url is None:
-            raise ValueError(
-                "the token has no instance_url, so there is no org to send its session to; "
-                "pass the token dict Salesforce's token endpoint returned"
-            )
+            raise no_instance
         self.route_to_instance = route_to_instance
         self.name = name
         self._policy = DestinationPolicy(
@@ -179,15 +182,16 @@ class SalesforceTransportMixin:
     def _log_resend(self) -> None:
         self.logger.info("resending the call once with the refreshed session")
 
+    # Our own request logging, in place of zeep's: masked whether or not the redacting
+    # filter is installed (session ids, merge-field tokens, Bearer headers never appear).
     def _log_post(self, address: str, message: bytes | str) -> None:
         if self.logger.isEnabledFor(logging.DEBUG):
-            raw = message.encode("utf-8") if isinstance(message, str) else message
-            text = mask_session_ids(raw).decode("utf-8", "replace")
-            self.logger.debug("HTTP Post to %s:\n%s", address, text)
+            text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+            self.logger.debug("HTTP Post to %s:\n%s", address, redact(text))
 
     def _log_answer(self, address: str, status_code: int, content: bytes) -> None:
         if self.logger.isEnabledFor(logging.DEBUG):
-            text = mask_session_ids(content).decode("utf-8", "replace")
+            text = redact(content.decode("utf-8", "replace"))
             self.logger.debug("HTTP Response from %s (status: %d):\n%s", address, status_code, text)
 
 
@@ -216,7 +220,8 @@ class SalesforceTransport(SalesforceTransportMixin, Transport):
     :param route_to_instance: send ``/services/Soap/...`` requests to the token's
         ``instance_url`` whatever host the WSDL names (default). Turn off to post to the
         WSDL's address as is.
-    :param token_timeout: seconds a token request may take before it fails.
+    :param token_timeout: seconds a token request may take before it fails (credential
+        objects carry their own ``timeout``).
     :param overlap_wait: when the token endpoint says another request is already refreshing
         with this refresh token, seconds to wait for that worker's token to reach the store.
     :param listener: called with a :class:`RefreshEvent` for each refresh, adoption,
