@@ -695,6 +695,36 @@ class RaceRow:
     errors: tuple[str, ...] = ()
 
 
+def race_row(
+    kind: str,
+    org: StandInOrg,
+    *,
+    callers: int,
+    held: bool,
+    expiries: int,
+    errors: list[str],
+    started: float,
+    tokens_before: int = 0,
+    posts_before: int = 0,
+) -> RaceRow:
+    """Read one configuration's outcome off the org's counters."""
+    assert not org.internal_errors, org.internal_errors
+    return RaceRow(
+        kind=kind,
+        callers=callers,
+        held=held,
+        expiries=expiries,
+        calls=callers * expiries,
+        failed_calls=len(errors),
+        token_requests_per_expiry=(org.token_requests - tokens_before) / expiries,
+        soap_posts_per_expiry=(org.soap_posts - posts_before) / expiries,
+        family_revocations=org.family_revocations,
+        overlap_rejections=org.overlap_rejections,
+        seconds=time.perf_counter() - started,
+        errors=tuple(errors[:3]),
+    )
+
+
 def race_threads(callers: int, held: bool, expiries: int) -> RaceRow:
     """N threads sharing one SalesforceTransport meet each expiry."""
     started = time.perf_counter()
@@ -730,22 +760,17 @@ def race_threads(callers: int, held: bool, expiries: int) -> RaceRow:
                     wait_until(posts_reached(org, target))
             for thread in threads:
                 thread.join(timeout=120)
-        row = RaceRow(
-            kind="threads, one transport",
+        return race_row(
+            "threads, one transport",
+            org,
             callers=callers,
             held=held,
             expiries=expiries,
-            calls=callers * expiries,
-            failed_calls=len(errors),
-            token_requests_per_expiry=(org.token_requests - tokens_before) / expiries,
-            soap_posts_per_expiry=(org.soap_posts - posts_before) / expiries,
-            family_revocations=org.family_revocations,
-            overlap_rejections=org.overlap_rejections,
-            seconds=time.perf_counter() - started,
-            errors=tuple(errors[:3]),
+            errors=errors,
+            started=started,
+            tokens_before=tokens_before,
+            posts_before=posts_before,
         )
-        assert not org.internal_errors, org.internal_errors
-    return row
 
 
 def race_tasks(callers: int, held: bool, expiries: int) -> RaceRow:
@@ -780,22 +805,17 @@ def race_tasks(callers: int, held: bool, expiries: int) -> RaceRow:
                     )
 
         asyncio.run(main())
-        row = RaceRow(
-            kind="asyncio tasks, one async transport",
+        return race_row(
+            "asyncio tasks, one async transport",
+            org,
             callers=callers,
             held=held,
             expiries=expiries,
-            calls=callers * expiries,
-            failed_calls=len(errors),
-            token_requests_per_expiry=(org.token_requests - tokens_before) / expiries,
-            soap_posts_per_expiry=(org.soap_posts - posts_before) / expiries,
-            family_revocations=org.family_revocations,
-            overlap_rejections=org.overlap_rejections,
-            seconds=time.perf_counter() - started,
-            errors=tuple(errors[:3]),
+            errors=errors,
+            started=started,
+            tokens_before=tokens_before,
+            posts_before=posts_before,
         )
-        assert not org.internal_errors, org.internal_errors
-    return row
 
 
 def race_processes(callers: int, held: bool, expiries: int, scratch: Path) -> RaceRow:
@@ -807,22 +827,15 @@ def race_processes(callers: int, held: bool, expiries: int, scratch: Path) -> Ra
             org, StoreSpec("file", str(path)), workers=callers, rounds=expiries, hold=held
         )
         errors = [error for result in results for error in result.errors]
-        row = RaceRow(
-            kind="processes, FileTokenStore",
+        return race_row(
+            "processes, FileTokenStore",
+            org,
             callers=callers,
             held=held,
             expiries=expiries,
-            calls=callers * expiries,
-            failed_calls=sum(result.failed for result in results),
-            token_requests_per_expiry=org.token_requests / expiries,
-            soap_posts_per_expiry=org.soap_posts / expiries,
-            family_revocations=org.family_revocations,
-            overlap_rejections=org.overlap_rejections,
-            seconds=time.perf_counter() - started,
-            errors=tuple(errors[:3]),
+            errors=errors,
+            started=started,
         )
-        assert not org.internal_errors, org.internal_errors
-    return row
 
 
 def races(counts: Counts) -> dict[str, Any]:
