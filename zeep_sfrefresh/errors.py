@@ -63,7 +63,6 @@ class TokenRefreshError(SfRefreshError):
         status_code: int | None = None,
         retry_after: float | None = None,
     ) -> None:
-        self.reason = reason
         self.error = error
         self.description = description
         self.status_code = status_code

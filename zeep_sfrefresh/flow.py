@@ -68,7 +68,7 @@ class Send:
     """Send ``message`` to ``address`` (``headers``: extra headers for this request only)."""
 
     address: str
-    message: bytes | None
+    message: bytes | None = field(repr=False)  # it holds the session id
     method: str = "POST"
     headers: Mapping[str, str] | None = field(default=None, repr=False)
 

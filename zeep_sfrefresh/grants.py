@@ -60,8 +60,6 @@ _OVERLAP_DESCRIPTIONS = ("already being processed", "expired authorization code"
 class Grant(Protocol):
     """A source of new tokens. :meth:`fetch` makes one token request and no retry."""
 
-    timeout: float
-
     def fetch(self, current: Token | None) -> Token:
         """Return a token to replace ``current`` (None: the first one), or raise
         :class:`TokenRefreshError`."""

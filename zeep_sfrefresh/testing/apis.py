@@ -48,7 +48,6 @@ from zeep_sfrefresh.testing.org import (
     _child_text,
     _children,
     _Cursor,
-    _read_sobject,
     _SoapCall,
     _SoapFault,
     _sobject_spec,
@@ -452,22 +451,17 @@ def _concrete_type(element: etree._Element) -> str:
 
 
 def _enterprise_create(org: StandInOrg, call: _SoapCall) -> Answer:
-    results = []
+    # A typed record reads like a partner one once its type is a <type> child, so the
+    # partner create (unknown fields, read-only fields, nils) is reused on copies.
+    untyped = []
     for element in _children(call.payload, "sObjects"):
-        # A typed record reads like a partner one once its type is a <type> child, so the
-        # partner reader (unknown fields, read-only fields, nils) is reused on a copy.
-        untyped = copy.deepcopy(element)
+        copied = copy.deepcopy(element)
         type_element = etree.Element("type")
         type_element.text = _concrete_type(element)
-        untyped.insert(0, type_element)
-        given = _read_sobject(untyped, writable="createable")
-        errors = given.errors(creating=True)
-        if errors:
-            results.append(wire.save_result_xml(None, errors))
-            continue
-        record = org._store.insert(given.spec.name, given.values)
-        results.append(wire.save_result_xml(str(record["Id"]), []))
-    return _respond(org, call, f"<createResponse>{''.join(results)}</createResponse>")
+        copied.insert(0, type_element)
+        untyped.append(copied)
+    results = org._create_records(untyped)
+    return _respond(org, call, f"<createResponse>{results}</createResponse>")
 
 
 # Tooling

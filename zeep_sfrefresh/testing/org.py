@@ -1153,8 +1153,13 @@ class StandInOrg:
         )
 
     def _soap_create(self, call: _SoapCall) -> Answer:
+        results = self._create_records(_children(call.payload, "sObjects"))
+        return self._respond(call, f"<createResponse>{results}</createResponse>")
+
+    def _create_records(self, elements: list[etree._Element]) -> str:
+        """Insert partner-style sObject elements; their SaveResults, joined (any API's create)."""
         results = []
-        for element in _children(call.payload, "sObjects"):
+        for element in elements:
             given = _read_sobject(element, writable="createable")
             errors = given.errors(creating=True)
             if errors:
@@ -1162,7 +1167,7 @@ class StandInOrg:
                 continue
             record = self._store.insert(given.spec.name, given.values)
             results.append(wire.save_result_xml(str(record["Id"]), []))
-        return self._respond(call, f"<createResponse>{''.join(results)}</createResponse>")
+        return "".join(results)
 
     def _soap_update(self, call: _SoapCall) -> Answer:
         results = []
