@@ -21,6 +21,7 @@ from zeep.exceptions import Fault
 
 from zeep_sfrefresh import (
     FileTokenStore,
+    ReauthorizationRequiredError,
     RedisTokenStore,
     TokenRefreshError,
     TokenStoreError,
@@ -97,20 +98,23 @@ def test_token_request_timeout_is_bounded(harness: Build) -> None:
     h.org.token_delay = 2.0
     with pytest.raises(TokenRefreshError, match="timed out") as info:
         h.client.service.getServerTimestamp()
-    assert isinstance(info.value.__cause__, requests.Timeout)
+    assert info.value.unanswered  # it reached the server: the answer may have been a token
     assert h.org.soap_posts == 1
 
 
-def test_a_permanent_invalid_grant_costs_one_token_request_per_call_not_a_loop(
-    harness: Build,
-) -> None:
+def test_a_refresh_token_refused_for_good_is_never_sent_again(harness: Build) -> None:
     h = harness()
     h.org.expire_all_sessions()
     h.org.token_failure = "invalid_grant"
-    for calls in range(1, 4):
-        with pytest.raises(TokenRefreshError, match="invalid_grant"):
+    errors = []
+    for _ in range(10):
+        with pytest.raises(ReauthorizationRequiredError, match="authorise") as info:
             h.client.service.getServerTimestamp()
-        assert (h.org.token_requests, h.org.soap_posts) == (calls, calls)
+        errors.append(info.value)
+    assert (h.org.token_requests, h.org.soap_posts) == (1, 10)  # one request, ten failed calls
+    assert all(e.error == "invalid_grant" for e in errors)  # the same typed error each time
+    assert all(isinstance(e, TokenRefreshError) for e in errors)
+    h.assert_no_secrets("".join(str(e) + repr(e) for e in errors))
 
 
 def test_after_a_failed_refresh_a_later_call_tries_again(harness: Build) -> None:
@@ -125,16 +129,14 @@ def test_after_a_failed_refresh_a_later_call_tries_again(harness: Build) -> None
     assert len(h.saved) == 1
 
 
-def test_a_token_without_refresh_token_fails_without_a_request(
+def test_a_token_without_refresh_token_is_refused_when_the_transport_is_built(
     harness: Build, sf_org: StandInOrg
 ) -> None:
     token = sf_org.issue_token()
     del token["refresh_token"]
-    h = harness(token=token)
-    h.org.expire_all_sessions()
-    with pytest.raises(TokenRefreshError, match="no refresh_token"):
-        h.client.service.getServerTimestamp()
-    assert (h.org.token_requests, h.org.soap_posts) == (0, 1)
+    with pytest.raises(ValueError, match="refresh_token.*scope"):
+        harness(token=token)
+    assert (sf_org.token_requests, sf_org.soap_posts) == (0, 0)
 
 
 def test_scope_change_warning_does_not_lose_the_issued_token(harness: Build) -> None:

@@ -98,6 +98,7 @@ def test_write_leaves_no_temp_files(tmp_path: Path) -> None:
 def test_corrupt_file_raises_and_is_never_overwritten(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "token.json"
     path.write_bytes(content)
+    path.chmod(0o600)
     store = FileTokenStore(path)
     with pytest.raises(TokenStoreError, match="left as is"):
         store.load()
@@ -119,6 +120,7 @@ def test_errors_and_repr_hold_no_token(tmp_path: Path) -> None:
     path.write_text(
         '{"version": 1, "token": {"access_token": "00DSECRETACCESS", "instance_url": 5}'
     )
+    path.chmod(0o600)
     store = FileTokenStore(path)
     with pytest.raises(TokenStoreError) as info:
         store.load()

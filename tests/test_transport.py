@@ -132,7 +132,7 @@ def test_a_create_after_expiry_runs_exactly_once(harness: Build) -> None:
 def test_construction_errors_are_clear(sf_org: StandInOrg) -> None:
     saved: list[dict[str, object]] = []
     oauth = make_oauth(sf_org, sf_org.issue_token(), saved)
-    with pytest.raises(ValueError, match="session="):
+    with pytest.raises(TypeError, match="session="):
         SalesforceTransport(oauth, session=oauth)
     no_url = make_oauth(sf_org, sf_org.issue_token(), saved)
     no_url.auto_refresh_url = None
@@ -161,8 +161,11 @@ def test_debug_logs_of_the_transport_hold_no_session(
 ) -> None:
     h = harness()
     caplog.set_level("DEBUG", logger="zeep_sfrefresh")
+    caplog.set_level("DEBUG", logger="zeep.transports")  # zeep's own debugging recipe
     h.org.rotation = True
     h.org.expire_all_sessions()
     h.client.service.query(SOQL)
-    assert any("HTTP Post to" in record.getMessage() for record in caplog.records)
+    posts = [r for r in caplog.records if "HTTP Post to" in r.getMessage()]
+    assert posts
+    assert {r.name for r in posts} == {"zeep.transports"}
     h.assert_no_secrets("\n".join(record.getMessage() for record in caplog.records))

@@ -23,6 +23,7 @@ from .apis import (
 from .breaker import CircuitBreaker
 from .errors import (
     JwtAccessTokenError,
+    ReauthorizationRequiredError,
     RefreshInProgressError,
     SessionNotRefreshableError,
     SfRefreshError,
@@ -35,7 +36,7 @@ from .events import RefreshEvent, RefreshListener
 from .grants import ClientCredentials, Grant, JwtBearer, SessionGrant, UsernamePassword
 from .redaction import RedactingFilter, install_log_redaction, remove_log_redaction
 from .routing import SALESFORCE_DOMAINS
-from .stores import FileTokenStore, MemoryTokenStore, StoredToken, TokenStore
+from .stores import FileTokenStore, MemoryTokenStore, RefreshIntent, StoredToken, TokenStore
 from .tokens import Token
 from .transport import SalesforceTransport
 
@@ -60,9 +61,11 @@ __all__ = [
     "JwtBearer",
     "MemoryTokenStore",
     "RedactingFilter",
+    "ReauthorizationRequiredError",
     "RedisTokenStore",
     "RefreshEvent",
     "RefreshInProgressError",
+    "RefreshIntent",
     "RefreshListener",
     "SalesforceTransport",
     "SessionGrant",

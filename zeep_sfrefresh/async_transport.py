@@ -11,11 +11,16 @@ zeep's ``AsyncClient.create_service`` returns a synchronous proxy; with routing 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import httpx
+try:
+    import httpx
+    import packaging.version  # noqa: F401 - zeep's AsyncTransport imports it when built
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess without the extra
+    raise ImportError(
+        f"AsyncSalesforceTransport needs {exc.name or 'httpx'}: pip install 'zeep-sfrefresh[async]'"
+    ) from exc
 import requests
 from lxml import etree
 from requests_oauthlib import OAuth2Session
@@ -28,7 +33,7 @@ from .grants import DEFAULT_TOKEN_TIMEOUT, Grant
 from .refresh import DEFAULT_OVERLAP_WAIT
 from .routing import SALESFORCE_DOMAINS
 from .stores import TokenStore
-from .transport import SalesforceTransportMixin
+from .transport import SalesforceTransportMixin, scrub_answer
 
 __all__ = ["AsyncSalesforceTransport"]
 
@@ -42,6 +47,9 @@ class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
     ``zeep.AsyncTransport``'s own (``client``, ``wsdl_client``, ``cache``, ``timeout``,
     ``operation_timeout``, ``verify_ssl``, ``proxy``). Close it with ``await
     transport.aclose()`` (or ``async with AsyncClient(...)``).
+
+    httpx clients cannot be reset after ``os.fork()``: build the async transport in the
+    process that uses it (after the fork), not before.
     """
 
     def __init__(
@@ -86,7 +94,6 @@ class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
             verify_ssl=verify_ssl,
             proxy=proxy,
         )
-        self.logger = logging.getLogger(__name__)
 
     async def post_xml(
         self, address: str, envelope: etree._Element, headers: dict[str, str]
@@ -98,7 +105,7 @@ class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
 
         answer = await self._adrive(self._call_flow(address, envelope), send)
         response: requests.Response = self.new_response(answer)  # type: ignore[no-untyped-call]
-        return response
+        return scrub_answer(response)
 
     async def acallout(
         self,

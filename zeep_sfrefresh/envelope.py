@@ -1,15 +1,17 @@
 """Editing outgoing SOAP envelopes: the ``SessionHeader``.
 
-zeep hands the transport the envelope as an lxml element; the session id is written
-into it just before each send, so users never pass ``_soapheaders`` and a resend only
-has to change one text node.
+zeep hands the transport the envelope as an lxml element; the session id is written into
+it just before it is serialised, so users never pass ``_soapheaders`` and a resend only has
+to change one text node. The element is then put back as it was: zeep's plugins (e.g.
+``HistoryPlugin.last_sent``) keep a reference to it, and users print it when debugging, so
+no session id may stay behind in it.
 """
 
 from __future__ import annotations
 
 from lxml import etree
 
-__all__ = ["set_session_id"]
+__all__ = ["serialize_with_session_id", "set_session_id"]
 
 
 def _local_name(node: etree._Element) -> str:
@@ -35,23 +37,67 @@ def set_session_id(envelope: etree._Element, namespace: str | None, session_id: 
     in the envelope, in any namespace, is updated. Returns whether the envelope now
     carries ``session_id``: a resend is only worth making when it does.
     """
+    return _inject(envelope, namespace, session_id) is not None
+
+
+def _inject(envelope: etree._Element, namespace: str | None, session_id: str) -> _Undo | None:
+    """Write the session id; return how to undo it (None: no SessionHeader to write to)."""
     env_ns = etree.QName(envelope).namespace
     header = envelope.find(f"{{{env_ns}}}Header")
     session_header = None if header is None else _find_session_header(header, namespace)
+    undo = _Undo()
     if session_header is None:
         if namespace is None:
-            return False
+            return None
         if header is None:
             header = etree.Element(f"{{{env_ns}}}Header")
             envelope.insert(0, header)
+            undo.added = (envelope, header)
         session_header = etree.SubElement(
             header,
             f"{{{namespace}}}SessionHeader",
             nsmap={None: namespace},  # type: ignore[dict-item]  # lxml-stubs omit the default ns
         )
+        undo.added = undo.added or (header, session_header)
     header_ns = etree.QName(session_header).namespace
     session_id_node = session_header.find(f"{{{header_ns}}}sessionId")
     if session_id_node is None:
         session_id_node = etree.SubElement(session_header, f"{{{header_ns}}}sessionId")
+        undo.added = undo.added or (session_header, session_id_node)
+    else:
+        undo.text = (session_id_node, session_id_node.text)
     session_id_node.text = session_id
-    return True
+    return undo
+
+
+class _Undo:
+    """What :func:`_inject` changed: one element added, or one text replaced."""
+
+    __slots__ = ("added", "text")
+
+    def __init__(self) -> None:
+        self.added: tuple[etree._Element, etree._Element] | None = None
+        self.text: tuple[etree._Element, str | None] | None = None
+
+    def __call__(self) -> None:
+        if self.added is not None:
+            parent, child = self.added
+            parent.remove(child)
+        elif self.text is not None:
+            node, text = self.text
+            node.text = text
+
+
+def serialize_with_session_id(
+    envelope: etree._Element, namespace: str | None, session_id: str
+) -> bytes | None:
+    """Return the envelope serialised with ``session_id`` in its ``SessionHeader``, and leave
+    the element itself as it was. None when it has no ``SessionHeader`` to write to (see
+    :func:`set_session_id`)."""
+    undo = _inject(envelope, namespace, session_id)
+    if undo is None:
+        return None
+    try:
+        return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+    finally:
+        undo()

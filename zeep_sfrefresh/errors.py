@@ -1,8 +1,22 @@
 """The exceptions zeep-sfrefresh raises.
 
 They subclass ``zeep.exceptions.Error`` so code that already catches zeep's errors keeps
-working. Their text never holds a token or a secret: messages are built here from fixed
-wording plus the public ``error`` / ``error_description`` fields of an OAuth answer.
+working. Their text never holds a token or a secret: messages are built from fixed wording
+plus the public ``error`` / ``error_description`` fields of an OAuth answer and fault
+strings, and whatever comes from an answer is masked by token shape first.
+
+::
+
+    zeep.exceptions.Error
+    └── SfRefreshError
+        ├── TokenRefreshError
+        │   ├── RefreshInProgressError
+        │   └── ReauthorizationRequiredError
+        ├── TokenStoreError
+        │   └── TokenStoreConflictError
+        ├── TokenDestinationError
+        ├── JwtAccessTokenError
+        └── SessionNotRefreshableError (also a zeep.exceptions.Fault)
 """
 
 from __future__ import annotations
@@ -17,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JwtAccessTokenError",
+    "ReauthorizationRequiredError",
     "RefreshInProgressError",
     "SessionNotRefreshableError",
     "SfRefreshError",
@@ -51,7 +66,10 @@ class TokenRefreshError(SfRefreshError):
     token endpoint answered (``invalid_grant``, ...), or None when it answered none (a
     timeout, a refused connection, an HTML error page, a body that is not a token).
     ``status_code`` is the HTTP status of the answer when there was one, ``retry_after`` its
-    ``Retry-After`` in seconds. The underlying exception is chained as ``__cause__``.
+    ``Retry-After`` in seconds. ``unanswered`` is True when the request may have reached the
+    token endpoint but no complete answer came back (a read timeout, a dropped connection,
+    the deadline, an unreadable 200): the server may have issued, and rotated, a token never
+    seen here. The underlying exception is chained as ``__cause__``.
     """
 
     def __init__(
@@ -62,11 +80,13 @@ class TokenRefreshError(SfRefreshError):
         description: str | None = None,
         status_code: int | None = None,
         retry_after: float | None = None,
+        unanswered: bool = False,
     ) -> None:
         self.error = error
         self.description = description
         self.status_code = status_code
         self.retry_after = retry_after
+        self.unanswered = unanswered
         message = reason
         if error:
             message += f": {error}" + (f" ({description})" if description else "")
@@ -78,13 +98,26 @@ class RefreshInProgressError(TokenRefreshError):
     same refresh token ("Token request is already being processed")."""
 
 
+class ReauthorizationRequiredError(TokenRefreshError):
+    """Raised when the refresh token can no longer be used: a person must authorise again.
+
+    The token endpoint refused it for good (``invalid_grant``: expired, revoked, user
+    inactive...), requests with it got no answer twice, or a worker that was using it never
+    stored its result. It is never sent again, so later expiries raise this at once without
+    a token request, until the store holds another refresh token (another worker or an
+    operator replaced it) or the application hands over a new token
+    (``transport.use_token(...)``).
+    """
+
+
 class TokenStoreError(SfRefreshError):
     """Raised when the token store cannot be locked, read or written in bounded time.
 
     Stores fail closed: without the store no refresh is made, because an uncoordinated
     refresh with a rotating refresh token can revoke the whole token family. When the write
     of a new token fails, the token is still used in this process and handed to
-    ``token_updater`` before this is raised, so it is not lost.
+    ``token_updater`` before this is raised, so it is not lost; the next refresh writes it
+    first.
     """
 
 

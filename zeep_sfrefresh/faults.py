@@ -14,10 +14,11 @@ Successful (2xx) answers are never parsed, so the happy path costs nothing here.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 
 from lxml import etree
+
+from .redaction import redact
 
 __all__ = [
     "INVALID_SESSION_ID",
@@ -25,7 +26,6 @@ __all__ = [
     "SoapFault",
     "invalid_session_fault",
     "is_invalid_session",
-    "mask_session_hash",
     "parse_fault",
     "rest_invalid_session",
 ]
@@ -36,12 +36,6 @@ MAX_FAULT_BYTES = 64 * 1024
 """Error bodies larger than this are not parsed. Salesforce's session faults are ~1 KB."""
 
 _SOAP11_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
-_SESSION_HASH = re.compile(r"(session hash:\s*)\S+", re.IGNORECASE)
-
-
-def mask_session_hash(text: str) -> str:
-    """Mask the session hash Salesforce echoes in some faults ("missing session hash: ...")."""
-    return _SESSION_HASH.sub(r"\1***", text)
 
 
 @dataclass(frozen=True)
@@ -51,7 +45,8 @@ class SoapFault:
     code: str
     """Local name of the ``faultcode`` QName (any prefix dropped)."""
     message: str
-    """The ``faultstring``, with any echoed session hash masked."""
+    """The ``faultstring``, with anything shaped like a session id or hash masked (faults
+    echo them: "missing session key: 00D...!AR...", "missing session hash: ...")."""
     exception_code: str | None
     """``detail/*/exceptionCode`` when the fault has a detail (the metadata API's has none)."""
 
@@ -111,7 +106,7 @@ def parse_fault(body: bytes) -> SoapFault | None:
                 break
     if not code and exception_code is None:
         return None
-    return SoapFault(code, mask_session_hash(_text(parts.get("faultstring"))), exception_code)
+    return SoapFault(code, redact(_text(parts.get("faultstring"))), exception_code)
 
 
 def invalid_session_fault(status_code: int, body: bytes) -> SoapFault | None:

@@ -6,9 +6,12 @@ what it needs done and is sent the result. A thin driver performs it, synchronou
 the decisions exist once. The steps:
 
 * :class:`Send`: POST a message; the driver sends back the HTTP response.
-* :class:`Refresh`: obtain a token newer than the one sent; the driver sends back the token.
-* :class:`Verdict`: record whether a refreshed session worked (bookkeeping for the circuit
-  breaker); the driver sends back None.
+* :class:`Refresh`: obtain a generation newer than the one sent; the driver sends it back.
+* :class:`Verdict`: record whether the session sent was accepted (bookkeeping for the
+  circuit breaker); the driver sends back None.
+
+The flow works with :class:`~zeep_sfrefresh.tokens.Generation` objects: the token a call
+sends, as the refresher handed it out, so the refresher can tell who is asking.
 
 The resend checklist, after requests' ``HTTPDigestAuth.handle_401``:
 
@@ -31,11 +34,11 @@ from xml.sax.saxutils import escape
 from lxml import etree
 
 from .apis import SOAP_PATH_PREFIX, api_for_address
-from .envelope import set_session_id
+from .envelope import serialize_with_session_id
 from .errors import JwtAccessTokenError, SessionNotRefreshableError, TokenDestinationError
 from .faults import INVALID_SESSION_ID, invalid_session_fault, rest_invalid_session
 from .routing import DestinationPolicy, route_to_instance
-from .tokens import Token
+from .tokens import Generation, Token
 
 __all__ = [
     "MERGE_FIELD",
@@ -75,17 +78,17 @@ class Send:
 
 @dataclass(frozen=True)
 class Refresh:
-    """Obtain a token newer than ``sent``; ``reason`` says why, for logs and events."""
+    """Obtain a generation newer than ``sent``; ``reason`` says why, for logs and events."""
 
-    sent: Token
+    sent: Generation
     reason: str
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """Whether the session of the refreshed token ``fresh`` worked on its first use."""
+    """Whether the session of ``sent`` was accepted (``usable``) or rejected at once."""
 
-    fresh: Token
+    sent: Generation
     usable: bool
     reason: str
 
@@ -99,41 +102,52 @@ def _looks_like_jwt(access_token: str) -> bool:
 
 def _send(
     envelope: etree._Element,
+    namespace: str | None,
     address: str,
     token: Token,
     *,
     route: bool,
     policy: DestinationPolicy,
-    injected: bool,
-) -> Send:
+) -> tuple[Send, bool]:
+    """Build the request for ``envelope`` with ``token``; also say whether it carries it."""
+    message = serialize_with_session_id(envelope, namespace, token.access_token)
+    injected = message is not None
     if injected:
-        if _looks_like_jwt(token.access_token):
-            raise JwtAccessTokenError(
-                "the access token is a JWT, which Salesforce's SOAP APIs never accept; turn "
-                "off 'Issue JSON Web Token (JWT)-based access tokens' on the connected app"
-            )
-        if token.instance_url is None:
-            raise TokenDestinationError("the token has no instance_url to send its session to")
+        _check_sendable(token)
     if route and token.instance_url:
         address = route_to_instance(address, token.instance_url)
     if injected and token.instance_url:
         policy.check(address, token.instance_url)
-    return Send(address, etree.tostring(envelope, xml_declaration=True, encoding="utf-8"))
+    if message is None:
+        message = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+    return Send(address, message), injected
+
+
+def _check_sendable(token: Token, *, soap: bool = True) -> None:
+    """Refuse, before anything is sent, a token that has no instance or that SOAP refuses."""
+    if soap and _looks_like_jwt(token.access_token):
+        raise JwtAccessTokenError(
+            "the access token is a JWT, which Salesforce's SOAP APIs never accept; turn "
+            "off 'Issue JSON Web Token (JWT)-based access tokens' on the connected app"
+        )
+    if token.instance_url is None:
+        raise TokenDestinationError("the token has no instance_url to send its session to")
 
 
 def soap_call(
     envelope: etree._Element,
     address: str,
-    token: Token,
+    current: Generation,
     *,
     route: bool,
     policy: DestinationPolicy,
 ) -> Generator[Step, Any, ResponseT]:
-    """Drive one SOAP call with ``token`` (the object read from the refresher).
+    """Drive one SOAP call with ``current`` (the generation read from the refresher).
 
     Requests to paths outside ``/services/Soap/`` pass through untouched: no session id,
     no routing, no refresh, so a token never goes anywhere but a Salesforce SOAP path. An
-    envelope that carries the session id goes only where ``policy`` allows.
+    envelope that carries the session id goes only where ``policy`` allows. The envelope
+    element is left without the session id once serialised.
     """
     if not urlsplit(address).path.startswith(SOAP_PATH_PREFIX):
         response: ResponseT = yield Send(
@@ -142,17 +156,17 @@ def soap_call(
         return response
     api = api_for_address(address)
     namespace = api.namespace if api is not None else None
-    injected = set_session_id(envelope, namespace, token.access_token)
-    sent = _send(envelope, address, token, route=route, policy=policy, injected=injected)
+    sent, injected = _send(envelope, namespace, address, current.token, route=route, policy=policy)
     response = yield sent
-    if not injected or invalid_session_fault(response.status_code, response.content) is None:
+    if not injected:
         return response
     reason = f"{INVALID_SESSION_ID} from {urlsplit(sent.address).netloc}"
-    fresh: Token = yield Refresh(token, reason)
-    set_session_id(envelope, namespace, fresh.access_token)
-    resent: ResponseT = yield _send(
-        envelope, address, fresh, route=route, policy=policy, injected=True
-    )
+    if invalid_session_fault(response.status_code, response.content) is None:
+        yield Verdict(current, True, reason)
+        return response
+    fresh: Generation = yield Refresh(current, reason)
+    again, _ = _send(envelope, namespace, address, fresh.token, route=route, policy=policy)
+    resent: ResponseT = yield again
     fault = invalid_session_fault(resent.status_code, resent.content)
     yield Verdict(fresh, fault is None, reason)
     if fault is not None:
@@ -211,8 +225,7 @@ def _callout_request(
         filled["Authorization"] = f"Bearer {token.access_token}"
         carries = True
     if carries:
-        if _looks_like_jwt(token.access_token) and not path.startswith(_BEARER_PATHS):
-            raise JwtAccessTokenError("the access token is a JWT, which SOAP never accepts")
+        _check_sendable(token, soap=not path.startswith(_BEARER_PATHS))
         policy.check(address, token.instance_url)
     message = None if body is None else _fill(body, token.access_token, xml=True).encode("utf-8")
     return Send(address, message, method.upper(), filled), carries
@@ -224,22 +237,24 @@ def callout_flow(
     *,
     data: str | bytes | None,
     headers: Mapping[str, str],
-    token: Token,
+    current: Generation,
     policy: DestinationPolicy,
 ) -> Generator[Step, Any, ResponseT]:
     """A Named Credential style callout: ``{!$Credential.OAuthToken}`` filled in, REST paths
     given ``Authorization: Bearer``, one refresh and one resend on an expired session (a SOAP
     ``INVALID_SESSION_ID`` fault or a REST 401), whatever the resend answers returned as is.
     """
-    request, carries = _callout_request(method, path, data, headers, token, policy)
+    request, carries = _callout_request(method, path, data, headers, current.token, policy)
     response: ResponseT = yield request
-    expired = invalid_session_fault(response.status_code, response.content) is not None
-    expired = expired or rest_invalid_session(response.status_code, response.content)
-    if not carries or not expired:
+    if not carries:
         return response
     reason = f"{INVALID_SESSION_ID} from {urlsplit(request.address).netloc}"
-    fresh: Token = yield Refresh(token, reason)
-    again, _ = _callout_request(method, path, data, headers, fresh, policy)
+    expired = invalid_session_fault(response.status_code, response.content) is not None
+    if not (expired or rest_invalid_session(response.status_code, response.content)):
+        yield Verdict(current, True, reason)
+        return response
+    fresh: Generation = yield Refresh(current, reason)
+    again, _ = _callout_request(method, path, data, headers, fresh.token, policy)
     resent: ResponseT = yield again
     still = invalid_session_fault(resent.status_code, resent.content) is not None
     yield Verdict(

@@ -9,7 +9,8 @@
 The last three are credential objects: pass one to the transport instead of an
 ``OAuth2Session``. They hold no refresh token; "refreshing" asks for a brand-new token.
 
-Every failure mode (OAuth error JSON, an HTML error page, a body that is not a token, a
+Every request goes through :func:`zeep_sfrefresh.exchange.request_token`: a total deadline,
+and every failure mode (OAuth error JSON, an HTML error page, a body that is not a token, a
 timeout, a refused connection) becomes one :class:`TokenRefreshError`, whatever the grant.
 Salesforce token answers carry no ``expires_in``, so requests-oauthlib never refreshes on its
 own; and a session opened with ``scope=[...]`` makes oauthlib raise ``Warning("Scope has
@@ -21,19 +22,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
-import requests
 from oauthlib.oauth2 import (
     BackendApplicationClient,
     LegacyApplicationClient,
     ServiceApplicationClient,
 )
-from oauthlib.oauth2.rfc6749.errors import InsecureTransportError, MissingTokenError, OAuth2Error
 from requests_oauthlib import OAuth2Session
 
 from .errors import RefreshInProgressError, TokenRefreshError
+from .exchange import TOKEN_PATH, request_token
+from .forks import reset_in_child
 from .tokens import Token, fingerprint
 
 __all__ = [
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 DEFAULT_TOKEN_TIMEOUT = 30.0
-"""Seconds a token request may take (connect and read each) before it is abandoned."""
+"""Seconds a whole token request may take, connect to last byte, before it is abandoned."""
 
 DEFAULT_LOGIN_URL = "https://login.salesforce.com"
 """Production login host; sandboxes use https://test.salesforce.com, or use your My Domain."""
@@ -66,109 +66,6 @@ class Grant(Protocol):
         ...
 
 
-class _AnswerWatcher(requests.auth.AuthBase):
-    """Notes the HTTP status and Retry-After of the token answer.
-
-    requests-oauthlib parses the body without looking at the status, so an HTML 503 would
-    only say "no token". Passed as the request's ``auth``, this wraps the auth the request
-    would have used and registers a response hook on that one request.
-    """
-
-    def __init__(self, inner: Callable[[Any], Any] | tuple[str, str] | None) -> None:
-        # requests accepts a (user, password) tuple as auth; keep that meaning.
-        self._inner = requests.auth.HTTPBasicAuth(*inner) if isinstance(inner, tuple) else inner
-        self.status: int | None = None
-        self.retry_after: float | None = None
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        if self._inner is not None:
-            request = self._inner(request)
-        request.register_hook("response", self._seen)  # type: ignore[no-untyped-call]
-        return request
-
-    def _seen(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        self.status = response.status_code
-        value = response.headers.get("Retry-After", "")
-        self.retry_after = float(value) if value.strip().isdigit() else None
-
-    def describe(self) -> str:
-        if self.status is None:
-            return ""
-        wait = f", Retry-After {self.retry_after:g} s" if self.retry_after is not None else ""
-        return f" (HTTP {self.status}{wait})"
-
-
-def _request_token(
-    call: Callable[[_AnswerWatcher], Any],
-    *,
-    inner_auth: Callable[[Any], Any] | tuple[str, str] | None,
-    timeout: float,
-    previous: Token | None,
-    verb: str,
-) -> Token:
-    """Run one token request through requests-oauthlib and map every failure to one error."""
-    watcher = _AnswerWatcher(inner_auth)
-
-    def refused(reason: str, exc: OAuth2Error | None = None) -> TokenRefreshError:
-        return TokenRefreshError(
-            reason + watcher.describe(),
-            error=exc.error if exc is not None else None,
-            description=exc.description if exc is not None else None,
-            status_code=watcher.status,
-            retry_after=watcher.retry_after,
-        )
-
-    try:
-        answer = call(watcher)
-    except Warning as exc:
-        answer = _token_from_scope_warning(exc)
-    except InsecureTransportError as exc:
-        raise TokenRefreshError(
-            "oauthlib refuses a token URL that is not https "
-            "(unless OAUTHLIB_INSECURE_TRANSPORT is set by the application)"
-        ) from exc
-    except MissingTokenError as exc:
-        raise refused(
-            "the token endpoint answered something that is not a token "
-            "(an error page, or a body that is not token JSON)"
-        ) from exc
-    except OAuth2Error as exc:
-        raise refused(f"the token endpoint refused the {verb}", exc) from exc
-    except requests.Timeout as exc:
-        raise TokenRefreshError(f"the token request timed out (limit {timeout:g} s)") from exc
-    except requests.RequestException as exc:
-        raise TokenRefreshError(f"the token request failed ({type(exc).__name__})") from exc
-    except (ValueError, TypeError) as exc:
-        raise refused(
-            f"the token endpoint's answer could not be read ({type(exc).__name__})"
-        ) from exc
-    try:
-        return Token(answer, previous=previous)
-    except ValueError as exc:
-        raise TokenRefreshError(f"the token endpoint's answer is unusable: {exc}") from exc
-
-
-def _token_from_scope_warning(exc: Warning) -> Any:
-    """Return the token oauthlib attached to its "Scope has changed" warning.
-
-    oauthlib raises that warning after parsing a valid token whose scope string differs
-    from the one the session asked for (Salesforce answers "api refresh_token" for a
-    session opened with ``scope=["api"]``). The token is already issued: dropping it
-    would lose a rotated refresh token for good.
-    """
-    token = getattr(exc, "token", None)
-    if not isinstance(token, dict) or "access_token" not in token:
-        raise TokenRefreshError(
-            f"the token request raised a warning as an error ({type(exc).__name__})"
-        ) from exc
-    logger.info(
-        "the token endpoint granted scope %s where the session asked for %s; keeping the token",
-        getattr(exc, "new_scope", None),
-        getattr(exc, "old_scope", None),
-    )
-    return token
-
-
 def _check_timeout(timeout: float) -> float:
     if timeout <= 0:
         raise ValueError("timeout must be a positive number of seconds")
@@ -180,22 +77,33 @@ class SessionGrant:
 
     ``OAuth2Session.refresh_token()`` sends neither the session's ``client_id`` nor its
     secret by itself: they come from ``auto_refresh_kwargs`` (``client_id`` is added from the
-    session when missing there), in the form body as Salesforce documents.
+    session when missing there), in the form body as Salesforce documents. The token URL is
+    the session's ``auto_refresh_url``, read at each request, so correcting it on the session
+    takes effect.
     """
 
     def __init__(self, oauth: OAuth2Session, *, timeout: float = DEFAULT_TOKEN_TIMEOUT) -> None:
-        if not oauth.auto_refresh_url:
-            raise ValueError(
-                "the OAuth2Session has no auto_refresh_url; pass "
-                "auto_refresh_url='https://login.salesforce.com/services/oauth2/token' "
-                "(or your My Domain's token URL)"
-            )
         self._oauth = oauth
-        self._token_url: str = oauth.auto_refresh_url
+        self._token_url()  # refuse a session without a token URL now, not at the first expiry
         self.timeout = _check_timeout(timeout)
+        reset_in_child(self)
+
+    def _after_fork(self) -> None:
+        # Pooled keep-alive connections to the token endpoint belong to the parent.
+        self._oauth.close()
 
     def __repr__(self) -> str:
-        return f"SessionGrant(token_url={self._token_url!r}, timeout={self.timeout:g})"
+        return f"SessionGrant(token_url={self._oauth.auto_refresh_url!r}, timeout={self.timeout:g})"
+
+    def _token_url(self) -> str:
+        url = self._oauth.auto_refresh_url
+        if not url:
+            raise ValueError(
+                "the OAuth2Session has no auto_refresh_url; pass "
+                f"auto_refresh_url='https://login.salesforce.com{TOKEN_PATH}' "
+                "(or your My Domain's token URL)"
+            )
+        return str(url)
 
     def _request_kwargs(self) -> dict[str, Any]:
         kwargs = dict(self._oauth.auto_refresh_kwargs or {})
@@ -214,15 +122,17 @@ class SessionGrant:
             raise TokenRefreshError(
                 "the token holds no refresh_token, so the expired session cannot be refreshed"
             )
+        url = self._token_url()
         try:
-            token = _request_token(
+            token = request_token(
                 lambda watcher: self._oauth.refresh_token(
-                    self._token_url,
+                    url,
                     refresh_token=refresh_token,
                     timeout=self.timeout,
                     auth=watcher,
                     **self._request_kwargs(),
                 ),
+                url=url,
                 inner_auth=self._oauth.auth,
                 timeout=self.timeout,
                 previous=current,
@@ -272,10 +182,11 @@ class _FetchTokenGrant:
         kwargs = self._fetch_kwargs()
         # Passing an auth (the watcher) also keeps requests-oauthlib from adding a Basic
         # header: client credentials, where a grant needs them, go in the body.
-        token = _request_token(
+        token = request_token(
             lambda watcher: session.fetch_token(
                 self.token_url, timeout=self.timeout, auth=watcher, **kwargs
             ),
+            url=self.token_url,
             inner_auth=None,
             timeout=self.timeout,
             previous=current,
@@ -290,7 +201,7 @@ class _FetchTokenGrant:
 
 
 def _token_url(login_url: str, token_url: str | None) -> str:
-    return token_url or login_url.rstrip("/") + "/services/oauth2/token"
+    return token_url or login_url.rstrip("/") + TOKEN_PATH
 
 
 class JwtBearer(_FetchTokenGrant):

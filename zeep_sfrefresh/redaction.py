@@ -65,6 +65,11 @@ _PATTERNS = (
     ),
     # <sessionId>...</sessionId> with any prefix, in envelopes and login answers.
     re.compile(r"(?P<keep><(?:[\w.-]+:)?sessionId\b[^>]*>)(?P<secret>[^<]+)"),
+    # What fault texts echo after a label: "missing session key: ...", "session hash: ...".
+    re.compile(
+        r"(?P<keep>\bsession[ _-]?(?:key|hash|id|token)\s*[:=]\s*)(?P<secret>[^\s<>'\";,)]+)",
+        re.IGNORECASE,
+    ),
 )
 
 REDACTED_LOGGER_PREFIXES = (

@@ -1,21 +1,27 @@
 """The one place a token is replaced: one refresh per expiry, across threads and processes.
 
-Every SOAP call remembers the token it sent. When that call meets an expired session it
-asks :meth:`Refresher.refresh_after` for a token newer than the one it sent:
+Every SOAP call remembers the :class:`Generation` it sent. When that call meets an expired
+session it asks :meth:`Refresher.refresh_after` for a newer one:
 
-1. Under this process's lock, a token newer than the sent one may already be here (another
-   thread refreshed): take it, no I/O.
-2. Otherwise, under the store's lock, re-read the store. If its access token differs from
-   the sent one, another worker refreshed: adopt its token, no token request.
-3. Otherwise make the one token request, with the store's refresh token, write the new
-   token to the store before the lock is released, then call ``token_updater``.
-4. If the token endpoint answers that this refresh token is already being used by another
-   request, wait (bounded) for that worker's token to reach the store and adopt it. The old
-   refresh token is never sent twice: with rotation, a second use revokes the whole family.
+1. Under this process's lock, a newer generation may already be here (another thread
+   refreshed): take it, no I/O. If instead the refresh of that very token just failed,
+   the caller gets that failure, not a second doomed request.
+2. Otherwise, under the store's lock, re-read the store. If this process holds a token the
+   store lacks (its write failed), write it first. A stored token of a newer version was
+   refreshed by another worker: adopt it, no token request.
+3. Otherwise decide whether the refresh token may be sent (:func:`plan_request`): not if
+   it is spent (refused for good, or unanswered twice), and not while another worker's
+   request with it may be in flight (its :class:`RefreshIntent` is in the store): wait,
+   bounded, for that worker's token instead.
+4. Write the intent, make the one token request, and write the new token to the store
+   (which clears the intent) before the lock is released; then call ``token_updater``.
+5. If the token endpoint answers that this refresh token is already being used by another
+   request, wait (bounded) for that worker's token to reach the store and adopt it.
 
-The happy path does no store I/O; a worker holding an outdated token pays one extra SOAP
-round trip per expiry (its failed call) and no token request. Lock, then re-check inside
-the lock, after authlib's OAuth2 client. The same object serves threads
+A refresh token is never sent twice without cause: with rotation, a second use revokes
+the whole family. The happy path does no store I/O; a worker holding an outdated token pays
+one extra SOAP round trip per expiry (its failed call) and no token request. Lock, then
+re-check inside the lock, after authlib's OAuth2 client. The same object serves threads
 (:meth:`refresh_after`) and coroutines (:meth:`arefresh_after`).
 """
 
@@ -23,15 +29,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
 from urllib.parse import urlsplit
 
-from .breaker import DEFAULT_BREAKER, CircuitBreaker
+from .breaker import DEFAULT_BREAKER, NO_BREAKER, CircuitBreaker
 from .errors import (
+    ReauthorizationRequiredError,
     RefreshInProgressError,
     SessionNotRefreshableError,
     SfRefreshError,
@@ -41,19 +52,56 @@ from .errors import (
 )
 from .events import EventKind, RefreshEvent, RefreshListener, worker_name
 from .faults import INVALID_SESSION_ID
+from .forks import reset_in_child
 from .grants import Grant
-from .stores import StoredToken, TokenStore
-from .tokens import Token, fingerprint
+from .stores import RefreshIntent, StoredToken, TokenStore
+from .tokens import Generation, Token, fingerprint
 
-__all__ = ["DEFAULT_OVERLAP_WAIT", "Refresher"]
+__all__ = ["DEFAULT_OVERLAP_WAIT", "MAX_ATTEMPTS", "Plan", "Refresher", "plan_request"]
 
 DEFAULT_OVERLAP_WAIT = 30.0
-"""Seconds to wait for another worker's token when the endpoint says it is refreshing."""
+"""Seconds to wait for another worker's token when its refresh may be under way."""
 
-MAX_RETRY_AFTER = 600.0
-"""The longest ``Retry-After`` honoured; a larger one is capped so a typo cannot stall a fleet."""
+MAX_ATTEMPTS = 2
+"""Token requests one refresh token may get that end without an answer: one, and one more.
+
+After a request that got no answer the server may have rotated the refresh token; a second
+request then revokes a family that was lost anyway, and otherwise (the request never got
+there) saves it. A third would only burn the login rate limit."""
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do with a refresh token: send it (``attempt``), wait, or never send it."""
+
+    attempt: int = 0
+    """The number this token request would be among those made with the refresh token."""
+    wait_for: RefreshIntent | None = None
+    """Another worker's request with it may be in flight: wait for that worker's token."""
+    spent: str = ""
+    """Why it is never sent again."""
+
+
+def plan_request(
+    intent: RefreshIntent | None, refresh_token: str, *, holder: str, unanswered: int
+) -> Plan:
+    """Decide about the refresh token with fingerprint ``refresh_token`` (pure logic).
+
+    ``intent`` is what the store recorded, ``holder`` this refresher's name, ``unanswered``
+    how many of this process's requests with it ended without an answer.
+    """
+    made = unanswered
+    if intent is not None and intent.refresh_token == refresh_token:
+        if intent.state == "spent":
+            return Plan(spent=intent.reason or "marked spent in the store")
+        if intent.state == "sending" and intent.holder != holder:
+            return Plan(wait_for=intent)
+        made = max(made, intent.attempts)
+    if made >= MAX_ATTEMPTS:
+        return Plan(spent=f"{made} token requests with it got no answer")
+    return Plan(attempt=made + 1)
 
 
 def _host(token: Token | None) -> str | None:
@@ -62,17 +110,23 @@ def _host(token: Token | None) -> str | None:
     return urlsplit(token.instance_url).netloc or None
 
 
+def _holder_name() -> str:
+    return f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
+
+
 class Refresher:
     """Holds this process's current token and serialises its replacement through a store.
 
     ``seed`` is the token to start from (an ``OAuth2Session``'s); None asks ``grant`` for the
-    first one (credential grants), unless the store already holds one. ``on_change`` is told
-    about every new token (refreshed here or adopted), e.g. to keep ``OAuth2Session.token``
-    current. ``on_refresh`` (the session's ``token_updater``) is called only for tokens
-    refreshed here, after the store has them, still under this process's lock so saved
-    tokens are written in the order they were issued. If either raises, the new token is
-    already in use and the error propagates. ``listener`` gets a :class:`RefreshEvent` for
-    each refresh, adoption, failure and instance move.
+    first one (credential grants), unless the store already holds one. A store whose refresh
+    token is spent takes a seed with another refresh token in its place. ``on_change`` is
+    told about every new token (refreshed here or adopted), e.g. to keep
+    ``OAuth2Session.token`` current. ``on_refresh`` (the session's ``token_updater``) is
+    called only for tokens refreshed here, after the store has them (or failed to take
+    them), still under this process's lock so saved tokens are written in the order they
+    were issued. If either raises, the new token is already in use and the error
+    propagates. ``listener`` gets a :class:`RefreshEvent` for each refresh, adoption,
+    failure and instance move.
     """
 
     def __init__(
@@ -93,43 +147,62 @@ class Refresher:
         self._on_change = on_change
         self._listener = listener
         self._overlap_wait = overlap_wait
-        self._breaker = breaker
+        self._breaker = breaker if breaker is not None else NO_BREAKER
+        self._after_fork()
+        self._version = 0
+        """Store version of the current token; while it is unstored, the version it replaces."""
+        self._unstored = False
+        """The current token's store write failed: the store is behind this process."""
+        self._spent: dict[str, ReauthorizationRequiredError] = {}
+        """Refresh tokens (by fingerprint) never to be sent again, and why."""
+        self._unanswered: dict[str, int] = {}
+        """Refresh tokens (by fingerprint) whose requests here ended without an answer."""
+        self._worked: Generation | None = None
+        self._rejected: Generation | None = None
+        self._generation = Generation(self._seed(seed), 1)
+        reset_in_child(self)
+
+    def _after_fork(self) -> None:
+        # In a child every lock starts free (the thread that held one does not exist there)
+        # and the holder name changes: the parent's intents are not the child's.
         self._lock = threading.Lock()
+        """Serialises refreshes; held for a whole token request."""
+        self._guard = threading.Lock()
+        """Short sections only (verdicts, breaker, async locks): event loops take it."""
         self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
-        self._async_locks_guard = threading.Lock()
-        # The breaker's counters have their own lock: judge() runs on event loop threads, which
-        # must never wait behind a token request.
-        self._breaker_lock = threading.Lock()
-        self._last_failure: SfRefreshError | None = None
-        self._version_seen = 0
-        self._useless_refreshes = 0
-        self._last_judged: str | None = None
-        self._open_until = 0.0
-        self._not_before = 0.0
-        self._token = self._seed(seed)
+        self._holder = _holder_name()
+
+    @property
+    def current(self) -> Generation:
+        """The current generation. Reading it takes no lock: generations are replaced whole."""
+        return self._generation
 
     @property
     def token(self) -> Token:
-        """The current token. Reading it takes no lock: tokens are replaced, never edited."""
-        return self._token
+        """The current token."""
+        return self._generation.token
 
     @property
     def store(self) -> TokenStore:
         """Where the token is shared."""
         return self._store
 
-    # --- starting ------------------------------------------------------------------------
+    # --- starting over ---------------------------------------------------------------------
 
     def _seed(self, seed: Token | None) -> Token:
-        """Adopt the store's token, or fill an empty store with ``seed`` or a first token."""
+        """Adopt the store's token, or fill an empty store (or a spent one) with ``seed``."""
         with self._store.lock():
             stored = self._store.load()
             if stored is None:
                 first = seed if seed is not None else self._grant.fetch(None)
-                self._version_seen = self._store.save(first.data, replaces=None)
+                self._version = self._store.save(first.data, replaces=None)
                 return first
+            if seed is not None and _replaces_spent(stored, seed):
+                logger.info("the store's refresh token is spent; storing the session's token")
+                self._version = self._store.save(seed.data, replaces=stored.version)
+                return seed
         adopted = self._accept(stored)
         if self._on_change is not None and (
             seed is None or adopted.access_token != seed.access_token
@@ -137,73 +210,84 @@ class Refresher:
             self._on_change(adopted)
         return adopted
 
+    def use_token(self, token: Mapping[str, Any]) -> Token:
+        """Start over with ``token`` (from a new authorisation): store it and send it next.
+
+        It becomes a new version in the store, so every worker adopts it at its next
+        expiry, and whatever was known about spent refresh tokens is forgotten.
+        """
+        fresh = Token(token)
+        with self._lock, self._store.lock():
+            stored = self._store.load()
+            self._version = self._store.save(
+                fresh.data, replaces=None if stored is None else stored.version
+            )
+            self._unstored = False
+            self._spent.clear()
+            self._unanswered.clear()
+            return self._change(fresh)
+
     def _accept(self, stored: StoredToken) -> Token:
         """Turn a stored token into a Token, refusing one older than a version already seen."""
-        if stored.version < self._version_seen:
+        if stored.version < self._version:
             raise TokenStoreError(
                 f"the store holds version {stored.version} of the token, older than version "
-                f"{self._version_seen} this process already saw (restored from an old "
+                f"{self._version} this process already saw (restored from an old "
                 "snapshot?); its refresh token may be retired, so it is not used"
             )
         try:
             token = Token(stored.token)
         except ValueError as exc:
             raise TokenStoreError(f"the store holds an unusable token: {exc}") from exc
-        self._version_seen = stored.version
+        self._version = stored.version
+        self._unstored = False
         return token
 
     def _load(self) -> StoredToken:
         stored = self._store.load()
         if stored is None:
             raise TokenStoreError(
-                f"the store is empty but held version {self._version_seen} of the token; "
+                f"the store is empty but held version {self._version} of the token; "
                 "refusing to guess which refresh token is current"
             )
         return stored
 
     # --- refreshing ------------------------------------------------------------------------
 
-    def refresh_after(self, sent: Token, reason: str = INVALID_SESSION_ID) -> Token:
-        """Return a token newer than ``sent`` (the object the caller read from :attr:`token`).
+    def refresh_after(self, sent: Generation, reason: str = INVALID_SESSION_ID) -> Generation:
+        """Return a generation newer than ``sent`` (the object the caller read from
+        :attr:`current`), or raise why there is none.
 
-        Decided under this process's lock:
-
-        * the current token is ``sent`` itself: refresh through the store (see module doc);
-        * it holds another access token: someone refreshed meanwhile, take it;
-        * it holds the same access token in a new object: a refresh of that token failed
-          after this caller sent it. The caller gets that failure (as a copy) instead of
-          trying the same doomed refresh again; calls that read the token after the
-          failure hold the new object and do try again.
-
-        While the circuit breaker is open this raises :class:`SessionNotRefreshableError`
+        While the circuit breaker is open this raises :class:`SessionNotRefreshableError`,
+        and while the token endpoint's Retry-After lasts :class:`TokenRefreshError`, both
         without a token request.
         """
         with self._lock:
-            current = self._token
             newer = self._settled(sent)
             if newer is not None:
                 return newer
-            self._check_breaker()
-            self._check_retry_after()
             started = time.monotonic()
+            self._check_breaker(started)
             try:
-                fresh, kind = self._refresh(sent)
+                fresh, kind = self._replace(sent.token, reason)
             except SfRefreshError as exc:
                 logger.warning("refreshing the Salesforce session failed: %s", exc)
                 if isinstance(exc, TokenRefreshError) and exc.retry_after is not None:
-                    self._not_before = started + min(exc.retry_after, MAX_RETRY_AFTER)
-                if self._token is current:  # no new token came of it (else: keep the new one)
-                    self._last_failure = exc
-                    self._token = Token(current.data)  # same token, new object: marks the failure
-                self._emit("failed", reason, started, current, self._token, error=exc)
+                    with self._guard:
+                        self._breaker = self._breaker.retry_after(exc.retry_after, time.monotonic())
+                if self._generation is sent:  # no new token came of it
+                    self._generation = Generation(sent.token, sent.epoch + 1, exc)
+                self._emit("failed", reason, started, sent.token, self._generation.token, error=exc)
                 raise
-            self._emit(kind, reason, started, current, fresh)
-            if _host(fresh) != _host(current):
-                logger.info("the org's instance moved: %s -> %s", _host(current), _host(fresh))
-                self._emit("instance_moved", reason, started, current, fresh)
-            return fresh
+            self._emit(kind, reason, started, sent.token, fresh)
+            if _host(fresh) != _host(sent.token):
+                logger.info("the org's instance moved: %s -> %s", _host(sent.token), _host(fresh))
+                self._emit("instance_moved", reason, started, sent.token, fresh)
+            return self._generation
 
-    async def arefresh_after(self, sent: Token, reason: str = INVALID_SESSION_ID) -> Token:
+    async def arefresh_after(
+        self, sent: Generation, reason: str = INVALID_SESSION_ID
+    ) -> Generation:
         """:meth:`refresh_after` for coroutines; the event loop is never blocked.
 
         The tasks of one loop queue on an asyncio lock, so one expiry costs one worker thread
@@ -220,131 +304,252 @@ class Refresher:
     def _async_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
         # Not self._lock: a worker thread may hold that for a whole token request.
-        with self._async_locks_guard:
+        with self._guard:
             lock = self._async_locks.get(loop)
             if lock is None:
                 lock = self._async_locks[loop] = asyncio.Lock()
             return lock
 
-    def _settled(self, sent: Token) -> Token | None:
-        """Return the token that replaced ``sent``, None if there is none, or raise its failure.
-
-        Safe without the lock for a quick look: a failure is recorded before the token
-        object that marks it, and tokens are replaced whole.
-        """
-        current = self._token
+    def _settled(self, sent: Generation) -> Generation | None:
+        """Return the generation that replaced ``sent``, None if there is none, or raise the
+        failure of the refresh of ``sent``'s token. Safe without the lock: generations are
+        replaced whole."""
+        current = self._generation
         if current is sent:
             return None
-        if current.access_token != sent.access_token or self._last_failure is None:
-            return current
-        raise self._last_failure.copy()
+        if current.failure is not None and current.token is sent.token:
+            raise cast(SfRefreshError, current.failure).copy()
+        return current
 
     def _change(self, token: Token) -> Token:
-        self._token = token
-        self._last_failure = None
+        self._generation = Generation(token, self._generation.epoch + 1)
         if self._on_change is not None:
             self._on_change(token)
         return token
 
-    def _refresh(self, sent: Token) -> tuple[Token, EventKind]:
-        in_progress: RefreshInProgressError | None = None
-        store_error: TokenStoreError | None = None
-        with self._store.lock():
-            stored = self._load()
-            if stored.token.get("access_token") != sent.access_token:
-                logger.info(
-                    "adopted the token another worker refreshed: %s",
-                    fingerprint(stored.token.get("access_token")),
-                )
-                return self._change(self._accept(stored)), "adopted"
-            base = self._accept(stored)
-            try:
-                fresh = self._grant.fetch(base)
-            except RefreshInProgressError as exc:
-                in_progress = exc
-            else:
-                try:
-                    self._version_seen = self._store.save(fresh.data, replaces=stored.version)
-                except TokenStoreError as exc:
-                    store_error = exc
-        if in_progress is not None:
-            return self._await_other_refresh(sent, in_progress), "adopted"
-        self._change(fresh)
-        if self._on_refresh is not None:
-            self._on_refresh(fresh.as_dict())
-        if store_error is not None:
-            if isinstance(store_error, TokenStoreConflictError):
-                logger.error("a newer token reached the store during this refresh: %s", store_error)
-            raise store_error
-        return fresh, "refreshed"
+    def _adopt(self, stored: StoredToken) -> Token:
+        token = self._accept(stored)
+        logger.info(
+            "adopted the token another worker refreshed: %s", fingerprint(token.access_token)
+        )
+        return self._change(token)
 
-    def _await_other_refresh(self, sent: Token, overlap: RefreshInProgressError) -> Token:
-        """Poll the store (without its lock) until another worker's new token shows up."""
-        logger.info("another refresh of this token is running; waiting for its token")
-        deadline = time.monotonic() + self._overlap_wait
-        delay = 0.05
+    def _catch_up(self, stored: StoredToken) -> StoredToken:
+        """Write this process's unstored token when the store is still where it was left."""
+        if not self._unstored:
+            return stored
+        mine = self._generation.token
+        if stored.version > self._version:
+            logger.warning(
+                "the store moved on (version %d) while this process's token %s was unstored; "
+                "using the store's",
+                stored.version,
+                fingerprint(mine.access_token),
+            )
+            return stored
+        if stored.version < self._version:
+            return stored  # _accept refuses it
+        version = self._store.save(mine.data, replaces=stored.version)
+        logger.info("stored the token whose earlier write failed (version %d)", version)
+        self._version, self._unstored = version, False
+        return StoredToken(mine.data, version)
+
+    def _replace(self, sent: Token, reason: str) -> tuple[Token, EventKind]:
+        """Replace ``sent`` through the store (see the module doc); wait outside its lock."""
+        waited_for: RefreshIntent | None = None
         while True:
-            stored = self._load()
-            if stored.token.get("access_token") != sent.access_token:
-                return self._change(self._accept(stored))
-            if time.monotonic() >= deadline:
+            overlap: RefreshInProgressError | None = None
+            with self._store.lock():
+                stored = self._catch_up(self._load())
+                if stored.version != self._version:
+                    token = self._accept(stored)  # refuses an older version
+                    if token.access_token != sent.access_token:
+                        return self._adopt(stored), "adopted"
+                fp = fingerprint(sent.refresh_token) if sent.refresh_token else None
+                plan = Plan(attempt=1)
+                if fp is not None:
+                    known = self._spent.get(fp)
+                    if known is not None:
+                        raise known.copy()
+                    plan = plan_request(
+                        stored.intent,
+                        fp,
+                        holder=self._holder,
+                        unanswered=self._unanswered.get(fp, 0),
+                    )
+                    if plan.spent:
+                        raise self._spend(fp, stored.version, plan.spent)
+                    if plan.wait_for is not None and plan.wait_for == waited_for:
+                        raise self._spend(
+                            fp,
+                            stored.version,
+                            f"used by a refresh of {waited_for.holder} that never stored its "
+                            "result (the worker stopped, lost its lock, or could not write)",
+                        )
+                if plan.wait_for is None:
+                    try:
+                        return self._exchange(sent, stored, fp, plan.attempt, reason)
+                    except RefreshInProgressError as exc:
+                        overlap = exc
+            # Another worker's refresh may bring the token: wait for it without the lock.
+            newer = self._await_newer(stored.version)
+            if newer is not None:
+                return self._adopt(newer), "adopted"
+            if overlap is not None:
                 raise TokenRefreshError(
                     "the refresh token was in use by another refresh whose token did not reach "
                     f"the store within {self._overlap_wait:g} s",
                     error=overlap.error,
                     description=overlap.description,
                 ) from overlap
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            waited_for = plan.wait_for
+
+    def _exchange(
+        self, sent: Token, stored: StoredToken, fp: str | None, attempt: int, reason: str
+    ) -> tuple[Token, EventKind]:
+        """Make the token request (under the store's lock) and store what it brings."""
+        if fp is not None:
+            self._store.write_intent(
+                RefreshIntent(fp, "sending", attempt, self._holder, time.time()),
+                version=stored.version,
+            )
+        logger.info("%s; refreshing the session", reason)
+        try:
+            fresh = self._grant.fetch(sent)
+        except RefreshInProgressError:
+            if fp is not None:
+                self._note(None, stored.version)
+            raise
+        except TokenRefreshError as exc:
+            if fp is None:
+                raise
+            if exc.unanswered:
+                self._unanswered[fp] = attempt
+                if attempt >= MAX_ATTEMPTS:
+                    raise self._spend(
+                        fp, stored.version, f"{attempt} token requests with it got no answer", exc
+                    ) from exc
+                self._note(
+                    RefreshIntent(fp, "unanswered", attempt, self._holder, time.time()),
+                    stored.version,
+                )
+            elif exc.error == "invalid_grant":
+                raise self._spend(fp, stored.version, _refusal(exc), exc) from exc
+            else:
+                self._note(None, stored.version)
+            raise
+        store_error: TokenStoreError | None = None
+        try:
+            version = self._store.save(fresh.data, replaces=stored.version)
+        except TokenStoreError as exc:
+            store_error = exc
+        else:
+            self._version, self._unstored = version, False
+        self._change(fresh)
+        if store_error is not None:
+            self._version, self._unstored = stored.version, True
+        if self._on_refresh is not None:
+            self._on_refresh(fresh.as_dict())
+        if store_error is not None:
+            if isinstance(store_error, TokenStoreConflictError):
+                logger.error("a newer token reached the store during this refresh: %s", store_error)
+            else:
+                logger.error(
+                    "the new token could not be stored (%s); it is in use here and the next "
+                    "refresh stores it first",
+                    store_error,
+                )
+            raise store_error
+        return fresh, "refreshed"
+
+    def _note(self, intent: RefreshIntent | None, version: int) -> None:
+        """Record what became of a token request in the store; this process remembers it
+        anyway, so a store that fails now only costs the other workers a wait."""
+        try:
+            self._store.write_intent(intent, version=version)
+        except TokenStoreError as exc:
+            logger.warning("could not record the token request's outcome in the store: %s", exc)
+
+    def _spend(
+        self, fp: str, version: int, why: str, cause: TokenRefreshError | None = None
+    ) -> ReauthorizationRequiredError:
+        """Mark a refresh token as never to be sent again, here and in the store."""
+        error = ReauthorizationRequiredError(
+            f"the refresh token {fp} can no longer be used ({why}); it is not sent again: "
+            "authorise the connected app again, or hand the transport a new token",
+            error=cause.error if cause is not None else None,
+            description=cause.description if cause is not None else None,
+            status_code=cause.status_code if cause is not None else None,
+        )
+        self._spent[fp] = error
+        self._note(RefreshIntent(fp, "spent", 0, self._holder, time.time(), why), version)
+        return error
+
+    def _await_newer(self, version: int) -> StoredToken | None:
+        """Poll the store (without its lock) until a version newer than ``version`` shows up."""
+        logger.info("another refresh of this token may be running; waiting for its token")
+        deadline = time.monotonic() + self._overlap_wait
+        delay = 0.05
+        while True:
+            stored = self._load()
+            if stored.version > version:
+                return stored
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            time.sleep(min(delay, remaining))
             delay = min(delay * 2, 1.0)
 
     # --- sessions a refresh cannot save -------------------------------------------------------
 
-    def judge(self, fresh: Token, usable: bool, reason: str = INVALID_SESSION_ID) -> None:
-        """Record whether the session of a refreshed token worked on its first use.
+    def judge(self, sent: Generation, usable: bool, reason: str = INVALID_SESSION_ID) -> None:
+        """Record whether the session of ``sent`` was accepted (``usable``) or rejected at once.
 
-        Feeds the circuit breaker: ``threshold`` refreshed tokens in a row rejected at once
-        open it. Each token is judged once, however many calls resent with it.
+        Only the current generation is judged, each once: a session that has worked once is
+        usable, and the rejection of a token that was already replaced says nothing. Feeds
+        the circuit breaker: ``threshold`` refreshed sessions in a row rejected at once open
+        it. The first verdict on a generation takes a short lock; later ones take none.
         """
-        with self._breaker_lock:
-            if self._last_judged == fresh.access_token:
+        if sent is not self._generation or self._worked is sent:
+            return
+        now = time.monotonic()
+        with self._guard:
+            if sent is not self._generation or self._worked is sent:
                 return
-            self._last_judged = fresh.access_token
             if usable:
-                self._useless_refreshes = 0
+                self._worked = sent
+                self._breaker = self._breaker.record(True, now)
                 return
-            self._useless_refreshes += 1
-            breaker = self._breaker
-            opened = breaker is not None and self._useless_refreshes >= breaker.threshold
-            if opened and breaker is not None:
-                self._open_until = time.monotonic() + breaker.cooldown
+            if self._rejected is sent:
+                return
+            self._rejected = sent
+            before = self._breaker
+            self._breaker = before.record(False, now)
+            opened = self._breaker.opened_by(before)
         error = f"Salesforce rejected a freshly refreshed session ({reason})"
-        self._emit("not_refreshable", reason, None, fresh, fresh, error=error)
-        if opened and breaker is not None:
+        self._emit("not_refreshable", reason, None, sent.token, sent.token, error=error)
+        if opened:
             logger.warning(
                 "%d refreshed sessions in a row were rejected at once; no token requests for %g s",
-                self._useless_refreshes,
-                breaker.cooldown,
+                self._breaker.rejected,
+                self._breaker.cooldown,
             )
-            self._emit("circuit_open", reason, None, fresh, fresh, error=error)
+            self._emit("circuit_open", reason, None, sent.token, sent.token, error=error)
 
-    def _check_retry_after(self) -> None:
-        """Honour the token endpoint's last Retry-After: no token request before it is over."""
-        remaining = self._not_before - time.monotonic()
-        if remaining > 0:
+    def _check_breaker(self, now: float) -> None:
+        breaker = self._breaker
+        if breaker.is_open(now):
+            raise SessionNotRefreshableError(
+                "not refreshing: the last refreshed sessions were rejected at once",
+                code=INVALID_SESSION_ID,
+                attempts=f"circuit breaker open for another {breaker.open_until - now:.0f} s",
+            )
+        if now < breaker.not_before:
+            remaining = breaker.not_before - now
             raise TokenRefreshError(
                 f"the token endpoint asked to wait; {remaining:.0f} s left before another "
                 "token request",
                 retry_after=remaining,
-            )
-
-    def _check_breaker(self) -> None:
-        with self._breaker_lock:
-            remaining = self._open_until - time.monotonic()
-        if remaining > 0:
-            raise SessionNotRefreshableError(
-                "not refreshing: the last refreshed sessions were rejected at once",
-                code=INVALID_SESSION_ID,
-                attempts=f"circuit breaker open for another {remaining:.0f} s",
             )
 
     def _emit(
@@ -372,3 +577,22 @@ class Refresher:
             self._listener(event)
         except Exception:
             logger.exception("the refresh listener raised on a %s event", kind)
+
+
+def _refusal(exc: TokenRefreshError) -> str:
+    """The token endpoint's public words for a permanent refusal (no secret)."""
+    return f"{exc.error}: {exc.description}" if exc.description else str(exc.error)
+
+
+def _replaces_spent(stored: StoredToken, seed: Token) -> bool:
+    """Whether ``seed`` brings a new refresh token for a store whose refresh token is spent."""
+    intent = stored.intent
+    current = stored.token.get("refresh_token")
+    return (
+        intent is not None
+        and intent.state == "spent"
+        and isinstance(current, str)
+        and intent.refresh_token == fingerprint(current)
+        and seed.refresh_token is not None
+        and seed.refresh_token != current
+    )

@@ -3,8 +3,10 @@
 With refresh-token rotation every refresh retires the refresh token it used, and using a
 retired one again revokes the whole token family. Workers that refresh on their own are
 therefore an outage; they must refresh one at a time and hand the new token to each other.
-A store provides the three things that takes: a lock every refresher holds, a read of the
-current token, and a compare-and-set write that cannot overwrite a newer token.
+A store provides what that takes: a lock every refresher holds, a read of the current token,
+a compare-and-set write that cannot overwrite a newer token, and a write-ahead
+:class:`RefreshIntent` saying that the stored refresh token is being (or was) used, so no
+worker sends it twice.
 
 The refresh algorithm itself lives once, in :mod:`zeep_sfrefresh.refresh`; stores only keep
 bytes. A store of your own (a database row, say) implements :class:`TokenStore`.
@@ -13,26 +15,31 @@ bytes. A store of your own (a database row, say) implements :class:`TokenStore`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import stat
 import tempfile
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from filelock import FileLock, Timeout
 
 from .errors import TokenStoreConflictError, TokenStoreError
+from .forks import reset_in_child
 from .tokens import fingerprint
 
 __all__ = [
     "DEFAULT_LOCK_WAIT",
     "FileTokenStore",
+    "IntentState",
     "MemoryTokenStore",
+    "RefreshIntent",
     "StoredToken",
     "TokenStore",
 ]
@@ -40,31 +47,87 @@ __all__ = [
 DEFAULT_LOCK_WAIT = 30.0
 """Seconds a refresher waits for a store's lock before giving up with TokenStoreError."""
 
+IntentState = Literal["sending", "unanswered", "spent"]
+"""``sending``: a token request with the refresh token may be in flight (or its sender died).
+``unanswered``: a request with it got no answer; the server may have rotated it.
+``spent``: it is never sent again (refused for good, or unanswered twice)."""
+
+
+@dataclass(frozen=True)
+class RefreshIntent:
+    """What a store records about the use of its token's refresh token.
+
+    Written (under the lock) before the token request and cleared by the write of the new
+    token, so a worker that finds one knows that the refresh token may already be spent:
+    another worker lost its lock mid-refresh, died, or got no answer. It names the refresh
+    token by fingerprint only.
+    """
+
+    refresh_token: str
+    """``sha256:`` fingerprint of the refresh token concerned."""
+    state: IntentState
+    attempts: int
+    """Token requests made with this refresh token that ended without a token."""
+    holder: str
+    """Which refresher wrote it (``host/pid/id``)."""
+    since: float
+    """When, in seconds since the epoch."""
+    reason: str = ""
+    """Why a ``spent`` refresh token is spent (no secret)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: object) -> RefreshIntent:
+        """Read one back; ValueError when ``value`` is not an intent this module wrote."""
+        if not isinstance(value, dict):
+            raise ValueError("not an object")
+        try:
+            intent = cls(**value)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+        if (
+            not isinstance(intent.refresh_token, str)
+            or intent.state not in get_args(IntentState)
+            or not isinstance(intent.attempts, int)
+            or not isinstance(intent.holder, str)
+            or not isinstance(intent.since, int | float)
+            or not isinstance(intent.reason, str)
+        ):
+            raise ValueError("unexpected field values")
+        return intent
+
 
 @dataclass(frozen=True, repr=False)
 class StoredToken:
-    """A token as a store holds it: the token dict and the version it was written as.
+    """A token as a store holds it: the token dict, the version it was written as, and the
+    intent recorded on it, if any.
 
-    Versions start at 1 and grow by one per write, so a reader can tell a newer token from
-    an older one (and notice a store restored from an old backup).
+    Versions start at 1 and grow by one per token written (never per intent), so a reader
+    can tell a newer token from an older one (and notice a store restored from a backup).
     """
 
     token: Mapping[str, Any]
     version: int
+    intent: RefreshIntent | None = None
 
     def __repr__(self) -> str:
+        intent = f", intent={self.intent.state}" if self.intent is not None else ""
         return (
             f"StoredToken(version={self.version}, "
-            f"access_token={fingerprint(self.token.get('access_token'))})"
+            f"access_token={fingerprint(self.token.get('access_token'))}{intent})"
         )
 
 
 class TokenStore(Protocol):
     """What a token store must do. Implement it to keep tokens somewhere of your own.
 
-    The refresher calls :meth:`load` and :meth:`save` only while holding :meth:`lock`, except
-    :meth:`load` when it waits for another worker's refresh. Every method raises
-    :class:`TokenStoreError` (or a subclass) on failure, never a backend's own exception.
+    The refresher calls :meth:`load`, :meth:`save` and :meth:`write_intent` while holding
+    :meth:`lock`, except :meth:`load` when it waits for another worker's refresh, and
+    :meth:`save` when it stores a token whose first write failed (the version check keeps
+    that safe). Every method raises :class:`TokenStoreError` (or a subclass) on failure,
+    never a backend's own exception.
     """
 
     def lock(self) -> AbstractContextManager[object]:
@@ -75,15 +138,24 @@ class TokenStore(Protocol):
         ...
 
     def load(self) -> StoredToken | None:
-        """Return the current token, or None when the store is empty."""
+        """Return the current token (with its intent), or None when the store is empty."""
         ...
 
     def save(self, token: Mapping[str, Any], *, replaces: int | None) -> int:
         """Write ``token`` if the stored version is still ``replaces`` (None: store empty).
 
-        Returns the new version (``replaces + 1``, or 1). Raises
+        Returns the new version (``replaces + 1``, or 1) and clears any intent. Raises
         :class:`TokenStoreConflictError` when another writer got there first: a writer whose
         lock expired must not overwrite a newer token.
+        """
+        ...
+
+    def write_intent(self, intent: RefreshIntent | None, *, version: int) -> None:
+        """Record ``intent`` on the stored token (None: clear it) if its version is ``version``.
+
+        Raises :class:`TokenStoreConflictError` when the version moved on, and
+        :class:`TokenStoreError` when the caller no longer holds the lock (a lease that
+        expired): it is the last check before a token request.
         """
         ...
 
@@ -109,6 +181,11 @@ class MemoryTokenStore:
         self._lock = threading.Lock()
         self._data_lock = threading.Lock()
         self._stored: StoredToken | None = None
+        reset_in_child(self)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._data_lock = threading.Lock()
 
     @classmethod
     def for_session(cls, session: object) -> MemoryTokenStore:
@@ -145,9 +222,25 @@ class MemoryTokenStore:
             self._stored = StoredToken(dict(token), version)
             return version
 
+    def write_intent(self, intent: RefreshIntent | None, *, version: int) -> None:
+        with self._data_lock:
+            stored = self._stored
+            if stored is None or stored.version != version:
+                raise _conflict(None if stored is None else stored.version, version)
+            self._stored = StoredToken(stored.token, version, intent)
+
 
 _SESSION_STORES: weakref.WeakKeyDictionary[object, MemoryTokenStore] = weakref.WeakKeyDictionary()
 _SESSION_STORES_LOCK = threading.Lock()
+
+
+def _reset_module_lock() -> None:
+    global _SESSION_STORES_LOCK  # a lock held at fork time would be held forever
+    _SESSION_STORES_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_module_lock)
 
 
 class FileTokenStore:
@@ -155,9 +248,12 @@ class FileTokenStore:
 
     * Written atomically (a temp file in the same folder, fsync, ``os.replace``, fsync of the
       folder), mode 0600 whatever the umask, so a crash leaves the old token or the new one.
+    * Read like ssh reads a private key: a symlink, a file readable or writable by group or
+      others, or a file owned by another user is refused with :class:`TokenStoreError`
+      saying how to fix it (the file holds a refresh token).
     * Locked through a separate ``<name>.lock`` file with the ``filelock`` package (``flock``
       on POSIX: the kernel releases it when its holder dies, even by SIGKILL). Waiting for it
-      is bounded by ``lock_wait`` seconds.
+      is bounded by ``lock_wait`` seconds. A forked child gets locks of its own.
     * A file that cannot be read or parsed raises :class:`TokenStoreError` and is never
       overwritten: it may hold the only copy of a rotated refresh token.
     """
@@ -169,11 +265,16 @@ class FileTokenStore:
             raise ValueError("lock_wait must be a positive number of seconds")
         self.path = Path(path).expanduser()
         self.lock_wait = lock_wait
+        self._after_fork()
+        reset_in_child(self)
+
+    def _after_fork(self) -> None:
         # Threads of this process queue on _thread_lock; processes on the file lock, which
-        # is then only ever held by one thread of ours at a time.
+        # is then only ever held by one thread of ours at a time. A child must not touch the
+        # parent's lock objects (filelock refuses them after a fork): it makes its own.
         self._thread_lock = threading.Lock()
         self._file_lock = FileLock(
-            str(self.path) + ".lock", timeout=lock_wait, mode=0o600, thread_local=False
+            str(self.path) + ".lock", timeout=self.lock_wait, mode=0o600, thread_local=False
         )
 
     def __repr__(self) -> str:
@@ -202,17 +303,53 @@ class FileTokenStore:
         finally:
             self._thread_lock.release()
 
-    def load(self) -> StoredToken | None:
+    def _read(self) -> bytes | None:
+        """Read the file, refusing what ssh refuses for a private key."""
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
-            raw = self.path.read_bytes()
+            fd = os.open(self.path, flags)
         except FileNotFoundError:
             return None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise TokenStoreError(
+                    f"{self.path} is a symbolic link; a token file must be the file itself "
+                    "(replace the link by the file, or point the store at the target)"
+                ) from None
             raise TokenStoreError(f"cannot read {self.path}: {exc.strerror}") from exc
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise TokenStoreError(f"cannot read {self.path}: not a regular file")
+            if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+                raise TokenStoreError(
+                    f"{self.path} is owned by uid {info.st_uid}, not by this user "
+                    f"(uid {os.geteuid()}); a token file must be your own (chown it)"
+                )
+            if info.st_mode & 0o077:
+                raise TokenStoreError(
+                    f"{self.path} is open to group or others "
+                    f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {self.path}"
+                )
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        except OSError as exc:
+            raise TokenStoreError(f"cannot read {self.path}: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
+
+    def load(self) -> StoredToken | None:
+        raw = self._read()
+        if raw is None:
+            return None
         try:
             document = json.loads(raw)
             version, token = document["version"], document["token"]
-        except (ValueError, TypeError, KeyError) as exc:
+            intent = document.get("intent")
+            intent = None if intent is None else RefreshIntent.from_json(intent)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise TokenStoreError(
                 f"{self.path} is not a token file written by zeep-sfrefresh; "
                 "it is left as is (fix or remove it by hand)"
@@ -226,7 +363,7 @@ class FileTokenStore:
             raise TokenStoreError(
                 f"{self.path} does not hold a valid token and version; it is left as is"
             )
-        return StoredToken(token, version)
+        return StoredToken(token, version, intent)
 
     def save(self, token: Mapping[str, Any], *, replaces: int | None) -> int:
         current = self.load()
@@ -234,11 +371,21 @@ class FileTokenStore:
         if found != replaces:
             raise _conflict(found, replaces)
         version = _next_version(replaces)
-        payload = json.dumps({"version": version, "token": dict(token)}, indent=1).encode()
-        self._write_atomically(payload)
+        self._write({"version": version, "token": dict(token)})
         return version
 
-    def _write_atomically(self, payload: bytes) -> None:
+    def write_intent(self, intent: RefreshIntent | None, *, version: int) -> None:
+        current = self.load()
+        if current is None or current.version != version:
+            raise _conflict(None if current is None else current.version, version)
+        document: dict[str, Any] = {"version": version, "token": dict(current.token)}
+        if intent is not None:
+            document["intent"] = intent.to_json()
+        self._write(document)
+
+    def _write(self, document: Mapping[str, Any]) -> None:
+        """Replace the file atomically: a crash leaves the old document or the new one."""
+        payload = json.dumps(document, indent=1).encode()
         folder = self.path.parent
         try:
             fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=folder)

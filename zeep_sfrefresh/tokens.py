@@ -1,14 +1,15 @@
-"""Immutable token snapshots, and fingerprints that let logs name a secret without holding it."""
+"""Immutable token snapshots and generations, and fingerprints that name a secret without it."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["Token", "fingerprint"]
+__all__ = ["Generation", "Token", "fingerprint"]
 
 
 def fingerprint(secret: str | None) -> str:
@@ -84,3 +85,21 @@ class Token:
             f"refresh_token={fingerprint(self.refresh_token)}, "
             f"instance_url={self.instance_url!r})"
         )
+
+
+@dataclass(frozen=True, eq=False)
+class Generation:
+    """One state of a refresher: the token calls send, and how that state came to be.
+
+    A refresher replaces its generation whole, never edits it: a refresh or an adoption
+    brings a new token, a failed refresh a new generation of the same token carrying the
+    failure. A call remembers the generation it sent; when its session expires, the
+    refresher compares that object with its current one to tell "refresh now" from "someone
+    already did" and from "the refresh of this token just failed: share that failure".
+    Compared by identity; ``epoch`` numbers them for people.
+    """
+
+    token: Token
+    epoch: int
+    failure: BaseException | None = None
+    """Why the refresh of ``token`` failed, for a generation made by a failure."""

@@ -3,6 +3,9 @@
 What the sync and async transports have in common (building the refresher, the token,
 masked logging) is :class:`SalesforceTransportMixin`; each transport only performs the
 I/O steps the call policy asks for.
+
+Traffic is logged where zeep logs it (logger ``zeep.transports``, DEBUG), with session ids
+masked; what happens to the session is logged under ``zeep_sfrefresh``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from zeep.transports import Transport
 from .breaker import DEFAULT_BREAKER, CircuitBreaker
 from .events import RefreshListener
 from .flow import HttpResponse, Refresh, Send, Step, callout_flow, callout_path, soap_call
+from .forks import reset_in_child
 from .grants import DEFAULT_TOKEN_TIMEOUT, Grant, SessionGrant
 from .redaction import install_log_redaction, redact
 from .refresh import DEFAULT_OVERLAP_WAIT, Refresher
@@ -28,6 +32,47 @@ from .stores import MemoryTokenStore, TokenStore
 from .tokens import Token
 
 __all__ = ["SalesforceTransport", "SalesforceTransportMixin"]
+
+logger = logging.getLogger(__name__)
+
+
+def _check_credential(oauth: object) -> None:
+    """Refuse, with a TypeError that says what is accepted, anything but a credential."""
+    if isinstance(oauth, OAuth2Session) or callable(getattr(oauth, "fetch", None)):
+        return
+    hint = ""
+    if isinstance(oauth, Mapping):
+        hint = " (a token dict goes in OAuth2Session(client_id, token=..., ...))"
+    elif isinstance(oauth, requests.Session):
+        hint = " (a plain requests.Session holds no token; pass it as session= if at all)"
+    raise TypeError(
+        "the first argument must be a requests_oauthlib.OAuth2Session holding the Salesforce "
+        "token, or a credential object (JwtBearer, ClientCredentials, UsernamePassword, or "
+        f"your own with a fetch() method), not {type(oauth).__name__}{hint}"
+    )
+
+
+def _check_session(session: object) -> None:
+    if isinstance(session, OAuth2Session):
+        raise TypeError(
+            "session= takes a plain requests.Session: an OAuth2Session would put its Bearer "
+            "token on every request, WSDL downloads included; pass the OAuth2Session as the "
+            "first argument"
+        )
+
+
+def scrub_answer(response: requests.Response) -> requests.Response:
+    """Mask session ids a SOAP error answer echoes, before zeep turns it into a ``Fault``.
+
+    Salesforce fault strings quote session ids ("missing session key: 00D...!AR..."), and
+    zeep puts the fault string in the exception's text. Successful answers are not read.
+    """
+    if response.status_code >= 300 and response.content:
+        text = response.content.decode("utf-8", "replace")
+        cleaned = redact(text)
+        if cleaned != text:
+            response._content = cleaned.encode("utf-8")
+    return response
 
 
 class SalesforceTransportMixin:
@@ -54,6 +99,7 @@ class SalesforceTransportMixin:
         redact_logs: bool,
         name: str,
     ) -> None:
+        _check_credential(oauth)
         options: dict[str, Any] = {
             "listener": listener,
             "overlap_wait": overlap_wait,
@@ -71,6 +117,12 @@ class SalesforceTransportMixin:
             seed = Token(oauth.token)
             if seed.instance_url is None:  # refuse before anything reaches a store
                 raise no_instance
+            if seed.refresh_token is None:
+                raise ValueError(
+                    "the OAuth2Session's token has no refresh_token, so its session could "
+                    "never be refreshed; give the connected app the refresh_token (or "
+                    "offline_access) scope and authorise again"
+                )
             session = oauth
             self._refresher = Refresher(
                 SessionGrant(session, timeout=token_timeout),
@@ -105,6 +157,17 @@ class SalesforceTransportMixin:
         """The token the next call will send (read-only; ``repr`` shows fingerprints only)."""
         return self._refresher.token
 
+    def use_token(self, token: Mapping[str, Any]) -> None:
+        """Start over with a token from a new authorisation (``ReauthorizationRequiredError``).
+
+        The token is written to the store as a new version, so every transport and worker
+        sharing the store uses it from its next expiry, this one from its next call.
+        """
+        new = Token(token)
+        if new.instance_url is None:
+            raise ValueError("the token has no instance_url, so there is no org to send it to")
+        self._refresher.use_token(new.data)
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(token={self.token!r}, store={self._refresher.store!r}, "
@@ -117,7 +180,7 @@ class SalesforceTransportMixin:
         return soap_call(
             envelope,
             address,
-            self._refresher.token,
+            self._refresher.current,
             route=self.route_to_instance,
             policy=self._policy,
         )
@@ -134,7 +197,7 @@ class SalesforceTransportMixin:
             callout_path(url, self.name),
             data=data,
             headers=dict(headers or {}),
-            token=self._refresher.token,
+            current=self._refresher.current,
             policy=self._policy,
         )
 
@@ -146,11 +209,10 @@ class SalesforceTransportMixin:
             if isinstance(step, Send):
                 result = send(step)
             elif isinstance(step, Refresh):
-                self._log_refresh(step)
+                logger.debug("%s; this call waits for a newer session", step.reason)
                 result = self._refresher.refresh_after(step.sent, step.reason)
-                self._log_resend()
             else:
-                self._refresher.judge(step.fresh, step.usable, step.reason)
+                self._refresher.judge(step.sent, step.usable, step.reason)
             try:
                 step = flow.send(result)
             except StopIteration as done:
@@ -166,24 +228,18 @@ class SalesforceTransportMixin:
             if isinstance(step, Send):
                 result = await send(step)
             elif isinstance(step, Refresh):
-                self._log_refresh(step)
+                logger.debug("%s; this call waits for a newer session", step.reason)
                 result = await self._refresher.arefresh_after(step.sent, step.reason)
-                self._log_resend()
             else:
-                self._refresher.judge(step.fresh, step.usable, step.reason)
+                self._refresher.judge(step.sent, step.usable, step.reason)
             try:
                 step = flow.send(result)
             except StopIteration as done:
                 return done.value
 
-    def _log_refresh(self, step: Refresh) -> None:
-        self.logger.info("%s; refreshing the session", step.reason)
-
-    def _log_resend(self) -> None:
-        self.logger.info("resending the call once with the refreshed session")
-
-    # Our own request logging, in place of zeep's: masked whether or not the redacting
-    # filter is installed (session ids, merge-field tokens, Bearer headers never appear).
+    # Our own request logging, in place of zeep's and on zeep's logger (zeep.transports):
+    # masked whether or not the redacting filter is installed (session ids, merge-field
+    # tokens, Bearer headers never appear).
     def _log_post(self, address: str, message: bytes | str) -> None:
         if self.logger.isEnabledFor(logging.DEBUG):
             text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
@@ -256,11 +312,7 @@ class SalesforceTransport(SalesforceTransportMixin, Transport):
         operation_timeout: float | None = None,
         session: requests.Session | None = None,
     ) -> None:
-        if session is oauth:
-            raise ValueError(
-                "pass the OAuth2Session as the first argument, not as session=: SOAP traffic "
-                "must not carry its Bearer header"
-            )
+        _check_session(session)
         self._init_salesforce(
             oauth,
             store=store,
@@ -276,7 +328,12 @@ class SalesforceTransport(SalesforceTransportMixin, Transport):
         super().__init__(  # type: ignore[no-untyped-call]  # zeep is unannotated
             cache=cache, timeout=timeout, operation_timeout=operation_timeout, session=session
         )
-        self.logger = logging.getLogger(__name__)
+        reset_in_child(self)
+
+    def _after_fork(self) -> None:
+        # A forked child must not use the parent's pooled connections: both processes would
+        # read and write one socket. Closing the child's copies leaves the parent's alone.
+        self.session.close()
 
     def post_xml(
         self, address: str, envelope: etree._Element, headers: dict[str, str]
@@ -286,7 +343,7 @@ class SalesforceTransport(SalesforceTransportMixin, Transport):
             self._call_flow(address, envelope),
             lambda step: self.post(step.address, step.message or b"", headers),
         )
-        return response
+        return scrub_answer(response)
 
     def callout(
         self,
