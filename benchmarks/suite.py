@@ -96,11 +96,12 @@ from zeep_sfrefresh import PARTNER_WSDL, SALESFORCE_DOMAINS, SalesforceTransport
 from zeep_sfrefresh.apis import SOAP_APIS, api_for_address
 from zeep_sfrefresh.envelope import set_session_id
 from zeep_sfrefresh.faults import MAX_FAULT_BYTES, invalid_session_fault, parse_fault
-from zeep_sfrefresh.flow import Step, soap_call
+from zeep_sfrefresh.flow import Step, Verdict, soap_call
 from zeep_sfrefresh.routing import DestinationPolicy, route_to_instance
 from zeep_sfrefresh.testing import StandInOrg, allow_insecure_transport, wire
 from zeep_sfrefresh.testing.fleet import StoreSpec, run_fleet
 from zeep_sfrefresh.testing.insecure import INSECURE_TRANSPORT_VARIABLE
+from zeep_sfrefresh.tokens import Generation
 
 PARTNER_NS = SOAP_APIS["u"].namespace
 SOBJECT_NS = wire.SOBJECT_NS
@@ -483,6 +484,7 @@ def transport_overhead(
     """
     transport: SalesforceTransport = client.transport
     token = transport.token
+    current = Generation(token, 1)
     instance_url = token.instance_url or org.url
     address = client.service._binding_options["address"]
     routed = route_to_instance(address, instance_url)
@@ -493,11 +495,14 @@ def transport_overhead(
 
     def run_flow(fresh: etree._Element) -> None:
         flow: Generator[Step, Any, _Ok] = soap_call(
-            fresh, address, token, route=True, policy=policy
+            fresh, address, current, route=True, policy=policy
         )
         next(flow)
+        step = flow.send(_Ok())  # the verdict: the session worked
+        if not isinstance(step, Verdict):
+            raise AssertionError("the call policy did not judge a 200")
         try:
-            flow.send(_Ok())
+            flow.send(None)
         except StopIteration:
             return
         raise AssertionError("the call policy did not finish on a 200")
