@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import os
 import random
+import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +49,7 @@ from zeep_sfrefresh import (
     RefreshEvent,
     SalesforceTransport,
     SessionNotRefreshableError,
+    SfRefreshError,
     TokenRefreshError,
     TokenStoreError,
 )
@@ -51,15 +57,20 @@ from zeep_sfrefresh.breaker import MAX_RETRY_AFTER
 from zeep_sfrefresh.exchange import parse_retry_after
 from zeep_sfrefresh.refresh import Refresher
 from zeep_sfrefresh.testing import StandInOrg
+from zeep_sfrefresh.testing.insecure import INSECURE_TRANSPORT_VARIABLE
 from zeep_sfrefresh.testing.redis_server import RedisServer
-from zeep_sfrefresh.tokens import Token
+from zeep_sfrefresh.tokens import Token, fingerprint
 
 Build = Callable[..., Harness]
 
 STRESS_THREADS = 64
 CALLS_PER_THREAD = 40
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [
+    pytest.mark.timeout(60),
+    # The fork cases fork a process that runs the stand-in org in a thread (see below).
+    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
+]
 
 
 # --- the token endpoint ---------------------------------------------------------------------
@@ -424,6 +435,7 @@ def test_a_read_timeout_under_rotation_costs_at_most_one_more_request(harness: B
         h.client.service.getServerTimestamp()
     assert info.value.unanswered
     h.org.token_answer_delay = 0.0
+    time.sleep(2.0)  # until the server has written its late answer to nobody
     for _ in range(4):
         with pytest.raises(ReauthorizationRequiredError):
             h.client.service.getServerTimestamp()
@@ -875,16 +887,78 @@ def test_one_log_line_per_token_request_however_many_callers(
 # --- many callers, sessions dying all the time ----------------------------------------------------
 
 
+_STRESSED_WORKER = """
+import collections, json, os, sys, threading
+os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+import zeep
+from requests_oauthlib import OAuth2Session
+from zeep_sfrefresh import PARTNER_WSDL, SalesforceTransport, SessionNotRefreshableError
+
+config = json.loads(sys.argv[1])
+events = []
+oauth = OAuth2Session(
+    config["client_id"], token=config["token"], auto_refresh_url=config["token_url"],
+    auto_refresh_kwargs={"client_id": config["client_id"], "client_secret": config["secret"]},
+)
+client = zeep.Client(
+    PARTNER_WSDL, transport=SalesforceTransport(oauth, listener=events.append)
+)
+warm = threading.Barrier(config["threads"] + 1)
+go = threading.Event()
+ok, errors, lock = [0], [], threading.Lock()
+
+def caller():
+    client.service.getServerTimestamp()
+    warm.wait()
+    go.wait()
+    for _ in range(config["calls"]):
+        try:
+            client.service.getServerTimestamp()
+        except SessionNotRefreshableError as exc:
+            with lock:
+                errors.append(str(exc))
+        else:
+            with lock:
+                ok[0] += 1
+
+threads = [threading.Thread(target=caller) for _ in range(config["threads"])]
+for thread in threads:
+    thread.start()
+warm.wait()
+print("ready", flush=True)
+sys.stdin.readline()
+go.set()
+for thread in threads:
+    thread.join()
+kinds = collections.Counter(event.kind for event in events)
+print(json.dumps({"kinds": kinds, "ok": ok[0], "errors": errors}), flush=True)
+"""
+
+
+@pytest.mark.timeout(180)
 def test_the_breaker_never_opens_on_tokens_that_are_no_longer_current(sf_org: StandInOrg) -> None:
-    # Threads, as in the field report. (With the async transport the same load saturates the
-    # one event loop, which shares the GIL with the in-process org: a refreshed session then
-    # waits ~150 ms for its first use and can expire before it, which is a rejection by the
-    # rules below. The rules themselves are one code path, tested directly further down.)
-    events: list[RefreshEvent] = []
-    transport = SalesforceTransport(
-        make_oauth(sf_org, sf_org.issue_token(), []), listener=events.append
+    # 64 threads of one process calling while every session dies every 150-400 ms, as in the
+    # field report. The callers run in a process of their own, as they would against a real
+    # org: sharing the stand-in's GIL would delay every first use of a refreshed session
+    # past the next expiry, which is what a broken org looks like.
+    config = {
+        "client_id": sf_org.client_id,
+        "secret": sf_org.client_secret,
+        "token_url": sf_org.token_url,
+        "token": sf_org.issue_token(),
+        "threads": STRESS_THREADS,
+        "calls": CALLS_PER_THREAD,
+    }
+    env = {**os.environ, INSECURE_TRANSPORT_VARIABLE: "1"}
+    callers = subprocess.Popen(
+        [sys.executable, "-c", _STRESSED_WORKER, json.dumps(config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
-    client = zeep.Client(PARTNER_WSDL, transport=transport)
+    assert callers.stdin is not None
+    assert callers.stdout is not None
     stop = threading.Event()
 
     def expire() -> None:
@@ -892,34 +966,26 @@ def test_the_breaker_never_opens_on_tokens_that_are_no_longer_current(sf_org: St
         while not stop.wait(rng.uniform(0.15, 0.4)):
             sf_org.expire_all_sessions()
 
-    errors: list[BaseException] = []
-    done: list[int] = []
-
-    def caller() -> None:
-        for _ in range(CALLS_PER_THREAD):
-            try:
-                client.service.getServerTimestamp()
-            except SessionNotRefreshableError as exc:
-                errors.append(exc)
-            else:
-                done.append(1)
-
     expirer = threading.Thread(target=expire)
-    expirer.start()
-    threads = [threading.Thread(target=caller) for _ in range(STRESS_THREADS)]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(120)
+        assert callers.stdout.readline().strip() == "ready"  # every thread has made a call
+        expirer.start()
+        callers.stdin.write("go\n")
+        callers.stdin.flush()
+        report = json.loads(callers.stdout.readline())
     finally:
         stop.set()
-        expirer.join()
-    kinds = collections.Counter(event.kind for event in events)
+        if expirer.is_alive():
+            expirer.join()
+        callers.kill()
+        callers.wait(10)
+    kinds = collections.Counter(report["kinds"])
+    errors: list[str] = report["errors"]
     assert kinds["circuit_open"] == 0, kinds
-    assert len(done) + len(errors) == STRESS_THREADS * CALLS_PER_THREAD
+    assert report["ok"] + len(errors) == STRESS_THREADS * CALLS_PER_THREAD
     # Every failure is the documented limit: the session died again before the resend.
-    assert all("rejected the refreshed session too" in str(e) for e in errors)
+    assert all("rejected the refreshed session too" in e for e in errors)
+    assert kinds["refreshed"] >= 5, kinds  # the sessions really kept dying
     assert kinds["not_refreshable"] <= kinds["refreshed"] // 4, kinds
 
 
@@ -980,3 +1046,285 @@ def test_the_breaker_is_a_value() -> None:
     waiting = breaker.retry_after(10_000, now=0.0)
     assert waiting.not_before == MAX_RETRY_AFTER  # capped
     assert waiting.retry_after(5, now=0.0).not_before == MAX_RETRY_AFTER  # never shortened
+
+
+# --- forks (gunicorn --preload, Celery prefork, multiprocessing fork) ------------------------
+#
+# A forked child inherits every lock in the state the parent's threads left it and every
+# pooled connection, whose socket it then shares with the parent. These tests fork for real:
+# a child that deadlocks never reports and is killed at a deadline, a child that fails reports
+# the exception's type and text through a pipe, and every child leaves through os._exit so
+# pytest never runs on in it. The stand-in org runs in a thread of the test process, so these
+# forks copy a multi-threaded process; the child only talks to it over sockets.
+
+_FORKS = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
+
+CHILD_DEADLINE = 20.0
+"""Seconds a forked child gets to report; a child still silent then is deadlocked."""
+
+Report = dict[str, Any]
+
+
+def _client(org: StandInOrg, store_path: Path) -> tuple[zeep.Client, SalesforceTransport]:
+    """A sync client on a fresh token, sharing ``store_path``, as the harness builds one."""
+    oauth = make_oauth(org, org.issue_token(), [])
+    transport = SalesforceTransport(oauth, store=FileTokenStore(store_path), token_timeout=20)
+    client = zeep.Client(PARTNER_WSDL, transport=transport, settings=zeep.Settings(forbid_dtd=True))
+    return client, transport
+
+
+def _call(client: zeep.Client, transport: SalesforceTransport) -> Report:
+    """Make one call; say how it went, naming tokens by fingerprint only."""
+    try:
+        client.service.getServerTimestamp()
+    except Exception as exc:  # noqa: BLE001 - the outcome is the report
+        return {
+            "ok": False,
+            "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "library_error": isinstance(exc, SfRefreshError),
+            "message": str(exc),
+        }
+    return {"ok": True, "access_token": fingerprint(transport.token.access_token)}
+
+
+def _stored_access_token(path: Path) -> str:
+    return fingerprint(json.loads(path.read_text())["token"]["access_token"])
+
+
+class Child:
+    """A forked child running ``action``; its report comes back as JSON through a pipe."""
+
+    def __init__(self, action: Callable[[], Report]) -> None:
+        reader, writer = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never return into pytest, whatever happens
+            code = 70
+            try:
+                os.close(reader)
+                report = json.dumps(action()).encode()
+                while report:
+                    report = report[os.write(writer, report) :]
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(writer)
+        self.pid = pid
+        self._reader = reader
+        self._status: int | None = None
+
+    def result(self, timeout: float = CHILD_DEADLINE) -> tuple[Report | None, int | None]:
+        """The child's report (None: it said nothing in time) and exit code (None: still
+        running at the deadline; it is then killed by :meth:`kill`)."""
+        deadline = time.monotonic() + timeout
+        data = b""
+        while (remaining := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([self._reader], [], [], remaining)
+            if not ready:
+                break
+            chunk = os.read(self._reader, 65536)
+            if not chunk:  # EOF: the child closed its end (it exited)
+                break
+            data += chunk
+        while self._status is None and time.monotonic() < deadline:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self._status = os.waitstatus_to_exitcode(status)
+            else:
+                time.sleep(0.01)
+        report: Report | None = json.loads(data) if data else None
+        return report, self._status
+
+    def kill(self) -> None:
+        """Kill the child if it still runs, reap it, close the pipe. Safe to call twice."""
+        if self._status is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            _, status = os.waitpid(self.pid, 0)
+            self._status = os.waitstatus_to_exitcode(status)
+        if self._reader >= 0:
+            os.close(self._reader)
+            self._reader = -1
+
+
+def _assert_child_ok(report: Report | None, code: int | None) -> None:
+    assert report is not None, (
+        f"the child never reported; exit code {code} (None: still running at the deadline, "
+        "deadlocked)"
+    )
+    if not report["ok"]:
+        assert report["library_error"], f"the child failed with a non-library error: {report}"
+    assert report["ok"], f"the child's call failed: {report}"
+    assert code == 0
+
+
+@_FORKS
+@pytest.mark.timeout(60)
+def test_child_forked_after_use_refreshes_through_the_store(
+    sf_org: StandInOrg, tmp_path: Path
+) -> None:
+    path = tmp_path / "token.json"
+    client, transport = _client(sf_org, path)
+    assert _call(client, transport)["ok"]  # pooled connection, store lock: all used
+    sf_org.expire_all_sessions()
+
+    child = Child(lambda: _call(client, transport))  # meets the expiry: refreshes
+    try:
+        report, code = child.result()
+    finally:
+        child.kill()
+    _assert_child_ok(report, code)
+    assert report is not None
+    assert sf_org.token_requests == 1
+    assert report["access_token"] == _stored_access_token(path)
+
+    # The parent meets the expiry too, and adopts the child's token from the store.
+    assert _call(client, transport) == {"ok": True, "access_token": report["access_token"]}
+    assert sf_org.token_requests == 1
+    assert sf_org.internal_errors == []
+
+
+@_FORKS
+@pytest.mark.timeout(60)
+def test_child_forked_during_a_refresh_neither_deadlocks_nor_refreshes_again(
+    sf_org: StandInOrg, tmp_path: Path
+) -> None:
+    path = tmp_path / "token.json"
+    client, transport = _client(sf_org, path)
+    assert _call(client, transport)["ok"]
+    sf_org.expire_all_sessions()
+    release = sf_org.hold_token_requests()
+    outcome: list[Report] = []
+    # This thread enters the refresh and stays in the token request, holding the
+    # refresher's lock, the store's thread lock and its file lock, when the fork happens.
+    refreshing = threading.Thread(target=lambda: outcome.append(_call(client, transport)))
+    child: Child | None = None
+    report: Report | None = None
+    code: int | None = None
+    try:
+        refreshing.start()
+        wait_for(lambda: sf_org.token_requests == 1)
+        posts = sf_org.soap_posts
+        child = Child(lambda: _call(client, transport))
+        # Let the child meet the expiry and queue on the store's lock, then end the refresh.
+        deadline = time.monotonic() + 10
+        while sf_org.soap_posts <= posts and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+    finally:
+        release.set()
+        refreshing.join(timeout=30)
+        if child is not None:
+            report, code = child.result()
+            child.kill()
+    assert not refreshing.is_alive()
+    assert outcome[0]["ok"], outcome
+    _assert_child_ok(report, code)
+    assert report is not None
+    assert report["access_token"] == outcome[0]["access_token"] == _stored_access_token(path)
+    assert sf_org.token_requests == 1
+    assert sf_org.internal_errors == []
+
+
+# gunicorn --preload --------------------------------------------------------------------
+
+WORKERS = 4
+REQUESTS = 24
+APP_DELAY = 0.05
+"""Seconds each request sleeps after its call. A sync worker serves one request at a time,
+but a fast one can accept the next connection before its siblings wake; the sleep keeps each
+worker busy long enough that the 24 concurrent requests reach more than one worker."""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _gunicorn_version() -> tuple[int, ...]:
+    return tuple(int(part) for part in version("gunicorn").split(".")[:2] if part.isdigit())
+
+
+@contextlib.contextmanager
+def _gunicorn(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", *args],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield server
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _get(url: str) -> tuple[int, str]:
+    with requests.Session() as session:
+        answer = session.get(url, headers={"Connection": "close"}, timeout=30)
+        return answer.status_code, answer.text
+
+
+@_FORKS
+@pytest.mark.timeout(120)
+def test_gunicorn_preload_workers_share_one_refresh(sf_org: StandInOrg, tmp_path: Path) -> None:
+    token = sf_org.issue_token()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = {
+        **os.environ,
+        INSECURE_TRANSPORT_VARIABLE: "1",
+        "FORK_APP_TOKEN_URL": sf_org.token_url,
+        "FORK_APP_CLIENT_ID": sf_org.client_id,
+        "FORK_APP_CLIENT_SECRET": sf_org.client_secret,
+        "FORK_APP_TOKEN": json.dumps(token),
+        "FORK_APP_TOKEN_FILE": str(tmp_path / "token.json"),
+        "FORK_APP_DELAY": str(APP_DELAY),
+    }
+    args = [
+        "--preload",
+        f"--workers={WORKERS}",
+        "--worker-class=sync",
+        f"--bind=127.0.0.1:{port}",
+        f"--chdir={Path(__file__).parent}",
+        "--timeout=30",
+        "--graceful-timeout=5",
+        f"--worker-tmp-dir={tmp_path}",
+    ]
+    if _gunicorn_version() >= (25, 1):
+        args.append("--no-control-socket")  # else it binds one under $HOME, shared by runs
+    log = tmp_path / "gunicorn.log"
+    answers: list[tuple[int, str]] = []
+    with _gunicorn([*args, "fork_app:app"], env, log) as server:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, f"gunicorn exited:\n{log.read_text()}"
+            with contextlib.suppress(requests.RequestException):
+                status, text = _get(url)
+                assert status == 200, f"{status} {text}\n{log.read_text()}"
+                break
+            assert time.monotonic() < deadline, f"gunicorn never answered:\n{log.read_text()}"
+            time.sleep(0.1)
+        sf_org.expire_all_sessions()
+        sf_org.reset_counters()
+        with ThreadPoolExecutor(max_workers=REQUESTS) as pool:
+            answers = list(pool.map(lambda _: _get(url), range(REQUESTS)))
+    output = log.read_text()
+    stored = json.loads((tmp_path / "token.json").read_text())["token"]
+    secrets = [token["access_token"], token["refresh_token"], sf_org.client_secret]
+    secrets += [stored["access_token"], stored.get("refresh_token") or ""]
+    texts = [output, *(text for _, text in answers)]
+    leaked = [fingerprint(s) for s in secrets if s and any(s in text for text in texts)]
+    assert leaked == [], "a token or secret reached gunicorn's log or an answer"
+    assert [status for status, _ in answers] == [200] * REQUESTS, f"{answers}\n{output}"
+    assert sf_org.token_requests == 1, output
+    assert sf_org.internal_errors == [], output
+    pids = {text.split()[0] for _, text in answers}
+    assert len(pids) > 1, f"only worker {pids} answered:\n{output}"

@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import email.utils
 import hashlib
 import hmac
 import http.client
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlencode
 
 import pytest
 import requests
@@ -745,6 +750,292 @@ def test_token_delay_makes_clients_time_out(sf_org: StandInOrg, token: dict[str,
             timeout=0.2,
         )
     assert sf_org.token_requests == 1
+
+
+# --- slow and late token answers: token_trickle, token_answer_delay, drop_after_issue ---------
+
+
+def _post_token_raw(org: StandInOrg, refresh_token: str, timeout: float = 5) -> socket.socket:
+    """POST a refresh to the token endpoint on a bare socket (to see every byte of the answer)."""
+    body = urlencode(
+        {
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": org.client_id,
+            "client_secret": org.client_secret,
+        }
+    ).encode()
+    host, port = org.url.removeprefix("http://").split(":")
+    connection = socket.create_connection((host, int(port)), timeout=timeout)
+    connection.sendall(
+        f"POST /services/oauth2/token HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    return connection
+
+
+def _read_to_eof(connection: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (a reset ends it too)."""
+    chunks: list[bytes] = []
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _read_answer(
+    connection: socket.socket, received: bytes = b""
+) -> tuple[str, dict[str, str], bytes]:
+    """One HTTP answer read off a socket by its Content-Length: (status line, headers, body)."""
+    while b"\r\n\r\n" not in received:
+        chunk = connection.recv(65536)
+        assert chunk, "connection closed before the end of the headers"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        assert name.lower() not in headers, f"{name} sent twice"
+        headers[name.lower()] = value.strip()
+    while len(body) < int(headers["content-length"]):
+        chunk = connection.recv(65536)
+        assert chunk, "connection closed before the end of the body"
+        body += chunk
+    return status, headers, body
+
+
+@pytest.mark.parametrize(
+    ("failure", "status"),
+    [(None, "HTTP/1.1 200 OK"), ("invalid_grant", "HTTP/1.1 400 Bad Request")],
+)
+def test_token_trickle_writes_the_whole_answer_byte_by_byte(
+    sf_org: StandInOrg, token: dict[str, str], failure: str | None, status: str
+) -> None:
+    sf_org.token_trickle = 0.002
+    sf_org.token_failure = failure
+    # A 0.3 s timeout per recv: a trickle never lets one fire, however long the whole takes.
+    connection = _post_token_raw(sf_org, token["refresh_token"], timeout=0.3)
+    started = time.monotonic()
+    with connection:
+        raw = _read_to_eof(connection)  # the server closes the connection after a trickle
+    elapsed = time.monotonic() - started
+    assert elapsed >= (len(raw) - 1) * 0.002  # status line and headers were trickled too
+    assert len(raw) * 0.002 > 0.3
+    status_line, headers, body = _read_answer(connection, raw)
+    assert status_line == status
+    assert headers["server"] == "StandInOrg"
+    assert headers["date"].endswith(" GMT")
+    assert headers["content-type"] == "application/json;charset=UTF-8"
+    assert int(headers["content-length"]) == len(body)
+    assert headers["connection"] == "close"
+    answer = json.loads(body)
+    if failure is None:
+        assert sf_org.is_valid_session(answer["access_token"])
+        assert (sf_org.token_requests, sf_org.token_failures) == (1, 0)
+    else:
+        assert answer["error"] == "invalid_grant"
+        assert (sf_org.token_requests, sf_org.token_failures) == (1, 1)
+    assert sf_org.internal_errors == []
+
+
+def test_token_trickle_outlasts_a_per_read_timeout(
+    sf_org: StandInOrg, token: dict[str, str]
+) -> None:
+    sf_org.token_trickle = 0.001
+    started = time.monotonic()
+    response = requests.post(
+        sf_org.token_url,
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": token["refresh_token"],
+            "client_id": sf_org.client_id,
+            "client_secret": sf_org.client_secret,
+        },
+        timeout=(1, 0.3),
+    )
+    assert time.monotonic() - started > 0.3  # longer than the read timeout, yet no Timeout
+    assert response.status_code == 200
+    assert response.headers["Connection"] == "close"
+    assert sf_org.is_valid_session(response.json()["access_token"])
+    # The knob covers every token answer: an overlap refusal or a failure mode too.
+    sf_org.token_failure = "rate_limited_429"
+    refused = requests.post(sf_org.token_url, data={"grant_type": "password"}, timeout=(1, 0.3))
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "30"
+    assert refused.text == "Too Many Requests"
+
+
+def test_token_trickle_rotates_first_and_keeps_the_refresh_token_in_flight(
+    sf_org: StandInOrg, token: dict[str, str]
+) -> None:
+    sf_org.rotation = True
+    sf_org.token_trickle = 0.002
+    rt0 = token["refresh_token"]
+    with _post_token_raw(sf_org, rt0) as connection:
+        first_byte = connection.recv(1)
+        assert first_byte == b"H"
+        # Already rotated while the client has not read the answer yet...
+        assert sf_org.refresh_token_state(rt0) == "retired"
+        # ...and the refresh token is still being processed until the last byte is out.
+        overlapping = refresh(sf_org, rt0)
+        assert overlapping.status_code == 400
+        assert overlapping.json() == {
+            "error": "invalid_grant",
+            "error_description": "Token request is already being processed",
+        }
+        assert (sf_org.overlap_rejections, sf_org.family_revocations) == (1, 0)
+        status_line, _, body = _read_answer(connection, first_byte + _read_to_eof(connection))
+    assert status_line == "HTTP/1.1 200 OK"
+    rt1 = json.loads(body)["refresh_token"]
+    assert sf_org.refresh_token_state(rt1) == "active"
+    # Once written, the mark is gone: presenting rt0 again is a reuse, no longer an overlap.
+    sf_org.token_trickle = 0
+    reused = refresh(sf_org, rt0)
+    assert reused.json()["error_description"] == "expired access/refresh token"
+    assert (sf_org.overlap_rejections, sf_org.family_revocations) == (1, 1)
+    assert sf_org.internal_errors == []
+
+
+def test_client_hanging_up_mid_trickle_leaves_the_org_serving(
+    sf_org: StandInOrg, token: dict[str, str]
+) -> None:
+    sf_org.token_trickle = 0.01  # the whole answer would take several seconds
+    rt0 = token["refresh_token"]
+    started = time.monotonic()
+    connection = _post_token_raw(sf_org, rt0)
+    assert connection.recv(1) == b"H"
+    time.sleep(0.05)
+    connection.close()  # unread bytes pending: the server's next write fails
+    sf_org.token_trickle = 0  # read per answer: the cut one keeps its own pace
+    # The in-flight mark goes as soon as the write fails: the refresh token works again.
+    wait_for(lambda: refresh(sf_org, rt0).status_code == 200)
+    assert time.monotonic() - started < 3
+    assert sf_org.internal_errors == []
+    assert post_soap(sf_org, "u", "getServerTimestamp", token["access_token"]).status_code == 200
+
+
+def test_token_answer_delay_rotates_before_the_client_hears(
+    sf_org: StandInOrg, token: dict[str, str]
+) -> None:
+    sf_org.rotation = True
+    sf_org.token_answer_delay = 1.0
+    rt0 = token["refresh_token"]
+    started = time.monotonic()
+    with pytest.raises(requests.Timeout):
+        requests.post(
+            sf_org.token_url,
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": rt0,
+                "client_id": sf_org.client_id,
+                "client_secret": sf_org.client_secret,
+            },
+            timeout=(1, 0.2),
+        )
+    # The server rotated although the client saw nothing.
+    assert sf_org.refresh_token_state(rt0) == "retired"
+    assert (sf_org.token_requests, sf_org.token_failures) == (1, 0)
+    # Until the late answer is written, a retry overlaps it...
+    retry = refresh(sf_org, rt0)
+    assert retry.json()["error_description"] == "Token request is already being processed"
+    assert time.monotonic() - started < 1.0  # (the check above ran inside the delay)
+    time.sleep(max(0.0, started + 1.3 - time.monotonic()))
+    # ...and afterwards it is a reuse of a retired token: the whole family goes.
+    sf_org.token_answer_delay = 0
+    reused = refresh(sf_org, rt0)
+    assert reused.json()["error_description"] == "expired access/refresh token"
+    assert sf_org.family_revocations == 1
+    assert not sf_org.is_valid_session(token["access_token"])
+    assert sf_org.internal_errors == []
+
+
+def test_token_answer_delay_late_answer_carries_the_rotated_token(
+    sf_org: StandInOrg, token: dict[str, str]
+) -> None:
+    sf_org.rotation = True
+    sf_org.token_answer_delay = 0.5
+    rt0 = token["refresh_token"]
+    started = time.monotonic()
+    with _post_token_raw(sf_org, rt0, timeout=0.2) as connection:
+        with pytest.raises(TimeoutError):
+            connection.recv(1)
+        assert sf_org.refresh_token_state(rt0) == "retired"
+        connection.settimeout(5)
+        status_line, _, body = _read_answer(connection)
+    assert time.monotonic() - started >= 0.5
+    assert status_line == "HTTP/1.1 200 OK"
+    late = json.loads(body)
+    assert sf_org.refresh_token_state(late["refresh_token"]) == "active"
+    assert sf_org.is_valid_session(late["access_token"])
+
+
+@pytest.mark.parametrize("rotation", [False, True])
+def test_failure_mode_drop_after_issue(
+    sf_org: StandInOrg, token: dict[str, str], rotation: bool
+) -> None:
+    sf_org.rotation = rotation
+    sf_org.token_failure = "drop_after_issue"
+    rt0 = token["refresh_token"]
+    with pytest.raises(requests.ConnectionError):
+        refresh(sf_org, rt0)
+    # Issued, so not a failure; only the answer was lost.
+    assert (sf_org.token_requests, sf_org.token_failures) == (1, 0)
+    # A grant refused anyway is still a failure (and dropped as well).
+    with pytest.raises(requests.ConnectionError):
+        refresh(sf_org, "5Aep861unknown")
+    assert (sf_org.token_requests, sf_org.token_failures) == (2, 1)
+    sf_org.token_failure = None
+    again = refresh(sf_org, rt0)  # no longer in flight: never refused as overlapping
+    assert sf_org.overlap_rejections == 0
+    if rotation:
+        assert again.status_code == 400
+        assert again.json()["error_description"] == "expired access/refresh token"
+        assert sf_org.family_revocations == 1  # the dropped rotation retired rt0
+    else:
+        assert again.status_code == 200
+        assert sf_org.refresh_token_state(rt0) == "active"
+
+
+def test_failure_mode_rate_limited_429_date(sf_org: StandInOrg, token: dict[str, str]) -> None:
+    sf_org.token_failure = "rate_limited_429_date"
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    response = refresh(sf_org, token["refresh_token"])
+    after = datetime.now(timezone.utc)
+    assert response.status_code == 429
+    assert response.text == "Too Many Requests"
+    date = email.utils.parsedate_to_datetime(response.headers["Date"])  # sent once, not twice
+    retry_after = email.utils.parsedate_to_datetime(response.headers["Retry-After"])
+    assert re.fullmatch(
+        r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT",
+        response.headers["Retry-After"],
+    )
+    assert before <= date <= after
+    assert (retry_after - date).total_seconds() == pytest.approx(30, abs=1)
+    assert sf_org.refresh_token_state(token["refresh_token"]) == "active"
+    assert (sf_org.token_requests, sf_org.token_failures) == (1, 1)
+    sf_org.token_failure = "rate_limited_429"  # the seconds form stays as it was
+    assert refresh(sf_org, token["refresh_token"]).headers["Retry-After"] == "30"
+
+
+@pytest.mark.parametrize("slow", ["token_trickle", "token_answer_delay"])
+def test_stop_ends_a_trickle_or_a_late_answer_promptly(slow: str) -> None:
+    org = StandInOrg().start()
+    org.rotation = True
+    token = org.issue_token()
+    setattr(org, slow, 0.05 if slow == "token_trickle" else 30)  # either would take ~30 s
+    with _post_token_raw(org, token["refresh_token"], timeout=10) as connection:
+        wait_for(lambda: org.refresh_token_state(token["refresh_token"]) == "retired")
+        if slow == "token_trickle":
+            assert connection.recv(1) == b"H"
+        started = time.monotonic()
+        org.stop()
+        assert time.monotonic() - started < 2
+        rest = _read_to_eof(connection)  # cut: the connection ends without a whole answer
+    assert b"access_token" not in rest
+    assert org.internal_errors == []
 
 
 def test_requests_oauthlib_refreshes_against_the_org(

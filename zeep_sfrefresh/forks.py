@@ -9,6 +9,7 @@ then shares with the parent. Objects that own such things register here, and eac
 
 from __future__ import annotations
 
+import logging
 import os
 import weakref
 from typing import Protocol
@@ -32,7 +33,10 @@ def reset_in_child(obj: ForkAware) -> None:
 
 def _after_fork_in_child() -> None:
     for obj in list(_REGISTERED):
-        obj._after_fork()
+        try:
+            obj._after_fork()
+        except Exception:  # one object's failure must not leave the others' locks held
+            logging.getLogger(__name__).exception("resetting %r after fork failed", obj)
 
 
 if hasattr(os, "register_at_fork"):  # POSIX

@@ -62,6 +62,9 @@ __all__ = ["DEFAULT_OVERLAP_WAIT", "MAX_ATTEMPTS", "Plan", "Refresher", "plan_re
 DEFAULT_OVERLAP_WAIT = 30.0
 """Seconds to wait for another worker's token when its refresh may be under way."""
 
+_MAX_ROUNDS = 3
+"""Waits for another worker's refresh before giving up: it may change the store twice."""
+
 MAX_ATTEMPTS = 2
 """Token requests one refresh token may get that end without an answer: one, and one more.
 
@@ -357,7 +360,7 @@ class Refresher:
     def _replace(self, sent: Token, reason: str) -> tuple[Token, EventKind]:
         """Replace ``sent`` through the store (see the module doc); wait outside its lock."""
         waited_for: RefreshIntent | None = None
-        while True:
+        for _ in range(_MAX_ROUNDS):
             overlap: RefreshInProgressError | None = None
             with self._store.lock():
                 stored = self._catch_up(self._load())
@@ -392,9 +395,9 @@ class Refresher:
                     except RefreshInProgressError as exc:
                         overlap = exc
             # Another worker's refresh may bring the token: wait for it without the lock.
-            newer = self._await_newer(stored.version)
-            if newer is not None:
-                return self._adopt(newer), "adopted"
+            changed = self._await_change(stored, intent_too=overlap is None)
+            if changed is not None and changed.version > stored.version:
+                return self._adopt(changed), "adopted"
             if overlap is not None:
                 raise TokenRefreshError(
                     "the refresh token was in use by another refresh whose token did not reach "
@@ -402,7 +405,12 @@ class Refresher:
                     error=overlap.error,
                     description=overlap.description,
                 ) from overlap
-            waited_for = plan.wait_for
+            # The intent changed (decide again), or it did not for overlap_wait: that
+            # worker's refresh never stored its result.
+            waited_for = None if changed is not None else plan.wait_for
+        raise TokenRefreshError(
+            "other workers' refreshes kept changing the store; not refreshing this time"
+        )
 
     def _exchange(
         self, sent: Token, stored: StoredToken, fp: str | None, attempt: int, reason: str
@@ -485,14 +493,15 @@ class Refresher:
         self._note(RefreshIntent(fp, "spent", 0, self._holder, time.time(), why), version)
         return error
 
-    def _await_newer(self, version: int) -> StoredToken | None:
-        """Poll the store (without its lock) until a version newer than ``version`` shows up."""
+    def _await_change(self, seen: StoredToken, *, intent_too: bool) -> StoredToken | None:
+        """Poll the store (without its lock) until its version (or, with ``intent_too``, its
+        intent) differs from ``seen``; None when nothing changed within ``overlap_wait``."""
         logger.info("another refresh of this token may be running; waiting for its token")
         deadline = time.monotonic() + self._overlap_wait
         delay = 0.05
         while True:
             stored = self._load()
-            if stored.version > version:
+            if stored.version > seen.version or (intent_too and stored.intent != seen.intent):
                 return stored
             remaining = deadline - time.monotonic()
             if remaining <= 0:

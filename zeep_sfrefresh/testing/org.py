@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import email.utils
 import re
 import secrets
 import threading
@@ -49,9 +50,25 @@ if TYPE_CHECKING:
 __all__ = ["OVERLAP_DESCRIPTION", "TOKEN_FAILURES", "RefreshTokenState", "StandInOrg"]
 
 TOKEN_FAILURES = frozenset(
-    {"invalid_grant", "html_500", "garbage_200", "drop", "rate_limited_429", "unavailable_503"}
+    {
+        "invalid_grant",
+        "html_500",
+        "garbage_200",
+        "drop",
+        "drop_after_issue",
+        "rate_limited_429",
+        "rate_limited_429_date",
+        "unavailable_503",
+    }
 )
-"""Values ``StandInOrg.token_failure`` accepts (besides None)."""
+"""Values ``StandInOrg.token_failure`` accepts (besides None).
+
+``"invalid_grant"``, ``"html_500"``, ``"garbage_200"``, ``"drop"``, ``"rate_limited_429"``
+(``Retry-After: 30``), ``"rate_limited_429_date"`` (``Retry-After`` as an HTTP date 30 s after
+the answer's ``Date``) and ``"unavailable_503"`` answer without processing the grant;
+``"drop_after_issue"`` processes it (a token is issued, the refresh token rotated) and then
+closes the connection without an answer. See ``StandInOrg.token_failure``.
+"""
 
 OVERLAP_DESCRIPTION = "Token request is already being processed"
 """The error_description Salesforce gives a refresh that overlaps one in flight (the default
@@ -218,7 +235,9 @@ class StandInOrg:
     refusals live in :mod:`zeep_sfrefresh.testing.grants`.
 
     Knobs (plain attributes, settable at any time): ``rotation``, ``scope``, ``token_failure``,
-    ``token_delay``, ``soap_delay``, ``reject_overlapping_refreshes``, ``overlap_description``,
+    ``token_delay`` (before the grant is processed), ``token_answer_delay`` (after it is
+    processed, before the answer), ``token_trickle`` (token answers written byte by byte),
+    ``soap_delay``, ``reject_overlapping_refreshes``, ``overlap_description``,
     ``jwt_audience``, ``client_credentials_user``, ``password_grant_enabled``,
     ``reject_new_sessions``, ``jwt_access_tokens``.
     Counters (read under the lock): ``token_requests``, ``token_requests_by_grant``,
@@ -256,7 +275,23 @@ class StandInOrg:
         """The scope string the token endpoint answers."""
         self._token_failure: str | None = None
         self.token_delay = 0.0
-        """Seconds the token endpoint waits before answering."""
+        """Seconds the token endpoint waits before answering (before processing the grant:
+        nothing is issued or rotated while it waits)."""
+        self.token_answer_delay = 0.0
+        """Seconds the token endpoint waits after processing the grant (tokens issued, the
+        refresh token rotated) and before writing the answer: plays "the server rotated, but
+        the client timed out before it heard". The refresh token stays in flight meanwhile;
+        when the org stops during the wait the answer is dropped. Failure modes
+        (``token_failure``) wait it too, a drop included; overlap refusals are answered at
+        once, without it."""
+        self.token_trickle = 0.0
+        """Seconds between two bytes of every token endpoint answer (successes, failures and
+        overlap refusals; drops send nothing): when above 0 the whole answer, status line
+        and headers included, goes out one byte at a time and the connection is closed
+        afterwards, so a client's per-read timeout never fires but the answer takes
+        ``bytes * token_trickle`` seconds. The grant is processed before the first byte and
+        the refresh token stays in flight until the last one is written (or the client hung
+        up, or the org stopped)."""
         self.soap_delay = 0.0
         """Seconds every SOAP post waits before answering."""
         self.client_id = client_id
@@ -335,7 +370,7 @@ class StandInOrg:
             if self._started or self._stopped:
                 raise RuntimeError("a StandInOrg can only be started once")
             self._started = True
-            server = LoopbackServer(self)
+            server = LoopbackServer(self, self._stopping)
             self._server = server
             self._thread = threading.Thread(
                 target=server.serve_forever,
@@ -350,7 +385,8 @@ class StandInOrg:
         """Stop serving, cut open connections and join every thread. Safe to call twice.
 
         Pending delays end at once (they wait on an event), so this never hangs on a test
-        that set a long ``token_delay`` or ``soap_delay``.
+        that set a long ``token_delay``, ``token_answer_delay`` or ``soap_delay``; a trickling
+        answer (``token_trickle``) stops at its next byte.
         """
         with self._lock:
             self._stopped = True
@@ -396,7 +432,17 @@ class StandInOrg:
 
         ``"invalid_grant"``: HTTP 400 invalid_grant. ``"html_500"``: HTTP 500 with an HTML
         page. ``"garbage_200"``: HTTP 200 application/json with a cut-off body (no secret in
-        it). ``"drop"``: the connection is closed without an answer.
+        it). ``"drop"``: the connection is closed without an answer. ``"rate_limited_429"``:
+        HTTP 429 ``Too Many Requests`` with ``Retry-After: 30``. ``"rate_limited_429_date"``:
+        the same with ``Retry-After`` as an HTTP date (IMF-fixdate) 30 seconds after the
+        answer's ``Date`` header. ``"unavailable_503"``: HTTP 503 with a maintenance page and
+        ``Retry-After: 120``. All of these leave the grant unprocessed and count in
+        ``token_failures``.
+
+        ``"drop_after_issue"``: the grant IS processed (a token issued, the refresh token
+        rotated with ``rotation`` on), then the connection is closed without an answer: the
+        request reached the server, the server rotated, the client never heard. It counts
+        in ``token_failures`` only when the grant itself was refused.
         """
         return self._token_failure
 
@@ -616,7 +662,11 @@ class StandInOrg:
 
     @property
     def token_failures(self) -> int:
-        """Token endpoint posts that were not answered with a token."""
+        """Token endpoint posts that were not answered with a token.
+
+        A ``"drop_after_issue"`` post whose grant succeeded is not counted: a token was
+        issued, only the answer was lost.
+        """
         with self._lock:
             return self._token_failures
 
@@ -760,6 +810,9 @@ class StandInOrg:
         The overlap check happens on arrival, before any hold or delay, since that window is
         exactly when another request is "being processed"; the in-flight mark is taken then
         and released however the request ends (answered, failed, dropped or cut by stop()).
+        A trickled answer (``token_trickle``) keeps the mark until the server has written it
+        or given up: the mark's release is then the answer's ``on_done``, which whoever
+        writes the answer must call (the HTTP handler does).
         """
         form = {
             key: values[0]
@@ -777,17 +830,42 @@ class StandInOrg:
                 # Refused without touching the family: no rotation, no revocation.
                 self._token_failures += 1
                 self._overlap_rejections += 1
-                return Answer.json(400, wire.oauth_error("invalid_grant", self.overlap_description))
+                refusal = Answer.json(
+                    400, wire.oauth_error("invalid_grant", self.overlap_description)
+                )
+                refusal.trickle = self.token_trickle
+                return refusal
             if presented:
                 self._refreshing[presented] += 1
+        release = self._in_flight_release(presented)
         try:
-            return self._answer_token_request(form, authorization, delay)
-        finally:
-            if presented:
-                with self._lock:
-                    self._refreshing[presented] -= 1
-                    if self._refreshing[presented] <= 0:
-                        del self._refreshing[presented]
+            answer = self._answer_token_request(form, authorization, delay)
+        except BaseException:
+            release()
+            raise
+        if answer.trickle > 0 and not answer.drop:
+            answer.on_done = release  # in flight until the last byte is written
+        else:
+            release()
+        return answer
+
+    def _in_flight_release(self, presented: str) -> Callable[[], None]:
+        """A function that clears one in-flight mark of ``presented``; later calls do nothing."""
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not presented:
+                return
+            with self._lock:
+                if released:
+                    return
+                released = True
+                self._refreshing[presented] -= 1
+                if self._refreshing[presented] <= 0:
+                    del self._refreshing[presented]
+
+        return release
 
     def _answer_token_request(
         self, form: Mapping[str, str], authorization: str | None, delay: float
@@ -797,18 +875,39 @@ class StandInOrg:
         # Knobs are read when the answer is made, so a test may change them while a request
         # is held or delayed.
         failure = self.token_failure
-        if failure is not None:
+        if failure is not None and failure != "drop_after_issue":
             with self._lock:
                 self._token_failures += 1
-            return self._token_failure_answer(failure)
-        answer = self._token_grant(form, authorization)
-        if answer.status != 200:
-            with self._lock:
-                self._token_failures += 1
+            if not self._wait(self.token_answer_delay):
+                return Answer(drop=True)
+            answer = self._token_failure_answer(failure)  # made (and dated) when it is sent
+        else:
+            answer = self._token_grant(form, authorization)
+            if answer.status != 200:
+                with self._lock:
+                    self._token_failures += 1
+            if failure == "drop_after_issue":
+                answer = Answer(drop=True)  # issued and rotated, but never told
+            # The grant is processed: whatever happens from here, the server has moved on.
+            if not self._wait(self.token_answer_delay):
+                return Answer(drop=True)
+        if not answer.drop:
+            answer.trickle = self.token_trickle
         return answer
 
     @staticmethod
     def _token_failure_answer(failure: str) -> Answer:
+        if failure == "rate_limited_429_date":
+            now = time.time()
+            return Answer(
+                429,
+                b"Too Many Requests",
+                "text/plain;charset=UTF-8",
+                {
+                    "Date": email.utils.formatdate(now, usegmt=True),
+                    "Retry-After": email.utils.formatdate(now + 30, usegmt=True),
+                },
+            )
         if failure == "invalid_grant":
             return Answer.json(400, wire.oauth_error("invalid_grant", _EXPIRED_GRANT))
         if failure == "html_500":

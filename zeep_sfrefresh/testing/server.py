@@ -1,10 +1,12 @@
 """The HTTP plumbing under the stand-in org: sockets, threads, keep-alive, and nothing else.
 
 Knows no Salesforce: it turns each request into a :class:`Request`, asks the application for
-an :class:`Answer` and writes it back (or drops the connection when told to). Kept apart from
-:mod:`zeep_sfrefresh.testing.org` so the org's protocol logic reads without socket details,
-and so stopping is handled in one place: :meth:`LoopbackServer.close_connections` cuts idle
-keep-alive connections, which lets ``server_close()`` join every handler thread promptly.
+an :class:`Answer` and writes it back (or drops the connection when told to, or trickles it
+byte by byte). Kept apart from :mod:`zeep_sfrefresh.testing.org` so the org's protocol logic
+reads without socket details, and so stopping is handled in one place:
+:meth:`LoopbackServer.close_connections` cuts idle keep-alive connections, and the server's
+``stopping`` event ends a trickle between two bytes, which lets ``server_close()`` join every
+handler thread promptly.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import json
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol, cast
@@ -47,7 +49,16 @@ class Answer:
     body: bytes = b""
     content_type: str = "text/xml;charset=UTF-8"
     headers: dict[str, str] = field(default_factory=dict)
+    """Extra headers. A ``Date`` here replaces the one the server adds."""
     drop: bool = False
+    trickle: float = 0.0
+    """Seconds between two bytes: when above 0 the whole answer (status line, headers, body)
+    is written one byte at a time and the connection is closed afterwards. The trickle stops
+    early, quietly, when the client hangs up or the server is stopping."""
+    on_done: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    """Called once by the server when it is done with the answer: written in full, cut short
+    (client gone, server stopping) or dropped. Lets the app hold state (an in-flight mark)
+    for as long as a slow answer is on the wire; whoever writes an answer must call it."""
 
     @classmethod
     def json(cls, status: int, value: object, headers: Mapping[str, str] | None = None) -> Answer:
@@ -76,8 +87,11 @@ class LoopbackServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128  # race tests open dozens of connections at once
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, stopping: threading.Event | None = None) -> None:
         self.app = app
+        self.stopping = stopping if stopping is not None else threading.Event()
+        """Set when the server is being stopped: a trickling answer ends at its next pause.
+        The app may share its own event here; :meth:`close_connections` sets it too."""
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -101,7 +115,11 @@ class LoopbackServer(ThreadingHTTPServer):
         super().shutdown_request(request)
 
     def close_connections(self) -> None:
-        """Shut every open connection so idle keep-alive handler threads end at once."""
+        """Shut every open connection so idle keep-alive handler threads end at once.
+
+        Also sets ``stopping``, so a trickling answer stops instead of writing into a dead socket.
+        """
+        self.stopping.set()
         with self._connections_lock:
             connections = list(self._connections)
         for connection in connections:
@@ -168,19 +186,57 @@ class _Handler(BaseHTTPRequestHandler):
             chunks.append(self.rfile.read(size))
             self.rfile.readline(_LINE_LIMIT)
 
+    def _head(self, answer: Answer) -> list[tuple[str, str]]:
+        """The headers of an answer, in the order ``send_response`` and ``_send`` write them."""
+        head = [("Server", self.version_string())]
+        if not any(name.lower() == "date" for name in answer.headers):
+            head.append(("Date", self.date_time_string()))
+        head.append(("Content-Type", answer.content_type))
+        head.append(("Content-Length", str(len(answer.body))))
+        head.extend(answer.headers.items())
+        return head
+
     def _send(self, answer: Answer) -> None:
         if answer.drop:
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
-        self.send_response(answer.status)
-        self.send_header("Content-Type", answer.content_type)
-        self.send_header("Content-Length", str(len(answer.body)))
-        for name, value in answer.headers.items():
+        if answer.trickle > 0:
+            self._trickle(answer)
+            return
+        self.log_request(answer.status)
+        self.send_response_only(answer.status)
+        for name, value in self._head(answer):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(answer.body)
+
+    def _trickle(self, answer: Answer) -> None:
+        """Write the whole answer one byte at a time, ``answer.trickle`` seconds apart.
+
+        The bytes are what ``_send`` would write, plus ``Connection: close`` since the
+        connection is closed afterwards. Ends early and quietly when the client hangs up or
+        the server is stopping.
+        """
+        self.close_connection = True
+        self.log_request(answer.status)
+        reason = self.responses.get(answer.status, ("",))[0]
+        head = self._head(answer)
+        if not any(name.lower() == "connection" for name, _ in head):
+            head.append(("Connection", "close"))
+        lines = [f"{self.protocol_version} {answer.status} {reason}".rstrip()]
+        lines.extend(f"{name}: {value}" for name, value in head)
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "strict") + answer.body
+        stopping = cast(LoopbackServer, self.server).stopping
+        for index in range(len(data)):
+            if index and stopping.wait(answer.trickle):
+                return
+            try:
+                self.wfile.write(data[index : index + 1])
+                self.wfile.flush()
+            except OSError:  # the client hung up (BrokenPipeError, ConnectionResetError...)
+                return
 
     def _serve(self) -> None:
         app = cast(LoopbackServer, self.server).app
@@ -199,7 +255,11 @@ class _Handler(BaseHTTPRequestHandler):
             app.record_internal_error(error)
             answer = Answer(500, b"stand-in org internal error", "text/plain;charset=UTF-8")
             self.close_connection = True
-        self._send(answer)
+        try:
+            self._send(answer)
+        finally:
+            if answer.on_done is not None:
+                answer.on_done()
 
     do_GET = _serve
     do_POST = _serve
