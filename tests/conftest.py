@@ -236,6 +236,34 @@ def another_org() -> Iterator[StandInOrg]:
         yield org
 
 
+class InBackground:
+    """A call running in a thread of its own: its result or the exception it raised."""
+
+    def __init__(self, call: Callable[[], object]) -> None:
+        self.result: object = None
+        self.error: BaseException | None = None
+        self._call = call
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.result = self._call()
+        except Exception as exc:  # noqa: BLE001 - kept for the test to assert on
+            self.error = exc
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float = 30.0) -> InBackground:
+        """Wait for the call to end; fail the test (not hang) if it does not in time."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            pytest.fail("a call in the background did not end in time")
+        return self
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     """Poll until ``condition`` holds; fail the test (not hang) after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -28,12 +28,12 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import requests
 import zeep
-from conftest import SOQL, Harness, field_values, make_oauth, wait_for
+from conftest import SOQL, Harness, InBackground, field_values, make_oauth, wait_for
 from lxml import etree
 from zeep.exceptions import Fault
 from zeep.plugins import HistoryPlugin
@@ -557,21 +557,11 @@ def test_after_a_failed_redis_write_the_newest_token_is_stored_first(
     h.org.rotation = True
     h.org.expire_all_sessions()
     release = h.org.hold_token_requests()
-    outcome: dict[str, BaseException] = {}
-
-    def call() -> None:
-        try:
-            h.client.service.getServerTimestamp()
-        except Exception as exc:  # noqa: BLE001 - asserted below
-            outcome["error"] = exc
-
-    caller = threading.Thread(target=call)
-    caller.start()
+    caller = InBackground(h.client.service.getServerTimestamp)
     wait_for(lambda: h.org.token_requests == 1)  # the intent is written: now Redis stops writing
     client.config_set("min-replicas-to-write", 1)
     release.set()
-    caller.join(30)
-    assert isinstance(outcome.get("error"), TokenStoreError), outcome
+    assert isinstance(caller.join().error, TokenStoreError), caller.error
     client.config_set("min-replicas-to-write", 0)
     for _ in range(3):
         h.org.expire_all_sessions()
@@ -660,20 +650,27 @@ def test_a_redis_lease_is_kept_alive_while_its_holder_works(
     a.org.rotation = True
     a.org.expire_all_sessions()
     slow.pause = 2.0  # twice the lease
-    caller = threading.Thread(target=a.client.service.getServerTimestamp)
-    caller.start()
+    caller = InBackground(a.client.service.getServerTimestamp)
     wait_for(lambda: a.org.token_requests == 1)
     b.client.service.getServerTimestamp()  # waits for the lock, then adopts a's token
-    caller.join(30)
+    assert caller.join().error is None, caller.error
     assert (a.org.token_requests, a.org.family_revocations) == (1, 0)
     assert b.transport.token.access_token == a.transport.token.access_token
 
 
-_STOPPING_WORKER = """
-import json, os, signal, sys
-os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
-import redis, zeep
+_WORKER_SETUP = """
+import json, sys
 from requests_oauthlib import OAuth2Session
+config = json.loads(sys.argv[1])
+oauth = OAuth2Session(
+    config["client_id"], token=config["token"], auto_refresh_url=config["token_url"],
+    auto_refresh_kwargs={"client_id": config["client_id"], "client_secret": config["secret"]},
+)
+"""
+
+_STOPPING_WORKER = """
+import os, signal
+import redis, zeep
 from zeep_sfrefresh import PARTNER_WSDL, RedisTokenStore, SalesforceTransport
 
 class StopsBeforeWriting(RedisTokenStore):
@@ -683,13 +680,8 @@ class StopsBeforeWriting(RedisTokenStore):
             os.kill(os.getpid(), signal.SIGSTOP)
         return super().save(token, replaces=replaces)
 
-config = json.loads(sys.argv[1])
 store = StopsBeforeWriting(
     redis.Redis.from_url(config["redis"], socket_timeout=5), "{sf:token}", lock_timeout=1
-)
-oauth = OAuth2Session(
-    config["client_id"], token=config["token"], auto_refresh_url=config["token_url"],
-    auto_refresh_kwargs={"client_id": config["client_id"], "client_secret": config["secret"]},
 )
 client = zeep.Client(PARTNER_WSDL, transport=SalesforceTransport(oauth, store=store))
 print("ready", flush=True)
@@ -699,55 +691,56 @@ print("done", flush=True)
 """
 
 
+def _worker_process(
+    script: str, org: StandInOrg, token: dict[str, str], **config: object
+) -> tuple[subprocess.Popen[str], IO[str], IO[str]]:
+    """Run ``_WORKER_SETUP`` + ``script`` in a new interpreter (stdin, stdout as text pipes):
+    a worker of its own with an ``OAuth2Session`` named ``oauth`` on ``token``."""
+    settings = {
+        "client_id": org.client_id,
+        "secret": org.client_secret,
+        "token_url": org.token_url,
+        "token": token,
+        **config,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", _WORKER_SETUP + script, json.dumps(settings)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, INSECURE_TRANSPORT_VARIABLE: "1"},
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    return process, process.stdin, process.stdout
+
+
 def test_a_redis_lock_taken_from_a_stopped_holder_causes_no_revocation(
     harness: Build, redis_server: RedisServer, sf_org: StandInOrg
 ) -> None:
     sf_org.rotation = True
     token = sf_org.issue_token()
-    config = {
-        "redis": redis_server.url,
-        "client_id": sf_org.client_id,
-        "secret": sf_org.client_secret,
-        "token_url": sf_org.token_url,
-        "token": token,
-    }
-    env = {**os.environ, "OAUTHLIB_INSECURE_TRANSPORT": "1"}
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _STOPPING_WORKER, json.dumps(config)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
+    holder, to_holder, from_holder = _worker_process(
+        _STOPPING_WORKER, sf_org, token, redis=redis_server.url
     )
-    assert holder.stdin is not None
-    assert holder.stdout is not None
     try:
-        assert holder.stdout.readline().strip() == "ready"
+        assert from_holder.readline().strip() == "ready"
         b = harness(
             token=token,
             store=RedisTokenStore(redis_server.client(), "{sf:token}", lock_timeout=1),
             overlap_wait=10,
         )
         sf_org.expire_all_sessions()
-        holder.stdin.write("go\n")
-        holder.stdin.flush()
-        assert holder.stdout.readline().strip() == "stopping"  # answered, not yet stored
-        outcome: dict[str, object] = {}
-
-        def call() -> None:
-            try:
-                outcome["result"] = b.client.service.getServerTimestamp()
-            except Exception as exc:  # noqa: BLE001 - asserted below
-                outcome["error"] = exc
-
-        caller = threading.Thread(target=call)
-        caller.start()  # takes the expired lock, finds the holder's intent, waits
+        to_holder.write("go\n")
+        to_holder.flush()
+        assert from_holder.readline().strip() == "stopping"  # answered, not yet stored
+        # b takes the expired lock, finds the holder's intent, and waits.
+        caller = InBackground(b.client.service.getServerTimestamp)
         time.sleep(2.0)
-        assert caller.is_alive()
+        assert caller.running
         os.kill(holder.pid, signal.SIGCONT)
-        assert holder.stdout.readline().strip() == "done"
-        caller.join(30)
-        assert "error" not in outcome, outcome
+        assert from_holder.readline().strip() == "done"
+        assert caller.join().error is None, caller.error
         assert (sf_org.token_requests, sf_org.family_revocations) == (1, 0)
     finally:
         holder.kill()
@@ -888,18 +881,11 @@ def test_one_log_line_per_token_request_however_many_callers(
 
 
 _STRESSED_WORKER = """
-import collections, json, os, sys, threading
-os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+import collections, threading
 import zeep
-from requests_oauthlib import OAuth2Session
 from zeep_sfrefresh import PARTNER_WSDL, SalesforceTransport, SessionNotRefreshableError
 
-config = json.loads(sys.argv[1])
 events = []
-oauth = OAuth2Session(
-    config["client_id"], token=config["token"], auto_refresh_url=config["token_url"],
-    auto_refresh_kwargs={"client_id": config["client_id"], "client_secret": config["secret"]},
-)
 client = zeep.Client(
     PARTNER_WSDL, transport=SalesforceTransport(oauth, listener=events.append)
 )
@@ -941,24 +927,13 @@ def test_the_breaker_never_opens_on_tokens_that_are_no_longer_current(sf_org: St
     # field report. The callers run in a process of their own, as they would against a real
     # org: sharing the stand-in's GIL would delay every first use of a refreshed session
     # past the next expiry, which is what a broken org looks like.
-    config = {
-        "client_id": sf_org.client_id,
-        "secret": sf_org.client_secret,
-        "token_url": sf_org.token_url,
-        "token": sf_org.issue_token(),
-        "threads": STRESS_THREADS,
-        "calls": CALLS_PER_THREAD,
-    }
-    env = {**os.environ, INSECURE_TRANSPORT_VARIABLE: "1"}
-    callers = subprocess.Popen(
-        [sys.executable, "-c", _STRESSED_WORKER, json.dumps(config)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
+    callers, to_callers, from_callers = _worker_process(
+        _STRESSED_WORKER,
+        sf_org,
+        sf_org.issue_token(),
+        threads=STRESS_THREADS,
+        calls=CALLS_PER_THREAD,
     )
-    assert callers.stdin is not None
-    assert callers.stdout is not None
     stop = threading.Event()
 
     def expire() -> None:
@@ -968,11 +943,11 @@ def test_the_breaker_never_opens_on_tokens_that_are_no_longer_current(sf_org: St
 
     expirer = threading.Thread(target=expire)
     try:
-        assert callers.stdout.readline().strip() == "ready"  # every thread has made a call
+        assert from_callers.readline().strip() == "ready"  # every thread has made a call
         expirer.start()
-        callers.stdin.write("go\n")
-        callers.stdin.flush()
-        report = json.loads(callers.stdout.readline())
+        to_callers.write("go\n")
+        to_callers.flush()
+        report = json.loads(from_callers.readline())
     finally:
         stop.set()
         if expirer.is_alive():

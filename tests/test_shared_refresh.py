@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 import zeep
-from conftest import Harness, wait_for
+from conftest import Harness, InBackground, wait_for
 
 from zeep_sfrefresh import (
     FileTokenStore,
@@ -107,26 +107,16 @@ def test_another_workers_refresh_in_flight_is_waited_for_not_repeated(
             timeout=30,
         ).json()
 
-    outcome: dict[str, Any] = {}
-
-    def call() -> None:
-        try:
-            outcome["result"] = h.client.service.getServerTimestamp()
-        except Exception as exc:  # noqa: BLE001 - asserted below
-            outcome["error"] = exc
-
     worker = threading.Thread(target=other_worker)
     worker.start()
     wait_for(lambda: h.org.token_requests == 1)
-    caller = threading.Thread(target=call)
-    caller.start()
+    caller = InBackground(h.client.service.getServerTimestamp)
     wait_for(lambda: h.org.overlap_rejections == 1)
     release.set()
     worker.join(30)
     with store.lock():  # the other worker writes its token, as it would have under its lock
         store.save({**h.issued, **other["answer"]}, replaces=1)
-    caller.join(30)
-    assert "error" not in outcome, outcome
+    assert caller.join().error is None, caller.error
     assert h.transport.token.access_token == other["answer"]["access_token"]
     assert (h.org.token_requests, h.org.overlap_rejections, h.org.family_revocations) == (2, 1, 0)
     assert h.org.refresh_token_state(other["answer"]["refresh_token"]) == "active"
