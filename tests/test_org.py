@@ -1159,7 +1159,7 @@ def test_other_apis_answer_get_server_timestamp(
         ("T", "describeGlobal"),
         ("m", "deploy"),
         ("s", "compileClasses"),
-        ("u", "upsert"),
+        ("u", "merge"),
     ],
 )
 def test_unimplemented_operations_answer_invalid_operation(

@@ -5,6 +5,10 @@ folder is present, with Salesforce's real WSDLs (parsed once per session, see re
 the SessionHeader set by hand: no transport is involved here. Fault shapes are checked in each
 API's flavour (the metadata and apex faults have no detail), and a few answers are checked on
 the wire, where zeep would hide the difference (typed records, namespaces, headers).
+
+The last section covers the partner calls the compact partner WSDL gained with upsert
+(upsert, undelete, search, describeGlobal, describeSObjects): those go through the transport
+(the ``harness`` fixture, sync and async), each over a session expiry.
 """
 
 from __future__ import annotations
@@ -18,11 +22,15 @@ import pytest
 import requests
 import zeep
 import zeep.exceptions
+from conftest import Harness, field_values, sobject
 from lxml import etree
 from reference_wsdls import SETTINGS, load, wsdl_params
 
-from zeep_sfrefresh.testing import StandInOrg, wire
+from zeep_sfrefresh import PARTNER_WSDL
+from zeep_sfrefresh.testing import StandInOrg, sosl, wire
 from zeep_sfrefresh.testing.apis import APEX_CLASSES, ENTERPRISE_SOBJECT_NS, TOOLING_SOBJECT_NS
+from zeep_sfrefresh.testing.data import SCHEMA
+from zeep_sfrefresh.testing.soql import SoqlError
 
 pytest_plugins = ["zeep_sfrefresh.testing.pytest_plugin"]
 
@@ -515,3 +523,418 @@ def test_other_operations_still_answer_invalid_operation(
         assert status == 500
         assert root.findtext(f".//{{{SOAPENV}}}Fault/faultcode") == "sf:INVALID_OPERATION"
     assert sf_org.operations == {}
+
+
+# --- partner: upsert, undelete, search, describeGlobal, describeSObjects ---------------------
+
+Build = Callable[..., Harness]
+PARTNER_BINDING = "{urn:partner.soap.sforce.com}SoapBinding"
+PARTNER_FAULT_NS = FAULT_NS["u"]
+
+NEW_PARTNER_HEADERS: dict[str, tuple[list[str], list[str]]] = {
+    "upsert": (
+        [
+            "SessionHeader",
+            "CallOptions",
+            "AssignmentRuleHeader",
+            "MruHeader",
+            "AllowFieldTruncationHeader",
+            "DisableFeedTrackingHeader",
+            "StreamingEnabledHeader",
+            "AllOrNoneHeader",
+            "DuplicateRuleHeader",
+            "LocaleOptions",
+            "DebuggingHeader",
+            "MetadataVersionCheck",
+            "PackageVersionHeader",
+            "ConditionalRequestHeader",
+            "EmailHeader",
+            "OwnerChangeOptions",
+            "PatchHeader",
+        ],
+        ["DebuggingInfo", "LimitInfoHeader", "APIPerformanceInfo"],
+    ),
+    "undelete": (
+        [
+            "SessionHeader",
+            "CallOptions",
+            "AllowFieldTruncationHeader",
+            "DisableFeedTrackingHeader",
+            "StreamingEnabledHeader",
+            "AllOrNoneHeader",
+            "DuplicateRuleHeader",
+            "LocaleOptions",
+            "DebuggingHeader",
+            "PackageVersionHeader",
+        ],
+        ["DebuggingInfo", "LimitInfoHeader", "APIPerformanceInfo"],
+    ),
+    "search": (
+        ["SessionHeader", "CallOptions", "PackageVersionHeader", "PatchHeader"],
+        ["LimitInfoHeader", "APIPerformanceInfo"],
+    ),
+    "describeGlobal": (
+        [
+            "SessionHeader",
+            "CallOptions",
+            "PackageVersionHeader",
+            "ConditionalRequestHeader",
+            "PatchHeader",
+        ],
+        ["LimitInfoHeader", "APIPerformanceInfo"],
+    ),
+    "describeSObjects": (
+        [
+            "SessionHeader",
+            "CallOptions",
+            "PackageVersionHeader",
+            "ConditionalRequestHeader",
+            "LocaleOptions",
+            "PatchHeader",
+        ],
+        ["LimitInfoHeader", "APIPerformanceInfo"],
+    ),
+}
+"""The SOAP headers the real partner binding declares for each new call (input, output)."""
+
+
+def header_names(message: Any) -> list[str]:
+    """The header parts a zeep binding message declares, in order."""
+    return [name for name, _ in message.header.type.elements] if message.header else []
+
+
+def expired(build: Build) -> Harness:
+    """A harness whose every session has expired: its next call must refresh once."""
+    h = build()
+    h.org.expire_all_sessions()
+    return h
+
+
+def one_contact(h: Harness, last_name: str) -> Any:
+    """The single live Contact with this last name (a partner sObject)."""
+    result = h.client.service.query(
+        f"SELECT Id, Name, Email, Description FROM Contact WHERE LastName = '{last_name}'"
+    ).body.result
+    (record,) = result.records
+    return record
+
+
+def test_compact_partner_wsdl_has_the_sixteen_operations() -> None:
+    client = new_client(PARTNER_WSDL, settings=SETTINGS)
+    try:
+        operations = client.wsdl.bindings[PARTNER_BINDING]._operations
+        assert set(operations) == {
+            "login",
+            "query",
+            "queryAll",
+            "queryMore",
+            "retrieve",
+            "search",
+            "create",
+            "update",
+            "upsert",
+            "delete",
+            "undelete",
+            "getUserInfo",
+            "getServerTimestamp",
+            "describeSObject",
+            "describeSObjects",
+            "describeGlobal",
+        }
+        for name, (inputs, outputs) in NEW_PARTNER_HEADERS.items():
+            operation = operations[name]
+            assert header_names(operation.input) == inputs, name
+            assert header_names(operation.output) == outputs, name
+        assert set(operations["search"].faults) == {
+            "InvalidSObjectFault",
+            "InvalidFieldFault",
+            "MalformedSearchFault",
+            "UnexpectedErrorFault",
+        }
+    finally:
+        client.transport.session.close()
+
+
+def test_upsert_creates_and_updates_over_an_expiry(harness: Build) -> None:
+    h = harness()
+    hopper = one_contact(h, "Hopper")
+    h.org.expire_all_sessions()
+    answer = h.client.service.upsert(
+        "Email",
+        [
+            # Matched ignoring case: the seeded grace.hopper@example.com is updated.
+            sobject(
+                h.client,
+                "Contact",
+                LastName="Hopper",
+                Email="Grace.Hopper@example.com",
+                Description="Updated by upsert",
+            ),
+            sobject(h.client, "Contact", LastName="Coleman", Email="kc@example.com"),
+        ],
+    )
+    assert h.org.token_requests == 1
+    updated, created = answer.body.result
+    assert (updated.success, updated.created, updated.id, updated.errors) == (
+        True,
+        False,
+        hopper.Id,
+        [],
+    )
+    assert (created.success, created.created) == (True, True)
+    assert created.id.startswith("003")
+    assert answer.header.LimitInfoHeader.limitInfo[0].type == "API REQUESTS"
+    assert field_values(one_contact(h, "Hopper"))["Description"] == "Updated by upsert"
+    assert field_values(one_contact(h, "Coleman"))["Email"] == "kc@example.com"
+
+    # By Id: a record with an Id is updated, one without is created.
+    by_id = sobject(h.client, "Contact", FirstName="Katherine")
+    by_id.Id = created.id
+    again = h.client.service.upsert(
+        "Id", [by_id, sobject(h.client, "Account", Name="Upserted Ltd")]
+    ).body.result
+    assert [(r.success, r.created, r.id) for r in again] == [
+        (True, False, created.id),
+        (True, True, again[1].id),
+    ]
+    assert again[1].id.startswith("001")
+    assert field_values(one_contact(h, "Coleman"))["Name"] == "Katherine Coleman"
+    assert h.org.token_requests == 1
+    assert h.org.operations["upsert"] == 2
+
+
+def test_upsert_answers_salesforce_errors(harness: Build) -> None:
+    h = expired(harness)
+    # Two Contacts share an Email, so upserting on it is ambiguous.
+    h.client.service.create(
+        [sobject(h.client, "Contact", LastName="Twin", Email="twin@example.com")]
+    )
+    h.client.service.create(
+        [sobject(h.client, "Contact", LastName="Twin", Email="twin@example.com")]
+    )
+    results = h.client.service.upsert(
+        "Email",
+        [
+            sobject(h.client, "Contact", LastName="NoEmail"),
+            sobject(h.client, "Contact", LastName="Twin", Email="TWIN@example.com"),
+            sobject(h.client, "Contact", LastName="Once", Email="same@example.com"),
+            sobject(h.client, "Contact", LastName="Twice", Email="same@example.com"),
+            sobject(h.client, "Contact", Email="nobody@example.com"),
+        ],
+    ).body.result
+    assert [(r.success, r.created, r.id) for r in results] == [(False, False, None)] * 5
+    statuses = [[(e.statusCode, e.message, e.fields) for e in r.errors] for r in results]
+    assert statuses[0] == [("MISSING_ARGUMENT", "Email not specified", [])]
+    assert statuses[1][0][0] == "DUPLICATE_EXTERNAL_ID"
+    assert statuses[1][0][1].startswith("more than one record found for external id field: [003")
+    assert (
+        statuses[2]
+        == statuses[3]
+        == [("DUPLICATE_EXTERNAL_ID", "Duplicate external id specified: same@example.com", [])]
+    )
+    assert statuses[4] == [
+        ("REQUIRED_FIELD_MISSING", "Required fields are missing: [LastName]", ["LastName"])
+    ]
+
+    # AllOrNoneHeader: one bad record rolls the good one back.
+    rolled_back = h.client.service.upsert(
+        "Email",
+        [
+            sobject(h.client, "Contact", LastName="Good", Email="good@example.com"),
+            sobject(h.client, "Contact", LastName="Bad"),
+        ],
+        _soapheaders={"AllOrNoneHeader": {"allOrNone": True}},
+    ).body.result
+    assert [e.statusCode for r in rolled_back for e in r.errors] == [
+        "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+        "MISSING_ARGUMENT",
+    ]
+    found = h.client.service.query("SELECT Id FROM Contact WHERE LastName = 'Good'")
+    assert found.body.result.size == 0
+
+    # A field that is neither an external id nor an idLookup field faults the whole call.
+    with pytest.raises(zeep.exceptions.Fault) as raised:
+        h.client.service.upsert("LastName", [sobject(h.client, "Contact", LastName="Any")])
+    faultcode, detail = fault_of(raised)
+    assert faultcode == "sf:INVALID_FIELD"
+    assert detail.tag == f"{{{PARTNER_FAULT_NS}}}InvalidFieldFault"
+    assert raised.value.message == (
+        "INVALID_FIELD: Field name provided, LastName is not an External ID or indexed field "
+        "for Contact"
+    )
+    assert h.org.token_requests == 1
+    assert h.org.internal_errors == []
+
+
+def test_undelete_restores_a_deleted_record_over_an_expiry(harness: Build) -> None:
+    h = harness()
+    hopper_id = one_contact(h, "Hopper").Id
+    assert h.client.service.delete([hopper_id]).body.result[0].success
+    query = f"SELECT Id, IsDeleted FROM Contact WHERE Id = '{hopper_id}'"
+    assert h.client.service.query(query).body.result.size == 0
+    (binned,) = h.client.service.queryAll(query).body.result.records
+    assert field_values(binned)["IsDeleted"] == "true"
+
+    h.org.expire_all_sessions()
+    answer = h.client.service.undelete([hopper_id, "0035g00000zzzzzAAA", "not-an-id"])
+    assert h.org.token_requests == 1
+    restored, unknown, malformed = answer.body.result
+    assert (restored.success, restored.id, restored.errors) == (True, hopper_id, [])
+    assert answer.header.LimitInfoHeader.limitInfo[0].type == "API REQUESTS"
+    assert [(e.statusCode, e.message) for e in unknown.errors] == [
+        ("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
+    ]
+    assert [e.statusCode for e in malformed.errors] == ["MALFORMED_ID"]
+    assert (unknown.success, unknown.id, malformed.success) == (False, None, False)
+
+    # Back for query, no longer deleted; undeleting it again is not possible.
+    (record,) = h.client.service.query(query).body.result.records
+    assert field_values(record) == {"Id": hopper_id, "IsDeleted": "false"}
+    assert one_contact(h, "Hopper").Id == hopper_id
+    (again,) = h.client.service.undelete([hopper_id]).body.result
+    assert [(e.statusCode, e.message) for e in again.errors] == [
+        ("UNDELETE_FAILED", "Entity is not in the recycle bin")
+    ]
+    assert h.org.token_requests == 1
+
+
+def test_search_finds_a_contact_by_a_name_fragment_over_an_expiry(harness: Build) -> None:
+    h = expired(harness)
+    answer = h.client.service.search(
+        "FIND {hopp} IN NAME FIELDS RETURNING Contact(Id, Name, Email), Account(Name)"
+    )
+    assert h.org.token_requests == 1
+    result = answer.body.result
+    assert result.queryId
+    assert answer.header.LimitInfoHeader.limitInfo[0].type == "API REQUESTS"
+    (hit,) = result.searchRecords
+    assert hit.record.type == "Contact"
+    assert hit.record.Id.startswith("003")
+    assert field_values(hit.record) == {
+        "Id": hit.record.Id,
+        "Name": "Grace Hopper",
+        "Email": "grace.hopper@example.com",
+    }
+
+    # Every word must match (in any text field); without a field list only the Id comes back.
+    both = h.client.service.search("FIND {GRACE example*} RETURNING Contact, Account")
+    assert [field_values(r.record) for r in both.body.result.searchRecords] == [
+        {"Id": hit.record.Id}
+    ]
+    accounts = h.client.service.search("FIND {init} RETURNING Account(Name, Industry)")
+    assert [field_values(r.record) for r in accounts.body.result.searchRecords] == [
+        {"Name": "Initech", "Industry": "Technology"}
+    ]
+    nothing = h.client.service.search("FIND {zzzz} RETURNING Contact(Name)").body.result
+    assert nothing.searchRecords == []
+
+    with pytest.raises(zeep.exceptions.Fault) as raised:
+        h.client.service.search("FIND hopper RETURNING Contact(Name)")
+    faultcode, detail = fault_of(raised)
+    assert faultcode == "sf:MALFORMED_SEARCH"
+    assert detail.tag == f"{{{PARTNER_FAULT_NS}}}MalformedSearchFault"
+    assert local_names(detail) == ["exceptionCode", "exceptionMessage", "row", "column"]
+    assert raised.value.message == (
+        "MALFORMED_SEARCH: No search term found. The search term must be enclosed in braces."
+    )
+    with pytest.raises(zeep.exceptions.Fault) as raised:
+        h.client.service.search("FIND {hopper} RETURNING Widget(Name)")
+    assert fault_of(raised)[1].tag == f"{{{PARTNER_FAULT_NS}}}InvalidSObjectFault"
+    assert h.org.token_requests == 1
+    assert h.org.operations["search"] == 6
+
+
+def test_describe_global_lists_the_schema_over_an_expiry(harness: Build) -> None:
+    h = expired(harness)
+    answer = h.client.service.describeGlobal()
+    assert h.org.token_requests == 1
+    result = answer.body.result
+    assert (result.encoding, result.maxBatchSize) == ("UTF-8", 200)
+    assert answer.header.LimitInfoHeader.limitInfo[0].type == "API REQUESTS"
+    summary = [
+        (o.name, o.label, o.labelPlural, o.keyPrefix, o.custom, o.queryable, o.searchable)
+        for o in result.sobjects
+    ]
+    assert summary == [
+        ("Account", "Account", "Accounts", "001", False, True, True),
+        ("Contact", "Contact", "Contacts", "003", False, True, True),
+    ]
+    assert all(
+        (o.createable, o.updateable, o.deletable, o.undeletable) == (True, True, True, True)
+        for o in result.sobjects
+    )
+
+
+def test_describe_sobjects_describes_two_types_over_an_expiry(harness: Build) -> None:
+    h = expired(harness)
+    answer = h.client.service.describeSObjects(["Account", "contact"])
+    assert h.org.token_requests == 1
+    account, contact = answer.body.result
+    assert (account.name, account.keyPrefix, contact.name, contact.keyPrefix) == (
+        "Account",
+        "001",
+        "Contact",
+        "003",
+    )
+    assert [f.name for f in account.fields] == [
+        "Id",
+        "IsDeleted",
+        "Name",
+        "Industry",
+        "Description",
+    ]
+    single = h.client.service.describeSObject("Contact").body.result
+    assert [(f.name, f.type, f.idLookup) for f in contact.fields] == [
+        (f.name, f.type, f.idLookup) for f in single.fields
+    ]
+    assert {f.name for f in contact.fields if f.idLookup} == {"Id", "Email"}
+
+    with pytest.raises(zeep.exceptions.Fault) as raised:
+        h.client.service.describeSObjects(["Contact", "Widget"])
+    faultcode, detail = fault_of(raised)
+    assert (faultcode, detail.tag) == (
+        "sf:INVALID_TYPE",
+        f"{{{PARTNER_FAULT_NS}}}InvalidSObjectFault",
+    )
+    assert h.org.token_requests == 1
+
+
+@pytest.mark.parametrize(
+    ("search", "code", "row", "column", "message"),
+    [
+        ("FIND hopper", "MALFORMED_SEARCH", -1, -1, sosl.NO_TERM),
+        ("SELECT Id FROM Contact", "MALFORMED_SEARCH", 1, 1, "unexpected token: SELECT"),
+        ("FIND {hopper", "MALFORMED_SEARCH", 1, 13, "unexpected token: <EOF>"),
+        ("FIND {h*}", "MALFORMED_SEARCH", -1, -1, "longer than one character: h*"),
+        ("FIND {ada OR alan}", "MALFORMED_SEARCH", -1, -1, "no operators: OR"),
+        ("FIND {ada} IN EVERY FIELDS", "MALFORMED_SEARCH", 1, 15, "unexpected token: EVERY"),
+        ("FIND {ada}\nRETURNING Contact(Name) ORDER BY Name", "MALFORMED_SEARCH", 2, 25, "ORDER"),
+        ("FIND {ada} RETURNING Widget", "INVALID_TYPE", 1, 22, "'Widget' is not supported"),
+        ("FIND {ada} RETURNING Contact(Colour)", "INVALID_FIELD", 1, 30, "No such column"),
+    ],
+)
+def test_sosl_subset_refuses_like_salesforce(
+    search: str, code: str, row: int, column: int, message: str
+) -> None:
+    with pytest.raises(SoqlError) as raised:
+        sosl.resolve(sosl.parse(search), SCHEMA)
+    assert (raised.value.code, raised.value.row, raised.value.column) == (code, row, column)
+    assert message in raised.value.exception_message
+
+
+def test_sosl_subset_parses_scopes_words_and_wildcards() -> None:
+    search = sosl.resolve(
+        sosl.parse('find {"grace HOPPER" ex?mple* \\*} in name fields returning contact LIMIT 3'),
+        SCHEMA,
+    )
+    assert (search.scope, search.limit) == ("NAME", 3)
+    assert [w.pattern for w in search.words] == [r"grace\s+HOPPER", "ex.mple.*", r"\*"]
+    (target,) = search.targets
+    assert (target.sobject.name, [f.name for f in target.fields]) == ("Contact", ["Id"])
+    assert [f.name for f in sosl.searched_fields(target.sobject, "NAME")] == [
+        "LastName",
+        "FirstName",
+        "Name",
+    ]
+    everything = sosl.resolve(sosl.parse("FIND {acme}"), SCHEMA)
+    assert [t.sobject.name for t in everything.targets] == ["Account", "Contact"]

@@ -108,6 +108,13 @@ class FieldSpec:
         """Salesforce's rule: a createable field that cannot be null and has no default."""
         return self.createable and not self.nillable and not self.defaulted_on_create
 
+    @property
+    def id_lookup(self) -> bool:
+        """describe's ``idLookup``: the field can identify a record (the Id, and Email as on
+        Salesforce's standard objects). ``upsert`` matches on such fields, like Salesforce on
+        standard objects; an Email is not unique, so it can match several records."""
+        return self.type in ("id", "email")
+
 
 @dataclass(frozen=True)
 class SObjectSpec:
@@ -260,6 +267,9 @@ def contact_name(record: Mapping[str, Value]) -> str:
 class RecordStore:
     """In-memory records per object, plus the deleted ones that ``queryAll`` still sees.
 
+    The deleted ones are the org's recycle bin: ``undelete`` brings them back (nothing empties
+    it, so a deleted record stays undeletable for the life of the store).
+
     Not thread-safe by itself: the org calls it with its lock held.
     """
 
@@ -339,6 +349,19 @@ class RecordStore:
             if record is not None:
                 record["IsDeleted"] = True
                 self.deleted.setdefault(name, {})[id15(record_id)] = record
+                return record
+        return None
+
+    def undelete(self, record_id: str) -> Record | None:
+        """Move a deleted record back to the live ones and return it (None: not in the bin).
+
+        It goes back at the end of its object's records, so queries list it last.
+        """
+        for name, records in self.deleted.items():
+            record = records.pop(id15(record_id), None)
+            if record is not None:
+                record["IsDeleted"] = False
+                self.live.setdefault(name, {})[id15(record_id)] = record
                 return record
         return None
 

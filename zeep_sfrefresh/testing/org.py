@@ -22,6 +22,7 @@ import re
 import secrets
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,7 +32,7 @@ from urllib.parse import parse_qs, unquote_plus
 
 from lxml import etree
 
-from zeep_sfrefresh.testing import grants, soql, wire
+from zeep_sfrefresh.testing import grants, soql, sosl, wire
 from zeep_sfrefresh.testing.data import (
     SCHEMA,
     FieldSpec,
@@ -39,6 +40,7 @@ from zeep_sfrefresh.testing.data import (
     RecordStore,
     SObjectSpec,
     Value,
+    id15,
     random_id,
     to_18,
 )
@@ -84,6 +86,18 @@ _REST_PATH = re.compile(r"^/services/data/v(?P<version>\d+\.\d+)(?P<rest>/.*)?$"
 _DEFAULT_BATCH = 2000
 _MAX_BATCH = 2000
 _API_LIMIT = 15000
+_SEARCH_LIMIT = 2000
+"""The most records one search answers (SOSL's own cap when the search sets no LIMIT)."""
+
+_Error = tuple[str, str, list[str]]
+"""A per-record error: (statusCode, message, fields)."""
+
+_ROLLED_BACK: _Error = (
+    "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+    "Record rolled back because not all records were valid and the request was using AllOrNone "
+    "header",
+    [],
+)
 
 
 @dataclass
@@ -1169,6 +1183,17 @@ class StandInOrg:
         spec = _sobject_spec(_child_text(call.payload, "sObjectType") or "")
         return self._respond(call, wire.describe_sobject_xml(spec, self.url))
 
+    def _soap_describe_sobjects(self, call: _SoapCall) -> Answer:
+        """Each named object's describe, in the order asked; an unknown one faults the call."""
+        specs = [
+            _sobject_spec((element.text or "").strip())
+            for element in _children(call.payload, "sObjectType")
+        ]
+        return self._respond(call, wire.describe_sobjects_xml(specs, self.url))
+
+    def _soap_describe_global(self, call: _SoapCall) -> Answer:
+        return self._respond(call, wire.describe_global_xml(SCHEMA.values(), self.url))
+
     @staticmethod
     def _batch_size(call: _SoapCall, default: int = _DEFAULT_BATCH) -> int:
         """QueryOptions/batchSize, clamped to 1..2000.
@@ -1251,6 +1276,26 @@ class StandInOrg:
             call, f"<retrieveResponse>{''.join(results)}</retrieveResponse>", sobjects=True
         )
 
+    def _soap_search(self, call: _SoapCall) -> Answer:
+        """The SOSL subset of :mod:`zeep_sfrefresh.testing.sosl` over the live records."""
+        text = _child_text(call.payload, "searchString") or ""
+        try:
+            search = sosl.resolve(sosl.parse(text), SCHEMA)
+        except soql.SoqlError as error:
+            raise _SoapFault(
+                error.code, error.exception_message, row=error.row, column=error.column
+            ) from None
+        limit = _SEARCH_LIMIT if search.limit is None else min(search.limit, _SEARCH_LIMIT)
+        found: list[str] = []
+        for target in search.targets:
+            for record in self._store.scan(target.sobject.name):
+                if len(found) >= limit:
+                    break
+                if sosl.matches(search, target.sobject, record):
+                    found.append(wire.search_record_xml(target.sobject.name, record, target.fields))
+        body = wire.search_result_xml(str(uuid.uuid4()), found)
+        return self._respond(call, body, sobjects=True)
+
     def _soap_create(self, call: _SoapCall) -> Answer:
         results = self._create_records(_children(call.payload, "sObjects"))
         return self._respond(call, f"<createResponse>{results}</createResponse>")
@@ -1284,6 +1329,92 @@ class StandInOrg:
             results.append(wire.save_result_xml(str(hit[1]["Id"]), []))
         return self._respond(call, f"<updateResponse>{''.join(results)}</updateResponse>")
 
+    def _soap_upsert(self, call: _SoapCall) -> Answer:
+        """Update the record each sObject's external id matches, or create one.
+
+        Every sObject is checked before anything is written (a fault leaves the data as it
+        was). The rules are in :meth:`_plan_upsert`; with ``AllOrNoneHeader`` on, one failed
+        record fails them all (the others with ALL_OR_NONE_OPERATION_ROLLED_BACK).
+        """
+        field_name = (_child_text(call.payload, "externalIDFieldName") or "").strip()
+        plans = [
+            self._plan_upsert(element, field_name)
+            for element in _children(call.payload, "sObjects")
+        ]
+        keys = collections.Counter(plan.key for plan in plans if plan.key is not None)
+        for plan in plans:
+            if plan.key is not None and keys[plan.key] > 1:
+                message = f"Duplicate external id specified: {plan.key_text}"
+                plan.errors = [("DUPLICATE_EXTERNAL_ID", message, [])]
+        roll_back = _all_or_none(call) and any(plan.errors for plan in plans)
+        results = []
+        for plan in plans:
+            if plan.errors or roll_back:
+                errors = plan.errors or [_ROLLED_BACK]
+                results.append(wire.upsert_result_xml(None, errors, created=False))
+            elif plan.target is None:
+                record = self._store.insert(plan.given.spec.name, plan.given.values)
+                results.append(wire.upsert_result_xml(str(record["Id"]), [], created=True))
+            else:
+                self._store.update(plan.given.spec, plan.target, plan.given.values)
+                results.append(wire.upsert_result_xml(str(plan.target["Id"]), [], created=False))
+        return self._respond(call, f"<upsertResponse>{''.join(results)}</upsertResponse>")
+
+    def _plan_upsert(self, element: etree._Element, field_name: str) -> _UpsertPlan:
+        """What upsert will do with one sObject (nothing written yet).
+
+        The external id field must be one describe marks ``idLookup`` (the Id, Contact.Email),
+        else the call faults INVALID_FIELD, as Salesforce's does for a field that is neither an
+        external id nor an idLookup field. With ``Id``: no Id creates, a live record's Id
+        updates it (a deleted one is ENTITY_IS_DELETED, an unknown one
+        INVALID_CROSS_REFERENCE_KEY). With another field: no value is MISSING_ARGUMENT, no live
+        record with that value (compared ignoring case) creates, one updates it, several are
+        DUPLICATE_EXTERNAL_ID, and so is a value two sObjects of the call share.
+        """
+        given = _read_sobject(element, writable="createable")
+        spec = given.spec
+        key_field = spec.field(field_name) if field_name else None
+        if key_field is None or not key_field.id_lookup:
+            raise _SoapFault(
+                "INVALID_FIELD",
+                f"Field name provided, {field_name} is not an External ID or indexed field for "
+                f"{spec.name}",
+            )
+        if key_field.name == "Id":
+            if given.record_id is None:
+                return _UpsertPlan(given, given.errors(creating=True))
+            error = self._missing_record(given.record_id, "Id not specified")
+            hit = self._store.get(given.record_id) if error is None else None
+            if error is None and (hit is None or hit[0] is not spec):
+                error = ("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [])
+            if error is not None or hit is None:
+                return _UpsertPlan(given, [error] if error else [])
+            return self._upsert_update(element, hit[1])
+        value = given.values.get(key_field.name)
+        if not isinstance(value, str) or not value.strip():
+            return _UpsertPlan(given, [("MISSING_ARGUMENT", f"{key_field.name} not specified", [])])
+        matched = [
+            record
+            for record in self._store.scan(spec.name)
+            if str(record.get(key_field.name) or "").lower() == value.lower()
+        ]
+        if len(matched) > 1:
+            ids = ", ".join(str(record["Id"]) for record in matched)
+            message = f"more than one record found for external id field: [{ids}]"
+            plan = _UpsertPlan(given, [("DUPLICATE_EXTERNAL_ID", message, [])])
+        elif matched:
+            plan = self._upsert_update(element, matched[0])
+        else:
+            plan = _UpsertPlan(given, given.errors(creating=True))
+        plan.key = (spec.name, key_field.name, value.lower())
+        plan.key_text = value
+        return plan
+
+    @staticmethod
+    def _upsert_update(element: etree._Element, target: Record) -> _UpsertPlan:
+        given = _read_sobject(element, writable="updateable")
+        return _UpsertPlan(given, given.errors(creating=False), target=target)
+
     def _missing_record(
         self, record_id: str | None, absent_message: str
     ) -> tuple[str, str, list[str]] | None:
@@ -1308,6 +1439,40 @@ class StandInOrg:
             else:
                 results.append(wire.delete_result_xml(str(deleted["Id"]), []))
         return self._respond(call, f"<deleteResponse>{''.join(results)}</deleteResponse>")
+
+    def _soap_undelete(self, call: _SoapCall) -> Answer:
+        """Bring records back from the recycle bin (the records ``delete`` moved there).
+
+        A live record is UNDELETE_FAILED ("Entity is not in the recycle bin", as Salesforce
+        answers), an Id no record ever had INVALID_CROSS_REFERENCE_KEY, a malformed one
+        MALFORMED_ID. With ``AllOrNoneHeader`` on, one failure fails them all.
+        """
+        planned: list[tuple[str, _Error | None]] = []
+        restoring: set[str] = set()
+        for element in _children(call.payload, "ids"):
+            record_id = (element.text or "").strip()
+            error: _Error | None = None
+            if not record_id:
+                error = ("MISSING_ARGUMENT", "Id not specified in an undelete call", [])
+            elif len(record_id) not in (15, 18) or not record_id.isalnum():
+                error = ("MALFORMED_ID", f"Id in undelete is not a valid ID: {record_id}", [])
+            elif self._store.get(record_id) is not None or id15(record_id) in restoring:
+                error = ("UNDELETE_FAILED", "Entity is not in the recycle bin", [])
+            elif not self._store.is_deleted(record_id):
+                error = ("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [])
+            else:
+                restoring.add(id15(record_id))
+            planned.append((record_id, error))
+        roll_back = _all_or_none(call) and any(error for _, error in planned)
+        results = []
+        for record_id, error in planned:
+            restored = None if error or roll_back else self._store.undelete(record_id)
+            if restored is None:
+                errors = [error or _ROLLED_BACK]
+                results.append(wire.undelete_result_xml(None, errors))
+            else:
+                results.append(wire.undelete_result_xml(str(restored["Id"]), []))
+        return self._respond(call, f"<undeleteResponse>{''.join(results)}</undeleteResponse>")
 
     # --- REST --------------------------------------------------------------------------------
 
@@ -1365,6 +1530,11 @@ _SOAP_HANDLERS: dict[tuple[str, str], _SoapHandler] = {
     ("u", "getUserInfo"): StandInOrg._soap_user_info,
     ("u", "getServerTimestamp"): StandInOrg._soap_server_timestamp,
     ("u", "describeSObject"): StandInOrg._soap_describe,
+    ("u", "describeSObjects"): StandInOrg._soap_describe_sobjects,
+    ("u", "describeGlobal"): StandInOrg._soap_describe_global,
+    ("u", "upsert"): StandInOrg._soap_upsert,
+    ("u", "undelete"): StandInOrg._soap_undelete,
+    ("u", "search"): StandInOrg._soap_search,
     ("c", "getServerTimestamp"): StandInOrg._soap_server_timestamp,
     ("T", "getServerTimestamp"): StandInOrg._soap_server_timestamp,
 }
@@ -1412,6 +1582,26 @@ class _SObjectInput:
 
     def _blanked(self, name: str) -> bool:
         return name in self.values and not self._given(name)
+
+
+@dataclass
+class _UpsertPlan:
+    """What upsert does with one sObject: its errors, or the record to update (None: create)."""
+
+    given: _SObjectInput
+    errors: list[_Error]
+    target: Record | None = None
+    key: tuple[str, str, str] | None = None
+    """(object, field, lower-case value) of a non-Id external id, to find repeats in a call."""
+    key_text: str = ""
+    """The external id value as sent (for the DUPLICATE_EXTERNAL_ID message)."""
+
+
+def _all_or_none(call: _SoapCall) -> bool:
+    """Whether the call carries ``AllOrNoneHeader`` with ``allOrNone`` true."""
+    headers = _children(call.header, "AllOrNoneHeader")
+    value = _child_text(headers[0], "allOrNone") if headers else None
+    return (value or "").strip() in ("true", "1")
 
 
 def _read_sobject(element: etree._Element, *, writable: str) -> _SObjectInput:

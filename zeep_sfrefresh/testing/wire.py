@@ -19,6 +19,7 @@ from xml.sax.saxutils import escape, quoteattr
 from zeep_sfrefresh.testing.data import FieldSpec, SObjectSpec, Value
 
 __all__ = [
+    "DESCRIBE_GLOBAL_MAX_BATCH_SIZE",
     "FLAVOURS",
     "HTML_500_PAGE",
     "HTML_503_PAGE",
@@ -35,7 +36,9 @@ __all__ = [
     "SoapFlavour",
     "UserInfo",
     "delete_result_xml",
+    "describe_global_xml",
     "describe_sobject_xml",
+    "describe_sobjects_xml",
     "fault_detail_type",
     "invalid_session_fault",
     "login_result_xml",
@@ -46,12 +49,16 @@ __all__ = [
     "rest_record",
     "rest_versions",
     "save_result_xml",
+    "search_record_xml",
+    "search_result_xml",
     "server_timestamp_xml",
     "soap_fault",
     "soap_response",
     "sobject_xml",
     "token_body",
     "token_signature",
+    "undelete_result_xml",
+    "upsert_result_xml",
     "user_info_xml",
     "userinfo_body",
 ]
@@ -133,12 +140,15 @@ FLAVOURS: dict[str, SoapFlavour] = {
 }
 """The five SOAP APIs keyed by path code (case-sensitive: ``T`` is tooling)."""
 
-_QUERY_FAULTS = frozenset({"InvalidFieldFault", "InvalidSObjectFault", "MalformedQueryFault"})
+_QUERY_FAULTS = frozenset(
+    {"InvalidFieldFault", "InvalidSObjectFault", "MalformedQueryFault", "MalformedSearchFault"}
+)
 _DETAIL_TYPES = {
     "INVALID_LOGIN": "LoginFault",
     "INVALID_FIELD": "InvalidFieldFault",
     "INVALID_TYPE": "InvalidSObjectFault",
     "MALFORMED_QUERY": "MalformedQueryFault",
+    "MALFORMED_SEARCH": "MalformedSearchFault",
     "INVALID_QUERY_LOCATOR": "InvalidQueryLocatorFault",
     "INVALID_ID_FIELD": "InvalidIdFault",
     "MALFORMED_ID": "InvalidIdFault",
@@ -317,6 +327,38 @@ def delete_result_xml(
     return save_result_xml(record_id, errors)
 
 
+def undelete_result_xml(
+    record_id: str | None, errors: Sequence[tuple[str, str, Sequence[str]]]
+) -> str:
+    """One UndeleteResult (``<result>``); same element order as SaveResult."""
+    return save_result_xml(record_id, errors)
+
+
+def upsert_result_xml(
+    record_id: str | None, errors: Sequence[tuple[str, str, Sequence[str]]], *, created: bool
+) -> str:
+    """One UpsertResult (``<result>``): ``created`` first, then as a SaveResult."""
+    return (
+        f"<result>{_element('created', created)}{_errors_xml(errors)}"
+        f"{_element('id', record_id)}{_element('success', not errors)}</result>"
+    )
+
+
+def search_record_xml(
+    sobject: str, record: Mapping[str, Value], fields: Sequence[FieldSpec]
+) -> str:
+    """One ``<searchRecords>``: its ``<record>`` is an sObject like a query's records."""
+    return f"<searchRecords>{sobject_xml('record', sobject, record, fields)}</searchRecords>"
+
+
+def search_result_xml(query_id: str, search_records: Iterable[str]) -> str:
+    """``<searchResponse>``: the queryId and the records (no searchResultsMetadata)."""
+    return (
+        f"<searchResponse><result>{_element('queryId', query_id)}"
+        f"{''.join(search_records)}</result></searchResponse>"
+    )
+
+
 @dataclass(frozen=True)
 class UserInfo:
     """What getUserInfo and login report about the session's user."""
@@ -385,7 +427,6 @@ def server_timestamp_xml(timestamp: str) -> str:
 
 
 def _describe_field_xml(spec: FieldSpec) -> str:
-    is_id = spec.type == "id"
     is_text = spec.soap_type == "xsd:string"
     values: list[tuple[str, Value | int]] = [
         ("aggregatable", spec.type != "textarea"),
@@ -401,7 +442,7 @@ def _describe_field_xml(spec: FieldSpec) -> str:
         ("digits", 0),
         ("filterable", spec.type != "textarea"),
         ("groupable", spec.type not in ("textarea", "boolean")),
-        ("idLookup", is_id or spec.type == "email"),
+        ("idLookup", spec.id_lookup),
         ("label", spec.label),
         ("length", spec.length),
         ("name", spec.name),
@@ -432,54 +473,166 @@ def _describe_field_xml(spec: FieldSpec) -> str:
     return f"<fields>{''.join(parts)}</fields>"
 
 
+def _sobject_describe(spec: SObjectSpec, instance_url: str) -> dict[str, Value | int]:
+    """Every object-level value of a DescribeSObjectResult, by element name.
+
+    describeSObject(s) and describeGlobal take theirs from here, so they always agree.
+    """
+    return {
+        "activateable": False,
+        "associateEntityType": None,
+        "associateParentEntity": None,
+        "compactLayoutable": True,
+        "createable": True,
+        "custom": False,
+        "customSetting": False,
+        "deepCloneable": False,
+        "defaultImplementation": None,
+        "deletable": True,
+        "deprecatedAndHidden": False,
+        "feedEnabled": False,
+        "hasSubtypes": False,
+        "idEnabled": True,
+        "implementedBy": None,
+        "implementsInterfaces": None,
+        "isInterface": False,
+        "isSubtype": False,
+        "keyPrefix": spec.key_prefix,
+        "label": spec.label,
+        "labelPlural": spec.label_plural,
+        "layoutable": True,
+        "mergeable": True,
+        "mruEnabled": True,
+        "name": spec.name,
+        "networkScopeFieldName": None,
+        "queryable": True,
+        "replicateable": True,
+        "retrieveable": True,
+        "searchable": True,
+        "triggerable": True,
+        "undeletable": True,
+        "updateable": True,
+        "urlDetail": f"{instance_url}/{{ID}}",
+        "urlEdit": f"{instance_url}/{{ID}}/e",
+        "urlNew": f"{instance_url}/{spec.key_prefix}/e",
+    }
+
+
+_DESCRIBE_HEAD = (
+    "activateable",
+    "associateEntityType",
+    "associateParentEntity",
+    "compactLayoutable",
+    "createable",
+    "custom",
+    "customSetting",
+    "deepCloneable",
+    "defaultImplementation",
+    "deletable",
+    "deprecatedAndHidden",
+    "feedEnabled",
+)
+"""DescribeSObjectResult's elements before ``fields``, in the WSDL's order (those written)."""
+
+_DESCRIBE_TAIL = (
+    "hasSubtypes",
+    "idEnabled",
+    "implementedBy",
+    "implementsInterfaces",
+    "isInterface",
+    "isSubtype",
+    "keyPrefix",
+    "label",
+    "labelPlural",
+    "layoutable",
+    "mergeable",
+    "mruEnabled",
+    "name",
+    "networkScopeFieldName",
+    "queryable",
+    "replicateable",
+    "retrieveable",
+    "searchable",
+    "triggerable",
+    "undeletable",
+    "updateable",
+    "urlDetail",
+    "urlEdit",
+    "urlNew",
+)
+"""DescribeSObjectResult's elements after ``fields``, in the WSDL's order (those written)."""
+
+_DESCRIBE_GLOBAL = (
+    "activateable",
+    "associateEntityType",
+    "associateParentEntity",
+    "createable",
+    "custom",
+    "customSetting",
+    "deepCloneable",
+    "deletable",
+    "deprecatedAndHidden",
+    "feedEnabled",
+    "hasSubtypes",
+    "idEnabled",
+    "isInterface",
+    "isSubtype",
+    "keyPrefix",
+    "label",
+    "labelPlural",
+    "layoutable",
+    "mergeable",
+    "mruEnabled",
+    "name",
+    "queryable",
+    "replicateable",
+    "retrieveable",
+    "searchable",
+    "triggerable",
+    "undeletable",
+    "updateable",
+)
+"""Every required DescribeGlobalSObjectResult element, in the WSDL's order."""
+
+DESCRIBE_GLOBAL_MAX_BATCH_SIZE = 200
+"""describeGlobal's ``maxBatchSize``: the most records one create/update/upsert may carry."""
+
+
+def _describe_sobject_result(spec: SObjectSpec, instance_url: str) -> str:
+    values = _sobject_describe(spec, instance_url)
+    return (
+        "<result>"
+        + "".join(_element(name, values[name]) for name in _DESCRIBE_HEAD)
+        + "".join(_describe_field_xml(field) for field in spec.fields)
+        + "".join(_element(name, values[name]) for name in _DESCRIBE_TAIL)
+        + "</result>"
+    )
+
+
 def describe_sobject_xml(spec: SObjectSpec, instance_url: str) -> str:
     """``<describeSObjectResponse>`` with every required DescribeSObjectResult element."""
-    head: list[tuple[str, Value | int]] = [
-        ("activateable", False),
-        ("associateEntityType", None),
-        ("associateParentEntity", None),
-        ("compactLayoutable", True),
-        ("createable", True),
-        ("custom", False),
-        ("customSetting", False),
-        ("deepCloneable", False),
-        ("defaultImplementation", None),
-        ("deletable", True),
-        ("deprecatedAndHidden", False),
-        ("feedEnabled", False),
-    ]
-    middle: list[tuple[str, Value | int]] = [
-        ("hasSubtypes", False),
-        ("idEnabled", True),
-        ("implementedBy", None),
-        ("implementsInterfaces", None),
-        ("isInterface", False),
-        ("isSubtype", False),
-        ("keyPrefix", spec.key_prefix),
-        ("label", spec.label),
-        ("labelPlural", spec.label_plural),
-        ("layoutable", True),
-        ("mergeable", True),
-        ("mruEnabled", True),
-        ("name", spec.name),
-        ("networkScopeFieldName", None),
-        ("queryable", True),
-        ("replicateable", True),
-        ("retrieveable", True),
-        ("searchable", True),
-        ("triggerable", True),
-        ("undeletable", True),
-        ("updateable", True),
-        ("urlDetail", f"{instance_url}/{{ID}}"),
-        ("urlEdit", f"{instance_url}/{{ID}}/e"),
-        ("urlNew", f"{instance_url}/{spec.key_prefix}/e"),
-    ]
+    result = _describe_sobject_result(spec, instance_url)
+    return f"<describeSObjectResponse>{result}</describeSObjectResponse>"
+
+
+def describe_sobjects_xml(specs: Iterable[SObjectSpec], instance_url: str) -> str:
+    """``<describeSObjectsResponse>``: one DescribeSObjectResult per object, in the given order."""
+    results = "".join(_describe_sobject_result(spec, instance_url) for spec in specs)
+    return f"<describeSObjectsResponse>{results}</describeSObjectsResponse>"
+
+
+def describe_global_xml(specs: Iterable[SObjectSpec], instance_url: str) -> str:
+    """``<describeGlobalResponse>``: the encoding, the batch size and a summary per object."""
+    sobjects = []
+    for spec in specs:
+        values = _sobject_describe(spec, instance_url)
+        items = "".join(_element(name, values[name]) for name in _DESCRIBE_GLOBAL)
+        sobjects.append(f"<sobjects>{items}</sobjects>")
     return (
-        "<describeSObjectResponse><result>"
-        + "".join(_element(name, value) for name, value in head)
-        + "".join(_describe_field_xml(field) for field in spec.fields)
-        + "".join(_element(name, value) for name, value in middle)
-        + "</result></describeSObjectResponse>"
+        "<describeGlobalResponse><result>"
+        f"{_element('encoding', 'UTF-8')}"
+        f"{_element('maxBatchSize', DESCRIBE_GLOBAL_MAX_BATCH_SIZE)}"
+        f"{''.join(sobjects)}</result></describeGlobalResponse>"
     )
 
 
