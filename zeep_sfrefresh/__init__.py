@@ -21,6 +21,7 @@ from .apis import (
     SoapApi,
 )
 from .breaker import CircuitBreaker
+from .clients import connect, connect_async
 from .errors import (
     JwtAccessTokenError,
     ReauthorizationRequiredError,
@@ -34,6 +35,7 @@ from .errors import (
 )
 from .events import RefreshEvent, RefreshListener
 from .grants import ClientCredentials, Grant, JwtBearer, SessionGrant, UsernamePassword
+from .records import fields, keep_field_names, sobject
 from .redaction import RedactingFilter, install_log_redaction, remove_log_redaction
 from .routing import SALESFORCE_DOMAINS
 from .stores import FileTokenStore, MemoryTokenStore, RefreshIntent, StoredToken, TokenStore
@@ -81,8 +83,13 @@ __all__ = [
     "TokenStoreError",
     "UsernamePassword",
     "__version__",
+    "connect",
+    "connect_async",
+    "fields",
     "install_log_redaction",
+    "keep_field_names",
     "remove_log_redaction",
+    "sobject",
 ]
 
 __version__ = "0.1.0"

@@ -1,0 +1,73 @@
+"""One-line clients: the transport and a ``zeep.Client`` in one call (``connect``)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import zeep
+
+from .apis import PARTNER_WSDL
+from .records import keep_field_names
+from .transport import SalesforceTransport
+
+if TYPE_CHECKING:
+    from requests_oauthlib import OAuth2Session
+
+    from .grants import Grant
+
+__all__ = ["connect", "connect_async"]
+
+_Client = TypeVar("_Client", zeep.Client, zeep.AsyncClient)
+
+
+def connect(
+    oauth: OAuth2Session | Grant, wsdl: str = PARTNER_WSDL, **transport_options: Any
+) -> zeep.Client:
+    """A ``zeep.Client`` on ``wsdl`` whose calls go through a :class:`SalesforceTransport`.
+
+    ``oauth`` is an ``OAuth2Session`` or a credential object (:class:`JwtBearer`, ...);
+    ``transport_options`` are the transport's keyword arguments (``store``,
+    ``token_timeout``, ``session``, ...). The same as ``zeep.Client(wsdl,
+    transport=SalesforceTransport(oauth, **transport_options),
+    settings=zeep.Settings(forbid_dtd=True))`` followed, for a partner WSDL, by
+    :func:`keep_field_names`. The transport is ``client.transport``.
+    """
+    transport = SalesforceTransport(oauth, **transport_options)
+    try:
+        return _prepared(zeep.Client(wsdl, transport=transport, settings=_settings()))
+    except BaseException:
+        if transport_options.get("session") is None:  # ours to close, not the caller's
+            transport.session.close()
+        raise
+
+
+def connect_async(
+    oauth: OAuth2Session | Grant, wsdl: str = PARTNER_WSDL, **transport_options: Any
+) -> zeep.AsyncClient:
+    """:func:`connect` for coroutines: a ``zeep.AsyncClient`` over an
+    :class:`AsyncSalesforceTransport` (needs the ``[async]`` extra; imported only here).
+
+    The WSDL is read here, synchronously, like ``zeep.AsyncClient`` does. ``async with
+    client:`` closes the transport's SOAP connections.
+    """
+    from .async_transport import AsyncSalesforceTransport
+
+    transport = AsyncSalesforceTransport(oauth, **transport_options)
+    try:
+        return _prepared(zeep.AsyncClient(wsdl, transport=transport, settings=_settings()))
+    except BaseException:
+        if transport_options.get("wsdl_client") is None:  # ours to close, not the caller's
+            transport.wsdl_client.close()
+        raise
+
+
+def _settings() -> zeep.Settings:
+    # No DTDs: a WSDL (or an answer) cannot make lxml fetch or expand entities.
+    return zeep.Settings(forbid_dtd=True)
+
+
+def _prepared(client: _Client) -> _Client:
+    with contextlib.suppress(ValueError):  # not a partner WSDL: nothing to keep
+        keep_field_names(client)
+    return client
