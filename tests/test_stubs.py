@@ -8,13 +8,16 @@ serves runs across an expiry and returns exactly the shape the stub declares.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import importlib
 import io
 import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -142,6 +145,20 @@ def test_output_is_deterministic_and_names_its_source(tmp_path: Path) -> None:
     assert header == (
         f"# zeep-sfrefresh {__version__} (stub format {FORMAT_VERSION}); WSDL sha256 {digest}"
     )
+
+
+def test_the_wsdl_may_be_a_url(tmp_path: Path) -> None:
+    folder = str(Path(PARTNER_WSDL).parent)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=folder)
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/partner.wsdl"
+            _write(tmp_path, "remote", url)
+        finally:
+            server.shutdown()
+    assert (tmp_path / "remote.pyi").read_text() == _generate(PARTNER_WSDL).stubs[""]
 
 
 def test_the_command_refuses_to_overwrite_a_file_it_did_not_write(tmp_path: Path) -> None:
@@ -613,8 +630,14 @@ def test_narrow_checks_the_xsd_type(harness: Build, compact: dict[str, ModuleTyp
 
 
 USER_SHIPPED = """\
+import datetime
 import zeep
 from zeep_sfrefresh import PARTNER_WSDL, connect, fields, partner, sobject
+
+async def later(client: zeep.AsyncClient) -> datetime.datetime | None:
+    service = partner.async_service(client)
+    answer = await service.getServerTimestamp()
+    return answer.body.result.timestamp if answer.body.result else None
 
 def work(client: zeep.Client) -> None:
     service = partner.service(client)
