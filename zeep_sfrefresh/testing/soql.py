@@ -25,6 +25,7 @@ __all__ = [
     "ResolvedQuery",
     "SoqlError",
     "SoqlQuery",
+    "TokenCursor",
     "matches",
     "parse",
     "resolve",
@@ -125,10 +126,19 @@ def _tokenize(text: str) -> list[_Token]:
     return tokens
 
 
-class _Parser:
-    def __init__(self, text: str) -> None:
+class TokenCursor:
+    """Walks a token list: the moves the SOQL parser and the SOSL parser share.
+
+    ``code`` is the fault code of a syntax error (``MALFORMED_QUERY``, ``MALFORMED_SEARCH``),
+    ``reserved`` the keywords that are not names.
+    """
+
+    code = "MALFORMED_QUERY"
+    reserved: frozenset[str] = frozenset({"SELECT", "FROM", "WHERE", "LIMIT"})
+
+    def __init__(self, text: str, tokens: list[_Token]) -> None:
         self.text = text
-        self.tokens = _tokenize(text)
+        self.tokens = tokens
         self.index = 0
 
     @property
@@ -138,7 +148,7 @@ class _Parser:
     def unexpected(self) -> SoqlError:
         token = self.current
         return SoqlError(
-            "MALFORMED_QUERY", f"unexpected token: {token.text}", self.text, token.row, token.column
+            self.code, f"unexpected token: {token.text}", self.text, token.row, token.column
         )
 
     def keyword(self, word: str) -> bool:
@@ -148,13 +158,9 @@ class _Parser:
             return True
         return False
 
-    def expect_keyword(self, word: str) -> None:
-        if not self.keyword(word):
-            raise self.unexpected()
-
     def name(self) -> _Token:
         token = self.current
-        if token.kind != "name" or token.text.upper() in {"SELECT", "FROM", "WHERE", "LIMIT"}:
+        if token.kind != "name" or token.text.upper() in self.reserved:
             raise self.unexpected()
         self.index += 1
         return token
@@ -164,6 +170,27 @@ class _Parser:
             self.index += 1
             return True
         return False
+
+    def limit_and_end(self) -> int | None:
+        """An optional ``LIMIT n``, then the end of the text."""
+        limit = None
+        if self.keyword("LIMIT"):
+            if self.current.kind != "number" or not self.current.text.isdigit():
+                raise self.unexpected()
+            limit = int(self.current.text)
+            self.index += 1
+        if self.current.kind != "eof":
+            raise self.unexpected()
+        return limit
+
+
+class _Parser(TokenCursor):
+    def __init__(self, text: str) -> None:
+        super().__init__(text, _tokenize(text))
+
+    def expect_keyword(self, word: str) -> None:
+        if not self.keyword(word):
+            raise self.unexpected()
 
     def literal(self) -> Value:
         token = self.current
@@ -199,14 +226,7 @@ class _Parser:
                 where.append(Condition(token.text, value, token.row, token.column))
                 if not self.keyword("AND"):
                     break
-        limit = None
-        if self.keyword("LIMIT"):
-            if self.current.kind != "number" or not self.current.text.isdigit():
-                raise self.unexpected()
-            limit = int(self.current.text)
-            self.index += 1
-        if self.current.kind != "eof":
-            raise self.unexpected()
+        limit = self.limit_and_end()
         return SoqlQuery(
             self.text,
             tuple(fields),

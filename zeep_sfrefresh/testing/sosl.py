@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from zeep_sfrefresh.testing.data import FieldSpec, SObjectSpec, Value
-from zeep_sfrefresh.testing.soql import SoqlError, _Token, _tokenize
+from zeep_sfrefresh.testing.soql import SoqlError, TokenCursor, _Token, _tokenize
 
 __all__ = [
     "NO_TERM",
@@ -161,40 +161,11 @@ def _term(text: str, start: int) -> tuple[tuple[str, ...], int]:
     raise SoqlError(_MALFORMED, "unexpected token: <EOF>", text, row, column)
 
 
-class _Parser:
+class _Parser(TokenCursor):
     """The clauses after the term, over the SOQL tokenizer's tokens."""
 
-    def __init__(self, text: str, tokens: list[_Token]) -> None:
-        self.text = text
-        self.tokens = tokens
-        self.index = 0
-
-    @property
-    def current(self) -> _Token:
-        return self.tokens[self.index]
-
-    def unexpected(self) -> SoqlError:
-        return _malformed(f"unexpected token: {self.current.text}", self.text, self.current)
-
-    def keyword(self, word: str) -> bool:
-        token = self.current
-        if token.kind == "name" and token.text.upper() == word:
-            self.index += 1
-            return True
-        return False
-
-    def name(self) -> _Token:
-        token = self.current
-        if token.kind != "name" or token.text.upper() in _KEYWORDS:
-            raise self.unexpected()
-        self.index += 1
-        return token
-
-    def symbol(self, text: str) -> bool:
-        if self.current.kind == "symbol" and self.current.text == text:
-            self.index += 1
-            return True
-        return False
+    code = _MALFORMED
+    reserved = _KEYWORDS
 
     def clauses(self, words: tuple[str, ...]) -> SoslSearch:
         scope = "ALL"
@@ -221,14 +192,7 @@ class _Parser:
                 returning.append((sobject, tuple(fields)))
                 if not self.symbol(","):
                     break
-        limit = None
-        if self.keyword("LIMIT"):
-            if self.current.kind != "number" or not self.current.text.isdigit():
-                raise self.unexpected()
-            limit = int(self.current.text)
-            self.index += 1
-        if self.current.kind != "eof":
-            raise self.unexpected()
+        limit = self.limit_and_end()
         return SoslSearch(self.text, words, scope, tuple(returning), limit)
 
 
