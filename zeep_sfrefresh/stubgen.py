@@ -158,12 +158,12 @@ class _Class:
     base: str | None
     fields: list[_Field]
     all_fields: list[_Field]
-    polymorphic: bool = False
 
 
 @dataclass
 class _Operation:
     name: str
+    """The operation's name as zeep's service proxy has it."""
     params: list[_Field]
     headers: list[_Field]
     returns: str
@@ -359,9 +359,7 @@ class _Builder:
                 base = self.names.claim(base_qname, _local(base_qname), _ns(base_qname))
                 inherited = {f.name for f in self._fields(self.types[base_qname], base_qname)}
                 own = [f for f in every if f.name not in inherited]
-            self.model.classes[name] = _Class(
-                name, qname, base, own, every, polymorphic=qname in self.subtyped
-            )
+            self.model.classes[name] = _Class(name, qname, base, own, every)
         binding = _binding(self.document)
         if binding is not None:
             for op_name in sorted(binding._operations):
@@ -383,8 +381,8 @@ class _Builder:
                 _Field(f.name, f.out, _dict_only(f.inp.removesuffix(" | None")), False)
                 for f in self._fields(header.type, None)
             ]
-        header_dict = self.names.claim(f"op:{name}:headers", f"{name}_Headers")
-        op = _Operation(_identifier(name), params, headers, "None", header_dict)
+        header_dict = self.names.claim(f"op:{name}:headers", f"{_identifier(name)}_Headers")
+        op = _Operation(name, params, headers, "None", header_dict)
         op.returns = self._returns(operation, op)
         return op
 
@@ -407,7 +405,7 @@ class _Builder:
                 for f in self._fields(header_type, None)
             ]
             op.output_headers = self._synthetic(
-                f"op:{op.name}:out", f"{op.name}_OutputHeaders", headers
+                f"op:{op.name}:out", f"{_identifier(op.name)}_OutputHeaders", headers
             )
             body_cls = (
                 self.names.claim(
@@ -419,7 +417,7 @@ class _Builder:
             )
             op.envelope = self._synthetic(
                 f"op:{op.name}:envelope",
-                f"{op.name}_Envelope",
+                f"{_identifier(op.name)}_Envelope",
                 [
                     # None when the answer carries no SOAP Header at all.
                     _Field("header", f"{op.output_headers.name} | None", "", False),
@@ -769,7 +767,9 @@ def _render_services(model: _Model) -> Iterator[str]:
             yield "    ..."
         for op in model.operations:
             returns = f"_abc.Awaitable[{op.returns}]" if awaitable else op.returns
-            yield f"    def {op.name}({_signature(op)}) -> {returns}: ..."
+            if op.name.isidentifier() and not keyword.iskeyword(op.name):
+                yield f"    def {op.name}({_signature(op)}) -> {returns}: ..."
+            # else: not a Python name; getattr(service, name)(...) reaches it, untyped
         yield ""
 
 
