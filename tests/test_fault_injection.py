@@ -595,7 +595,6 @@ def test_a_worker_waits_for_the_token_another_could_not_store(
 
 def test_a_symlinked_token_file_is_refused(harness: Build, tmp_path: Path) -> None:
     other = tmp_path / "other.json"
-    FileTokenStore(other)  # only the path; the harness fills it below
     h = harness(store=FileTokenStore(other))
     link = tmp_path / "token.json"
     link.symlink_to(other)

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import requests
 from lxml import etree
@@ -26,7 +26,10 @@ from .grants import DEFAULT_LOGIN_URL, ClientCredentials, Grant, JwtBearer
 from .stores import FileTokenStore
 from .tokens import Token, fingerprint
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from .stubgen import Stub
+
+__all__ = ["main", "stub_for", "write_stub"]
 
 _BINDING = "{urn:partner.soap.sforce.com}SoapBinding"
 
@@ -238,9 +241,8 @@ def _ours(path: Path) -> bool:
         return False
 
 
-def _stubs(args: argparse.Namespace, out: TextIO) -> int:
-    import shutil
-
+def stub_for(wsdl: str) -> Stub:
+    """Read ``wsdl`` (a path or an http(s) URL) with zeep and generate its typed calls."""
     import zeep
     from zeep.exceptions import Error as ZeepError
     from zeep.wsdl import Document
@@ -248,20 +250,27 @@ def _stubs(args: argparse.Namespace, out: TextIO) -> int:
     from . import __version__
     from .stubgen import generate
 
-    target: Path = args.output
-    if target.suffix != ".py" or not target.stem.isidentifier():
-        raise CliError(f"-o wants NAME.py with NAME a Python identifier, not {target}")
     transport = zeep.Transport()
     try:
-        raw = transport.load(args.wsdl)
+        raw = transport.load(wsdl)
         document = Document(
-            args.wsdl,
+            wsdl,
             transport,  # type: ignore[arg-type]  # zeep annotates the class, wants an instance
             settings=zeep.Settings(forbid_dtd=True),
         )
     except (OSError, ZeepError, requests.RequestException, ValueError) as exc:
-        raise CliError(f"cannot read the WSDL {args.wsdl}: {exc}") from exc
-    stub = generate(document, raw, source=args.wsdl, version=__version__)
+        raise CliError(f"cannot read the WSDL {wsdl}: {exc}") from exc
+    return generate(document, raw, source=wsdl, version=__version__)
+
+
+def write_stub(stub: Stub, target: Path) -> list[Path]:
+    """Write ``stub`` as ``target`` (``NAME.py``) and ``NAME.pyi``, or as the package
+    ``NAME/`` when it comes in parts; remove the other layout's files if this command wrote
+    them, and replace nothing it did not write. Returns the files written."""
+    import shutil
+
+    if target.suffix != ".py" or not target.stem.isidentifier():
+        raise CliError(f"-o wants NAME.py with NAME a Python identifier, not {target}")
     package = target.with_suffix("")
     single = {target: stub.py, target.with_suffix(".pyi"): stub.stubs.get("", "")}
     if "" in stub.stubs:
@@ -287,9 +296,15 @@ def _stubs(args: argparse.Namespace, out: TextIO) -> int:
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
+    return list(files)
+
+
+def _stubs(args: argparse.Namespace, out: TextIO) -> int:
+    stub = stub_for(args.wsdl)
+    written = write_stub(stub, args.output)
     layout = "" if "" in stub.stubs else f" (split in {len(stub.stubs) - 1} parts for pyright)"
     print(
-        f"wrote {', '.join(str(p) for p in files)}: {len(stub.operations)} operations, "
+        f"wrote {', '.join(str(p) for p in written)}: {len(stub.operations)} operations, "
         f"{stub.classes} types{layout}",
         file=out,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import zeep
@@ -34,12 +35,8 @@ def connect(
     :func:`keep_field_names`. The transport is ``client.transport``.
     """
     transport = SalesforceTransport(oauth, **transport_options)
-    try:
-        return _prepared(zeep.Client(wsdl, transport=transport, settings=_settings()))
-    except BaseException:
-        if transport_options.get("session") is None:  # ours to close, not the caller's
-            transport.session.close()
-        raise
+    mine = transport_options.get("session") is None  # ours to close on failure, not the caller's
+    return _client(zeep.Client, wsdl, transport, transport.session.close if mine else None)
 
 
 def connect_async(
@@ -54,20 +51,21 @@ def connect_async(
     from .async_transport import AsyncSalesforceTransport
 
     transport = AsyncSalesforceTransport(oauth, **transport_options)
+    mine = transport_options.get("wsdl_client") is None
+    return _client(zeep.AsyncClient, wsdl, transport, transport.wsdl_client.close if mine else None)
+
+
+def _client(
+    kind: type[_Client], wsdl: str, transport: Any, close: Callable[[], object] | None
+) -> _Client:
+    """``kind(wsdl, ...)`` with DTDs forbidden (a WSDL or an answer cannot make lxml fetch or
+    expand entities), partner field names kept; ``close`` frees the transport if it fails."""
     try:
-        return _prepared(zeep.AsyncClient(wsdl, transport=transport, settings=_settings()))
+        client = kind(wsdl, transport=transport, settings=zeep.Settings(forbid_dtd=True))
     except BaseException:
-        if transport_options.get("wsdl_client") is None:  # ours to close, not the caller's
-            transport.wsdl_client.close()
+        if close is not None:
+            close()
         raise
-
-
-def _settings() -> zeep.Settings:
-    # No DTDs: a WSDL (or an answer) cannot make lxml fetch or expand entities.
-    return zeep.Settings(forbid_dtd=True)
-
-
-def _prepared(client: _Client) -> _Client:
     with contextlib.suppress(ValueError):  # not a partner WSDL: nothing to keep
         keep_field_names(client)
     return client

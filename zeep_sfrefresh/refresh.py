@@ -35,7 +35,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -213,13 +213,12 @@ class Refresher:
             self._on_change(adopted)
         return adopted
 
-    def use_token(self, token: Mapping[str, Any]) -> Token:
-        """Start over with ``token`` (from a new authorisation): store it and send it next.
+    def use_token(self, fresh: Token) -> Token:
+        """Start over with ``fresh`` (from a new authorisation): store it and send it next.
 
         It becomes a new version in the store, so every worker adopts it at its next
         expiry, and whatever was known about spent refresh tokens is forgotten.
         """
-        fresh = Token(token)
         with self._lock, self._store.lock():
             stored = self._store.load()
             self._version = self._store.save(
@@ -330,8 +329,8 @@ class Refresher:
             self._on_change(token)
         return token
 
-    def _adopt(self, stored: StoredToken) -> Token:
-        token = self._accept(stored)
+    def _adopt(self, token: Token) -> Token:
+        """Use ``token`` (already accepted from the store) in place of this process's."""
         logger.info(
             "adopted the token another worker refreshed: %s", fingerprint(token.access_token)
         )
@@ -367,7 +366,7 @@ class Refresher:
                 if stored.version != self._version:
                     token = self._accept(stored)  # refuses an older version
                     if token.access_token != sent.access_token:
-                        return self._adopt(stored), "adopted"
+                        return self._adopt(token), "adopted"
                 fp = fingerprint(sent.refresh_token) if sent.refresh_token else None
                 plan = Plan(attempt=1)
                 if fp is not None:
@@ -397,7 +396,7 @@ class Refresher:
             # Another worker's refresh may bring the token: wait for it without the lock.
             changed = self._await_change(stored, intent_too=overlap is None)
             if changed is not None and changed.version > stored.version:
-                return self._adopt(changed), "adopted"
+                return self._adopt(self._accept(changed)), "adopted"
             if overlap is not None:
                 raise TokenRefreshError(
                     "the refresh token was in use by another refresh whose token did not reach "

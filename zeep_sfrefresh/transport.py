@@ -166,7 +166,7 @@ class SalesforceTransportMixin:
         new = Token(token)
         if new.instance_url is None:
             raise ValueError("the token has no instance_url, so there is no org to send it to")
-        self._refresher.use_token(new.data)
+        self._refresher.use_token(new)
 
     def __repr__(self) -> str:
         return (
