@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import stat
 import subprocess
 import sys
@@ -13,15 +15,20 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from zeep_sfrefresh import FileTokenStore
+from zeep_sfrefresh import ENTERPRISE_WSDL, FileTokenStore, __version__
 from zeep_sfrefresh.testing import StandInOrg
+from zeep_sfrefresh.tokenfile import TokenFileSettings
 
 USERNAME = "standin@example.com"
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("SF_")}
-    environment["OAUTHLIB_INSECURE_TRANSPORT"] = "1"  # the stand-in org is plain http
+    # No OAUTHLIB_INSECURE_TRANSPORT: the CLI allows plain http to a loopback org itself.
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SF_") and k != "OAUTHLIB_INSECURE_TRANSPORT"
+    }
     environment.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "zeep_sfrefresh", *args],
@@ -148,6 +155,43 @@ def test_query_uses_queryMore_and_api_version(
     assert got.returncode == 0, got.stderr
     assert len(json.loads(got.stdout)) == 25
     assert sf_org.operations["query"] == 1
+    assert sf_org.operations["queryMore"] == 0
+
+
+def test_query_follows_queryMore_with_progress_on_a_terminal(
+    sf_org: StandInOrg, token_file: Path
+) -> None:
+    sf_org.query_batch_size = 10
+    primary, secondary = pty.openpty()
+    try:
+        got = subprocess.run(
+            [
+                *(sys.executable, "-m", "zeep_sfrefresh", "query", "SELECT Id FROM Contact"),
+                *("--format", "jsonl", "--token-file", str(token_file)),
+            ],
+            env={k: v for k, v in os.environ.items() if k != "OAUTHLIB_INSECURE_TRANSPORT"},
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        os.close(secondary)
+        secondary = -1
+        terminal = b""
+        with contextlib.suppress(OSError):  # EIO once the writer is gone
+            while chunk := os.read(primary, 4096):
+                terminal += chunk
+    finally:
+        os.close(primary)
+        if secondary >= 0:
+            os.close(secondary)
+    assert got.returncode == 0, terminal
+    assert len(got.stdout.splitlines()) == 25
+    assert sf_org.operations["queryMore"] == 2
+    assert b"fetched 10 of 25 records" in terminal
+    assert b"fetched 20 of 25 records" in terminal
+    assert terminal.endswith(b"\r\x1b[K")  # the progress line is wiped at the end
 
 
 @pytest.mark.parametrize(
@@ -206,3 +250,167 @@ def test_a_soap_fault_is_one_line(sf_org: StandInOrg, key_file: Path, tmp_path: 
     assert got.returncode == 1
     assert "INVALID_FIELD" in got.stderr
     assert "Traceback" not in got.stderr
+
+
+@pytest.fixture
+def token_file(sf_org: StandInOrg, tmp_path: Path) -> Path:
+    """A token file as ``login`` writes it (settings included) for the stand-in org."""
+    path = tmp_path / "sf.json"
+    store = FileTokenStore(path)
+    settings = TokenFileSettings("refresh_token", sf_org.client_id, sf_org.token_url, sf_org.url)
+    with store.lock():
+        store.save(sf_org.issue_token(), replaces=None, settings=settings.to_json())
+    return path
+
+
+def _one_error_line(got: subprocess.CompletedProcess[str], command: str) -> str:
+    assert got.returncode == 1, got.stdout
+    assert "Traceback" not in got.stderr
+    lines = got.stderr.splitlines()
+    assert len(lines) == 1, got.stderr
+    assert lines[0].startswith(f"zeep-sfrefresh {command}: ")
+    return lines[0]
+
+
+def test_a_missing_wsdl_is_one_line(token_file: Path) -> None:
+    got = _run(
+        "query", "SELECT Id FROM Account", "--token-file", str(token_file), "--wsdl", "nope.wsdl"
+    )
+    assert "cannot read the WSDL nope.wsdl" in _one_error_line(got, "query")
+
+
+def test_an_enterprise_wsdl_for_query_is_one_line(token_file: Path) -> None:
+    got = _run(
+        "query",
+        "SELECT Id FROM Account",
+        "--token-file",
+        str(token_file),
+        "--wsdl",
+        ENTERPRISE_WSDL,
+    )
+    assert "query needs a partner WSDL" in _one_error_line(got, "query")
+
+
+def test_a_bad_api_version_is_one_line(token_file: Path) -> None:
+    got = _run(
+        "query", "SELECT Id FROM Account", "--token-file", str(token_file), "--api-version", "66"
+    )
+    assert "--api-version wants a version such as 66.0" in _one_error_line(got, "query")
+
+
+def _jwt_of(key: Path) -> list[str]:
+    return ["--jwt", "--client-id", "x", "--username", USERNAME, "--key", str(key)]
+
+
+def test_a_certificate_given_as_key_is_one_line(tmp_path: Path) -> None:
+    certificate = tmp_path / "server.crt"
+    certificate.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    got = _run("token", "--token-file", str(tmp_path / "t.json"), *_jwt_of(certificate))
+    assert "must be a PEM private key" in _one_error_line(got, "token")
+
+
+def test_jwt_without_pyjwt_is_one_line(tmp_path: Path, key_file: Path) -> None:
+    blocker = tmp_path / "blocked"
+    blocker.mkdir()
+    (blocker / "jwt.py").write_text("raise ImportError('No module named jwt')\n")
+    got = _run(
+        "token",
+        "--token-file",
+        str(tmp_path / "t.json"),
+        *_jwt_of(key_file),
+        env={"PYTHONPATH": str(blocker)},
+    )
+    assert "pip install 'zeep-sfrefresh[jwt]'" in _one_error_line(got, "token")
+
+
+def test_a_url_that_is_not_the_token_endpoint_is_one_line(
+    sf_org: StandInOrg, tmp_path: Path
+) -> None:
+    got = _run(
+        "token",
+        "--token-file",
+        str(tmp_path / "t.json"),
+        "--client-credentials",
+        "--client-id",
+        sf_org.client_id,
+        "--domain-url",
+        sf_org.url + "/somewhere/else",
+        env={"SF_CLIENT_SECRET": sf_org.client_secret},
+    )
+    line = _one_error_line(got, "token")
+    assert "is it the token endpoint?" in line
+    assert sf_org.client_secret not in got.stderr
+
+
+def test_plain_http_to_another_host_is_refused(tmp_path: Path) -> None:
+    got = _run(
+        "login",
+        "--device",
+        "--client-id",
+        "x",
+        "--login-url",
+        "http://login.example.com",
+        "--token-file",
+        str(tmp_path / "t.json"),
+    )
+    assert "is plain http" in _one_error_line(got, "login")
+
+
+def test_debug_shows_the_traceback(token_file: Path) -> None:
+    got = _run(
+        "--debug",
+        "query",
+        "SELECT Id FROM Account",
+        "--token-file",
+        str(token_file),
+        "--wsdl",
+        "nope.wsdl",
+    )
+    assert got.returncode == 1
+    assert "Traceback" in got.stderr
+
+
+def test_version_and_usage_errors() -> None:
+    version = _run("--version")
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"zeep-sfrefresh {__version__}"
+    usage = _run("query")
+    assert usage.returncode == 2
+    assert len(usage.stderr.splitlines()) == 1
+    assert "required: soql, --token-file" in usage.stderr
+
+
+def test_query_formats_relationships_and_count(sf_org: StandInOrg, token_file: Path) -> None:
+    soql = "SELECT Id, LastName, Account.Name FROM Contact WHERE LastName = 'Turing'"
+    csv_run = _run("query", soql, "--token-file", str(token_file), "--format", "csv")
+    assert csv_run.returncode == 0, csv_run.stderr
+    header, *lines = csv_run.stdout.splitlines()
+    assert header == "Id,LastName,Account.Name"
+    assert lines
+    assert all(line.split(",")[1] == "Turing" for line in lines)
+    jsonl = _run("query", soql, "--token-file", str(token_file), "--format", "jsonl")
+    assert jsonl.returncode == 0, jsonl.stderr
+    records = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    assert len(records) == len(lines)
+    assert set(records[0]) == {"Id", "LastName", "Account.Name"}
+    count = _run("query", "SELECT COUNT() FROM Account", "--token-file", str(token_file))
+    assert count.returncode == 0, count.stderr
+    assert count.stdout.strip() == "count: 3"
+    count_json = _run(
+        "query", "SELECT COUNT() FROM Account", "--token-file", str(token_file), "--format", "json"
+    )
+    assert json.loads(count_json.stdout) == [{"count": 3}]
+
+
+def test_query_table_fits_the_terminal(token_file: Path) -> None:
+    soql = "SELECT Id, FirstName, LastName, Email, Account.Name FROM Contact"
+    wide = _run("query", soql, "--token-file", str(token_file))
+    assert wide.returncode == 0, wide.stderr
+    assert max(len(line) for line in wide.stdout.splitlines()) > 60
+    narrow = _run("query", soql, "--token-file", str(token_file), env={"COLUMNS": "60"})
+    assert narrow.returncode == 0, narrow.stderr
+    table = narrow.stdout.splitlines()
+    assert table[-1] == "(25 rows)"
+    assert all(len(line) <= 60 for line in table)
+    assert all(line == line.rstrip() for line in table)
+    assert "…" in narrow.stdout

@@ -288,10 +288,16 @@ class _BrokenWrites(FileTokenStore):
 
     broken = False
 
-    def save(self, token: Mapping[str, Any], *, replaces: int | None) -> int:
+    def save(
+        self,
+        token: Mapping[str, Any],
+        *,
+        replaces: int | None,
+        settings: Mapping[str, str] | None = None,
+    ) -> int:
         if self.broken:
             raise TokenStoreError(f"cannot write {self.path}: No space left on device")
-        return super().save(token, replaces=replaces)
+        return super().save(token, replaces=replaces, settings=settings)
 
 
 def test_a_failed_store_write_keeps_the_new_token(harness: Build, tmp_path: Path) -> None:

@@ -1394,7 +1394,7 @@ def test_invalid_query_locator(token: dict[str, str], partner: Any) -> None:
         ("SELECT FROM Contact", "MALFORMED_QUERY", "MalformedQueryFault", 8),
         ("SELECT Id FROM Contact WHERE", "MALFORMED_QUERY", "MalformedQueryFault", 29),
         ("SELECT Id FROM Contact ORDER BY Name", "MALFORMED_QUERY", "MalformedQueryFault", 24),
-        ("SELECT Account.Name FROM Contact", "INVALID_FIELD", "InvalidFieldFault", 8),
+        ("SELECT Owner.Name FROM Contact", "INVALID_FIELD", "InvalidFieldFault", 8),
     ],
 )
 def test_query_errors(

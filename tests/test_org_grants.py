@@ -616,7 +616,7 @@ def test_token_requests_by_grant(jwt_org: StandInOrg, app_key: KeyPair) -> None:
 
 def test_unknown_grant_types_stay_unsupported(sf_org: StandInOrg) -> None:
     for grant_type in (
-        "authorization_code",
+        "urn:ietf:params:oauth:grant-type:device_code",  # RFC 8628's, not Salesforce's
         "implicit",
         "urn:ietf:params:oauth:grant-type:saml2-bearer",
     ):

@@ -24,6 +24,7 @@ from .breaker import CircuitBreaker
 from .clients import connect, connect_async
 from .errors import (
     JwtAccessTokenError,
+    LoginError,
     ReauthorizationRequiredError,
     RefreshInProgressError,
     SessionNotRefreshableError,
@@ -61,6 +62,7 @@ __all__ = [
     "Grant",
     "JwtAccessTokenError",
     "JwtBearer",
+    "LoginError",
     "MemoryTokenStore",
     "ReauthorizationRequiredError",
     "RedactingFilter",

@@ -16,6 +16,7 @@ strings, and whatever comes from an answer is masked by token shape first.
         │   └── TokenStoreConflictError
         ├── TokenDestinationError
         ├── JwtAccessTokenError
+        ├── LoginError
         └── SessionNotRefreshableError (also a zeep.exceptions.Fault)
 """
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JwtAccessTokenError",
+    "LoginError",
     "ReauthorizationRequiredError",
     "RefreshInProgressError",
     "SessionNotRefreshableError",
@@ -134,6 +136,11 @@ class TokenDestinationError(SfRefreshError):
 class JwtAccessTokenError(SfRefreshError):
     """Raised before sending when the access token is a JWT, which Salesforce's SOAP APIs
     never accept (the connected app issues JWT-based access tokens; turn that off for SOAP)."""
+
+
+class LoginError(SfRefreshError):
+    """Raised when a login (browser, device code, imported auth URL) ends without a token
+    with a refresh token; nothing was saved."""
 
 
 class SessionNotRefreshableError(Fault, SfRefreshError):

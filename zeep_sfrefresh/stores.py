@@ -340,19 +340,37 @@ class FileTokenStore:
         finally:
             os.close(fd)
 
-    def load(self) -> StoredToken | None:
+    def _document(self) -> dict[str, Any] | None:
         raw = self._read()
         if raw is None:
             return None
         try:
             document = json.loads(raw)
+        except ValueError:
+            document = None
+        if not isinstance(document, dict):
+            raise TokenStoreError(
+                f"{self.path} is not a token file written by zeep-sfrefresh; it is left "
+                "as is (a token from elsewhere comes in through `zeep-sfrefresh login`, "
+                "e.g. --sfdx-auth-url-file for a Salesforce CLI login)"
+            )
+        return document
+
+    def load(self) -> StoredToken | None:
+        return self._stored(self._document())
+
+    def _stored(self, document: dict[str, Any] | None) -> StoredToken | None:
+        if document is None:
+            return None
+        try:
             version, token = document["version"], document["token"]
             intent = document.get("intent")
             intent = None if intent is None else RefreshIntent.from_json(intent)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise TokenStoreError(
-                f"{self.path} is not a token file written by zeep-sfrefresh; "
-                "it is left as is (fix or remove it by hand)"
+                f"{self.path} is not a token file written by zeep-sfrefresh; it is left "
+                "as is (a token from elsewhere comes in through `zeep-sfrefresh login`, "
+                "e.g. --sfdx-auth-url-file for a Salesforce CLI login)"
             ) from exc
         if (
             not isinstance(version, int)
@@ -365,22 +383,54 @@ class FileTokenStore:
             )
         return StoredToken(token, version, intent)
 
-    def save(self, token: Mapping[str, Any], *, replaces: int | None) -> int:
-        current = self.load()
+    def load_settings(self) -> dict[str, str] | None:
+        """The file's ``settings``: what a refresh needs that is not secret (grant, client
+        id, token URL...), as ``zeep-sfrefresh login`` wrote them; None when it has none."""
+        return self._settings(self._document())
+
+    def _settings(self, document: dict[str, Any] | None) -> dict[str, str] | None:
+        settings = None if document is None else document.get("settings")
+        if settings is None:
+            return None
+        if not isinstance(settings, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in settings.items()
+        ):
+            raise TokenStoreError(f"{self.path} has settings that are not strings; left as is")
+        return settings
+
+    def save(
+        self,
+        token: Mapping[str, Any],
+        *,
+        replaces: int | None,
+        settings: Mapping[str, str] | None = None,
+    ) -> int:
+        """Write ``token`` as the version after ``replaces``; ``settings`` replace the file's
+        settings when given, else the file keeps its own (refreshes never touch them)."""
+        found_document = self._document()
+        current = self._stored(found_document)
         found = None if current is None else current.version
         if found != replaces:
             raise _conflict(found, replaces)
         version = _next_version(replaces)
-        self._write({"version": version, "token": dict(token)})
+        document: dict[str, Any] = {"version": version, "token": dict(token)}
+        kept = dict(settings) if settings is not None else self._settings(found_document)
+        if kept is not None:
+            document["settings"] = kept
+        self._write(document)
         return version
 
     def write_intent(self, intent: RefreshIntent | None, *, version: int) -> None:
-        current = self.load()
+        found_document = self._document()
+        current = self._stored(found_document)
         if current is None or current.version != version:
             raise _conflict(None if current is None else current.version, version)
         document: dict[str, Any] = {"version": version, "token": dict(current.token)}
         if intent is not None:
             document["intent"] = intent.to_json()
+        kept = self._settings(found_document)
+        if kept is not None:
+            document["settings"] = kept
         self._write(document)
 
     def _write(self, document: Mapping[str, Any]) -> None:

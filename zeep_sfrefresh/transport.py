@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import requests
 from lxml import etree
@@ -28,8 +28,11 @@ from .grants import DEFAULT_TOKEN_TIMEOUT, Grant, SessionGrant
 from .redaction import install_log_redaction, redact
 from .refresh import DEFAULT_OVERLAP_WAIT, Refresher
 from .routing import SALESFORCE_DOMAINS, DestinationPolicy
-from .stores import MemoryTokenStore, TokenStore
+from .stores import FileTokenStore, MemoryTokenStore, TokenStore
 from .tokens import Token
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["SalesforceTransport", "SalesforceTransportMixin"]
 
@@ -151,6 +154,25 @@ class SalesforceTransportMixin:
         )
         if redact_logs:
             install_log_redaction()
+
+    @classmethod
+    def from_token_file(
+        cls, path: str | os.PathLike[str], *, client_secret: str | None = None, **options: Any
+    ) -> Self:
+        """A transport on a token file ``zeep-sfrefresh login`` (or ``token``) wrote.
+
+        The file is the transport's :class:`FileTokenStore`, so every process using it
+        shares one refresh; its settings say how to refresh (grant, client id, token URL).
+        ``client_secret`` is needed only if the connected app requires one and the settings
+        name no ``client_secret_file``. ``options`` are the transport's other keyword
+        arguments. A :class:`TokenStoreError` says how to log in when the file has no token
+        or no settings.
+        """
+        from .tokenfile import credential_from_file
+
+        store = FileTokenStore(path)
+        credential = credential_from_file(store, client_secret=client_secret)
+        return cast(Any, cls)(credential, store=store, **options)  # type: ignore[no-any-return]
 
     @property
     def token(self) -> Token:

@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, unquote_plus
 
 from lxml import etree
 
-from zeep_sfrefresh.testing import grants, soql, sosl, wire
+from zeep_sfrefresh.testing import authorize, grants, soql, sosl, wire
 from zeep_sfrefresh.testing.data import (
     SCHEMA,
     FieldSpec,
@@ -191,6 +191,10 @@ class _Cursor:
     records: list[Record]
     batch_size: int = _DEFAULT_BATCH
     """The batch size of the call that opened it, reused when queryMore sends no QueryOptions."""
+    select: tuple[soql.Selected, ...] | None = None
+    """The partner select list with its relationships; None when ``fields`` is all of it."""
+    parents: soql.Parents = field(default_factory=dict)
+    """Copies of the parent records the relationships read, taken when the query ran."""
 
 
 _SoapHandler = Callable[["StandInOrg", _SoapCall], Answer]
@@ -248,12 +252,23 @@ class StandInOrg:
     credentials and username-password grants, which answer no refresh token; their rules and
     refusals live in :mod:`zeep_sfrefresh.testing.grants`.
 
+    The two interactive flows a login command uses are served too, consent given at once by
+    the demo user (``user_id``): the web server flow (``GET /services/oauth2/authorize``, then
+    ``grant_type=authorization_code``, PKCE optional) and Salesforce's device flow
+    (``response_type=device_code`` at the token endpoint, approval at ``/setup/connect`` or
+    with :meth:`approve_device`, polls with ``grant_type=device``). Both answer a refresh
+    token that starts a new family, as :meth:`issue_token` does; their rules live in
+    :mod:`zeep_sfrefresh.testing.authorize`.
+
     Knobs (plain attributes, settable at any time): ``rotation``, ``scope``, ``token_failure``,
     ``token_delay`` (before the grant is processed), ``token_answer_delay`` (after it is
     processed, before the answer), ``token_trickle`` (token answers written byte by byte),
     ``soap_delay``, ``reject_overlapping_refreshes``, ``overlap_description``,
     ``jwt_audience``, ``client_credentials_user``, ``password_grant_enabled``,
-    ``reject_new_sessions``, ``jwt_access_tokens``.
+    ``reject_new_sessions``, ``jwt_access_tokens``, ``callback_urls``,
+    ``authorization_code_lifetime``, ``require_secret_for_web_server_flow``,
+    ``require_secret_for_refresh``, ``query_batch_size``, ``deny_authorization``,
+    ``device_interval``, ``device_code_lifetime``.
     Counters (read under the lock): ``token_requests``, ``token_requests_by_grant``,
     ``token_failures``, ``soap_posts``, ``sessions_seen``, ``operations``, ``rest_requests``,
     ``family_revocations``, ``overlap_rejections``.
@@ -268,7 +283,10 @@ class StandInOrg:
         rotation: bool = False,
         client_id: str = "3MVG9standin",
         client_secret: str = "standin-secret",  # noqa: S107 - a test fixture
+        port: int = 0,
     ) -> None:
+        self.port = port
+        """The port to listen on (127.0.0.1 only); 0 takes a free one."""
         self.rotation = rotation
         """Refresh answers carry a new refresh_token and retire the old one.
 
@@ -373,6 +391,40 @@ class StandInOrg:
         self._jwt_keys: list[RSAPublicKey] = []
         self._token_requests_by_grant: collections.Counter[str] = collections.Counter()
 
+        # The interactive flows (see zeep_sfrefresh.testing.authorize).
+        self.callback_urls: set[str] = {authorize.DEFAULT_CALLBACK_URL}
+        """The connected app's callback URLs. Salesforce redirects only to a redirect_uri
+        that equals one of them exactly (scheme, host, port, path, trailing slash); any other
+        gets an error page, never a redirect. Add the address of a test's own callback
+        server here."""
+        self.authorization_code_lifetime = 600.0
+        """Seconds an authorization code can be exchanged; it is good for one exchange."""
+        self.require_secret_for_web_server_flow = False
+        """True plays a connected app with "Require Secret for Web Server Flow" on: the
+        authorization_code grant then needs the client_secret. Off by default, as for a
+        public client that proves itself with PKCE (a secret that is sent must be right
+        either way)."""
+        self.query_batch_size = _DEFAULT_BATCH
+        """Records per query batch when the call sends no QueryOptions header (2000, as
+        Salesforce's default); lower it to make clients that set no batch size (the command
+        line's ``query``) go through queryMore."""
+        self.require_secret_for_refresh = True
+        """False plays a connected app with "Require Secret for Refresh Token Flow" off (as
+        the Salesforce CLI's own app): a refresh_token grant then needs only the client_id,
+        though a secret that is sent must be right."""
+        self.deny_authorization = False
+        """Plays the user clicking Deny on the consent page: the authorize endpoint then
+        redirects with ``error=access_denied`` instead of a code."""
+        self.device_interval = 5
+        """The polling interval (whole seconds) a device flow start answers; a poll sooner
+        than that after the previous one is ``slow_down``. Tests set 1, or 0 to poll freely."""
+        self.device_code_lifetime = 600.0
+        """Seconds a device code can be approved and polled; later polls answer
+        ``expired_token``."""
+        self._authorization_codes: dict[str, authorize.AuthorizationCode] = {}
+        self._device_authorizations: dict[str, authorize.DeviceAuthorization] = {}
+        """By device code."""
+
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> StandInOrg:
@@ -384,7 +436,7 @@ class StandInOrg:
             if self._started or self._stopped:
                 raise RuntimeError("a StandInOrg can only be started once")
             self._started = True
-            server = LoopbackServer(self, self._stopping)
+            server = LoopbackServer(self, self._stopping, self.port)
             self._server = server
             self._thread = threading.Thread(
                 target=server.serve_forever,
@@ -629,6 +681,48 @@ class StandInOrg:
             session = self._sessions.get(access_token)
             return session is not None and session.soap
 
+    # --- device flow approval ----------------------------------------------------------------
+
+    def approve_device(self, user_code: str) -> None:
+        """Approve a device flow for the demo user, as if they entered the code and allowed.
+
+        The code is read as a user types it (any case, dashes ignored). Raises KeyError for a
+        code no device authorization has and ValueError for one that expired or was already
+        approved or denied. The client's next poll at the right pace gets the token.
+        """
+        with self._lock:
+            self._device_by_user_code(user_code).approve(self.user_id, time.monotonic())
+
+    def deny_device(self, user_code: str) -> None:
+        """Deny a device flow, as a user clicking Deny: its next poll answers access_denied.
+
+        Raises KeyError and ValueError like :meth:`approve_device`.
+        """
+        with self._lock:
+            self._device_by_user_code(user_code).deny(time.monotonic())
+
+    @property
+    def pending_user_codes(self) -> list[str]:
+        """User codes of the device flows waiting for the user (not expired), oldest first.
+
+        Lets a test play the user of a login command that only prints its code.
+        """
+        now = time.monotonic()
+        with self._lock:
+            return [
+                pending.user_code
+                for pending in self._device_authorizations.values()
+                if pending.state == "pending" and now < pending.expires_at
+            ]
+
+    def _device_by_user_code(self, user_code: str) -> authorize.DeviceAuthorization:
+        """The device authorization of a user code (called with the lock held); KeyError."""
+        wanted = authorize.normalize_user_code(user_code)
+        for pending in self._device_authorizations.values():
+            if pending.user_code == wanted:
+                return pending
+        raise KeyError("no device authorization has this user code")
+
     # --- injected failures -------------------------------------------------------------------
 
     def fail_next_soap(
@@ -669,7 +763,8 @@ class StandInOrg:
     def token_requests_by_grant(self) -> collections.Counter[str]:
         """Token endpoint posts by their grant_type as sent ("" when none), a copy.
 
-        Counted on arrival like ``token_requests``, whatever the answer.
+        A device flow start (``response_type=device_code``, no grant_type) counts as
+        ``"device_code"``. Counted on arrival like ``token_requests``, whatever the answer.
         """
         with self._lock:
             return collections.Counter(self._token_requests_by_grant)
@@ -802,7 +897,68 @@ class StandInOrg:
             or path.startswith("/id/")
         ):
             return self.handle_rest_request(path, request.query, authorization)
+        if request.method == "GET" and path == authorize.AUTHORIZE_PATH:
+            return self.handle_authorize_request(request.query)
+        if request.method == "GET" and path == authorize.VERIFICATION_PATH:
+            return self.handle_device_verification(request.query)
         return Answer.json(404, wire.REST_NOT_FOUND)
+
+    # --- the browser's side of the interactive flows -----------------------------------------
+
+    def handle_authorize_request(self, query: str) -> Answer:
+        """Answer ``GET /services/oauth2/authorize`` (the web server flow's first step).
+
+        The demo user is taken as logged in and consenting, so a valid request is answered
+        at once with a 302 to the redirect_uri carrying ``code`` (and ``state`` when sent);
+        ``deny_authorization`` makes it carry ``error=access_denied`` instead. Refusals are
+        :func:`zeep_sfrefresh.testing.authorize.authorize_refusal`'s.
+        """
+        params = authorize.query_params(query)
+        with self._lock:
+            refused = authorize.authorize_refusal(
+                params, client_id=self.client_id, callback_urls=set(self.callback_urls)
+            )
+            if refused is not None:
+                return refused
+            redirect_uri, state = params["redirect_uri"], params.get("state")
+            if self.deny_authorization:
+                return authorize.redirect_error(redirect_uri, authorize.ACCESS_DENIED, state)
+            now = time.monotonic()
+            for stale in [c for c, p in self._authorization_codes.items() if now >= p.expires_at]:
+                del self._authorization_codes[stale]  # would be refused as unknown anyway
+            code = authorize.new_authorization_code()
+            self._authorization_codes[code] = authorize.AuthorizationCode(
+                client_id=self.client_id,
+                redirect_uri=redirect_uri,
+                user_id=self.user_id,
+                expires_at=now + self.authorization_code_lifetime,
+                code_challenge=params.get("code_challenge") or None,
+            )
+        location = authorize.redirect_location(redirect_uri, {"code": code, "state": state})
+        return authorize.redirect(location)
+
+    def handle_device_verification(self, query: str) -> Answer:
+        """Answer ``GET /setup/connect``: the form, or the user's answer to a device flow.
+
+        With ``user_code`` (what submitting the form sends) the demo user approves that
+        device flow, or denies it with ``action=deny``; an unknown code, or one that expired
+        or was already answered, gets a 400 page.
+        """
+        params = authorize.query_params(query)
+        user_code = params.get("user_code")
+        if user_code is None:
+            return authorize.verification_form_page()
+        approve = params.get("action", "approve") != "deny"
+        try:
+            if approve:
+                self.approve_device(user_code)
+            else:
+                self.deny_device(user_code)
+        except KeyError:
+            return authorize.error_page(authorize.UNKNOWN_USER_CODE)
+        except ValueError:
+            return authorize.error_page(authorize.USER_CODE_NOT_PENDING)
+        return authorize.verification_done_page(approve)
 
     # --- token endpoint ----------------------------------------------------------------------
 
@@ -811,11 +967,15 @@ class StandInOrg:
         grants.CLIENT_CREDENTIALS: ("_grant_client_credentials", True),
         grants.PASSWORD: ("_grant_password", True),
         grants.JWT_BEARER: ("_grant_jwt_bearer", False),
+        authorize.AUTHORIZATION_CODE: ("_grant_authorization_code", False),
+        authorize.DEVICE: ("_grant_device", False),
     }
     """grant_type -> (method name, whether the client_id and client_secret are checked first).
 
     Adding a grant is one entry and one method. The JWT bearer grant sends no secret: the
     assertion's ``iss`` names the client and its signature proves it, so its method checks both.
+    The authorization_code and device grants check the client themselves, since the secret is
+    optional there (:func:`zeep_sfrefresh.testing.authorize.check_client`).
     """
 
     def handle_token_request(self, body: bytes, authorization: str | None) -> Answer:
@@ -838,7 +998,7 @@ class StandInOrg:
             presented = form.get("refresh_token", "")
         with self._lock:
             self._token_requests += 1
-            self._token_requests_by_grant[form.get("grant_type", "")] += 1
+            self._token_requests_by_grant[authorize.token_request_kind(form)] += 1
             delay = self.token_delay
             if presented and self.reject_overlapping_refreshes and self._refreshing[presented]:
                 # Refused without touching the family: no rotation, no revocation.
@@ -944,6 +1104,14 @@ class StandInOrg:
         raise ValueError(f"unknown token_failure {failure!r}; use one of {sorted(TOKEN_FAILURES)}")
 
     def _token_grant(self, form: Mapping[str, str], authorization: str | None) -> Answer:
+        basic = _basic_credentials(authorization)
+        if basic is not None:
+            # HTTP Basic client credentials (requests-oauthlib's default) replace form fields.
+            form = {**form, "client_id": basic[0], "client_secret": basic[1]}
+        if authorize.token_request_kind(form) == authorize.DEVICE_CODE:
+            # Salesforce starts the device flow at the token endpoint, with no grant_type;
+            # answered here so holds, delays and failure modes apply to it as to any grant.
+            return self._start_device_flow(form)
         grant = self._GRANTS.get(form.get("grant_type", ""))
         if grant is None:
             return Answer.json(
@@ -954,13 +1122,16 @@ class StandInOrg:
         if not authenticate_client:
             return handler(form)
         client_id, client_secret = form.get("client_id"), form.get("client_secret")
-        basic = _basic_credentials(authorization)
-        if basic is not None:
-            client_id, client_secret = basic
         if client_id != self.client_id:
             return Answer.json(
                 400, wire.oauth_error("invalid_client_id", "client identifier invalid")
             )
+        if (
+            form.get("grant_type") == "refresh_token"
+            and not self.require_secret_for_refresh
+            and not client_secret  # requests-oauthlib sends "" over Basic when it has none
+        ):
+            return handler(form)
         if client_secret is None or not secrets.compare_digest(
             client_secret.encode("utf-8"), self.client_secret.encode("utf-8")
         ):
@@ -1047,6 +1218,95 @@ class StandInOrg:
                 return unknown.answer()
             access_token = self._new_session(user.user_id, oauth=True)
             body = self._token_body(access_token, None, user.user_id)
+        return Answer.json(200, body, {"Cache-Control": "no-cache,no-store"})
+
+    def _grant_authorization_code(self, form: Mapping[str, str]) -> Answer:
+        """The web server flow's exchange: a code from the authorize endpoint buys a token.
+
+        The code is used up by any exchange that names the right client, successful or not.
+        A code presented twice is refused; the tokens the first exchange issued stay valid
+        (RFC 6749 10.5 lets a server revoke them, which Salesforce is not known to do).
+        """
+        refused = authorize.check_client(
+            form,
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            require_secret=self.require_secret_for_web_server_flow,
+        )
+        if refused is not None:
+            return refused.answer()
+        with self._lock:
+            pending = self._authorization_codes.pop(form.get("code", ""), None)
+            if pending is None:
+                return authorize.INVALID_AUTHORIZATION_CODE.answer()
+            refused = pending.redeem(
+                client_id=form.get("client_id", ""),
+                redirect_uri=form.get("redirect_uri"),
+                code_verifier=form.get("code_verifier"),
+                now=time.monotonic(),
+            )
+            if refused is not None:
+                return refused.answer()
+            return self._token_with_refresh(pending.user_id)
+
+    def _start_device_flow(self, form: Mapping[str, str]) -> Answer:
+        """``response_type=device_code``: a device code for the client, a user code for the user.
+
+        No secret is needed (Salesforce CLI's connected app has none); a wrong one that is
+        sent is refused. The ``scope`` asked for is accepted and the token gets ``scope``.
+        """
+        refused = authorize.check_client(
+            form, client_id=self.client_id, client_secret=self.client_secret, require_secret=False
+        )
+        if refused is not None:
+            return refused.answer()
+        with self._lock:
+            interval = self.device_interval
+            device_code = authorize.new_device_code()
+            user_code = authorize.new_user_code(
+                {pending.user_code for pending in self._device_authorizations.values()}
+            )
+            self._device_authorizations[device_code] = authorize.DeviceAuthorization(
+                client_id=self.client_id,
+                user_code=user_code,
+                expires_at=time.monotonic() + self.device_code_lifetime,
+                interval=float(interval),
+            )
+            body = authorize.device_code_body(
+                device_code=device_code,
+                user_code=user_code,
+                verification_uri=self.url + authorize.VERIFICATION_PATH,
+                interval=interval,
+            )
+        return Answer.json(200, body, {"Cache-Control": "no-cache,no-store"})
+
+    def _grant_device(self, form: Mapping[str, str]) -> Answer:
+        """A device flow poll (the device code comes as ``code``); see ``DeviceAuthorization.poll``.
+
+        Once approved, the first poll at the right pace gets the token and spends the code.
+        """
+        refused = authorize.check_client(
+            form, client_id=self.client_id, client_secret=self.client_secret, require_secret=False
+        )
+        if refused is not None:
+            return refused.answer()
+        with self._lock:
+            pending = self._device_authorizations.get(form.get("code", ""))
+            if pending is None or pending.client_id != form.get("client_id"):
+                return authorize.INVALID_AUTHORIZATION_CODE.answer()
+            refused = pending.poll(time.monotonic())
+            if refused is not None:
+                return refused.answer()
+            pending.state = "spent"
+            return self._token_with_refresh(pending.user_id or self.user_id)
+
+    def _token_with_refresh(self, user_id: str) -> Answer:
+        """A token answer with a refresh token of a new family, as :meth:`issue_token` makes
+        (called with the lock held): rotation and family revocation apply to it."""
+        family = _Family(user_id)
+        access_token = self._new_session(user_id, family, oauth=True)
+        refresh_token = self._new_refresh_token(family)
+        body = self._token_body(access_token, refresh_token, user_id)
         return Answer.json(200, body, {"Cache-Control": "no-cache,no-store"})
 
     # --- SOAP --------------------------------------------------------------------------------
@@ -1207,10 +1467,32 @@ class StandInOrg:
             return default
         return max(1, min(int(text), _MAX_BATCH))
 
+    def _parent_record(self, spec: SObjectSpec, record_id: str) -> Record | None:
+        """The live record of ``spec`` with that Id: what a relationship path reads.
+
+        None for an Id of another object or of a deleted record, so such a lookup reads as
+        empty (Salesforce clears or cascades a lookup when its parent is deleted).
+        """
+        hit = self._store.get(record_id)
+        return hit[1] if hit is not None and hit[0].name == spec.name else None
+
+    def _parents_of(
+        self, query: soql.ResolvedQuery, records: list[Record]
+    ) -> dict[tuple[str, str], Record]:
+        """Copies of every parent the query's relationships read for ``records``.
+
+        Copies, like the cursor's records, so batches served later show the query's moment.
+        """
+        snapshot: dict[tuple[str, str], Record] = {}
+        for record in records:
+            found = soql.parent_records(query.select, record, self._parent_record)
+            snapshot.update((key, dict(parent)) for key, parent in found.items())
+        return snapshot
+
     def _soap_query(self, call: _SoapCall) -> Answer:
         text = _child_text(call.payload, "queryString") or ""
         try:
-            query = soql.resolve(soql.parse(text), SCHEMA)
+            query = soql.resolve(soql.parse(text), SCHEMA, relationships=True, count=True)
         except soql.SoqlError as error:
             raise _SoapFault(
                 error.code, error.exception_message, row=error.row, column=error.column
@@ -1219,12 +1501,23 @@ class StandInOrg:
         found = [
             record
             for record in self._store.scan(query.sobject.name, include_deleted=include_deleted)
-            if soql.matches(query, record)
+            if soql.matches(query, record, self._parent_record)
         ]
         if query.limit is not None:
             found = found[: query.limit]
+        if query.count:
+            # SELECT COUNT(): no records and no cursor, the count as the size.
+            body = wire.query_result_xml(
+                call.operation, [], done=True, locator=None, size=len(found)
+            )
+            return self._respond(call, body, sobjects=True)
         cursor = _Cursor(
-            query.sobject.name, query.fields, [dict(r) for r in found], self._batch_size(call)
+            query.sobject.name,
+            query.fields,
+            [dict(r) for r in found],
+            self._batch_size(call, self.query_batch_size),
+            query.select,
+            self._parents_of(query, found),
         )
         return self._query_batch(call, cursor, random_id("01g"), 0)
 
@@ -1242,8 +1535,10 @@ class StandInOrg:
         done = end >= len(cursor.records)
         if not done:
             self._cursors[cursor_id] = cursor
+        select = cursor.fields if cursor.select is None else cursor.select
         records = [
-            wire.sobject_xml("records", cursor.sobject, record, cursor.fields) for record in batch
+            wire.sobject_xml("records", cursor.sobject, record, select, cursor.parents)
+            for record in batch
         ]
         body = wire.query_result_xml(
             call.operation,
@@ -1501,17 +1796,25 @@ class StandInOrg:
     def _rest_query(self, version: str, query_string: str) -> Answer:
         text = next(iter(parse_qs(query_string).get("q", [])), "")
         try:
-            query = soql.resolve(soql.parse(text), SCHEMA)
+            query = soql.resolve(soql.parse(text), SCHEMA, relationships=True, count=True)
         except soql.SoqlError as error:
             return Answer.json(400, wire.rest_error(error.code, error.exception_message))
         with self._lock:
-            found = [
-                wire.rest_record(query.sobject.name, record, query.fields, version)
+            matched = [
+                record
                 for record in self._store.scan(query.sobject.name)
-                if soql.matches(query, record)
+                if soql.matches(query, record, self._parent_record)
             ]
-        if query.limit is not None:
-            found = found[: query.limit]
+            if query.limit is not None:
+                matched = matched[: query.limit]
+            if query.count:
+                # SELECT COUNT(): the count as totalSize and no records.
+                return Answer.json(200, wire.rest_query_body([], total_size=len(matched)))
+            parents = self._parents_of(query, matched)
+            found = [
+                wire.rest_record(query.sobject.name, record, query.select, version, parents)
+                for record in matched
+            ]
         return Answer.json(200, wire.rest_query_body(found))
 
 

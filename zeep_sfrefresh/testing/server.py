@@ -80,21 +80,22 @@ class App(Protocol):
 
 
 class LoopbackServer(ThreadingHTTPServer):
-    """A threading HTTP server on 127.0.0.1 and a free port that can be stopped cleanly."""
+    """A threading HTTP server on 127.0.0.1 that can be stopped cleanly; ``port`` 0 (the
+    default) takes a free one."""
 
     daemon_threads = False
     block_on_close = True  # server_close() joins the handler threads
     allow_reuse_address = True
     request_queue_size = 128  # race tests open dozens of connections at once
 
-    def __init__(self, app: App, stopping: threading.Event | None = None) -> None:
+    def __init__(self, app: App, stopping: threading.Event | None = None, port: int = 0) -> None:
         self.app = app
         self.stopping = stopping if stopping is not None else threading.Event()
         """Set when the server is being stopped: a trickling answer ends at its next pause.
         The app may share its own event here; :meth:`close_connections` sets it too."""
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), slow on some hosts.

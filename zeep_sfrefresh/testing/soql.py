@@ -2,31 +2,56 @@
 
 Grammar (keywords case-insensitive)::
 
-    SELECT field [, field ...] FROM Object [WHERE field = literal [AND field = literal ...]]
-    [LIMIT n]
+    query     := SELECT selection FROM Object [WHERE condition [AND condition ...]] [LIMIT n]
+    selection := COUNT() | path [, path ...]
+    condition := path = literal
+    path      := [Relationship.]... field
 
 where ``literal`` is a single-quoted string (``\\'`` and ``\\\\`` escapes), ``true``,
-``false``, ``null`` or a number. Errors carry the row and column Salesforce reports, so the
-faults built from them look like the real ``MALFORMED_QUERY`` / ``INVALID_TYPE`` /
-``INVALID_FIELD`` ones. Anything outside the subset (ORDER BY, sub-queries, relationship paths)
-is refused with one of those errors rather than half-answered.
+``false``, ``null`` or a number, and ``Relationship`` is the relationship name of a reference
+field (``Account`` for ``Contact.AccountId``), any number of them deep as the schema allows.
+Object, relationship and field names are matched ignoring case; answers use the schema's
+spelling. A path whose lookup is empty reads as null (``WHERE Account.Name = null`` matches a
+Contact without an Account).
+
+``COUNT()`` must stand alone: Salesforce's parser only knows it as the whole select list, so
+``SELECT Id, COUNT() ...`` fails at its ``)`` (``COUNT`` there wants a field) and
+``SELECT COUNT(), Id ...`` at the comma, both ``MALFORMED_QUERY`` "unexpected token". The
+query then answers no records and the number that matched (capped by LIMIT) as its size.
+
+Errors carry the row and column Salesforce reports, so the faults built from them look like the
+real ``MALFORMED_QUERY`` / ``INVALID_TYPE`` / ``INVALID_FIELD`` ones. Anything outside the
+subset (ORDER BY, sub-queries, aggregate functions such as ``COUNT(Id)``) is refused with one
+of those errors rather than half-answered.
+
+Relationship paths and ``COUNT()`` need an answer shape of their own, so :func:`resolve` only
+accepts them when its caller says it can render them (the partner API and REST do; the
+enterprise and tooling queries, which render flat typed records, do not: there a path gets the
+INVALID_FIELD "Didn't understand relationship" error and ``COUNT()`` a MALFORMED_QUERY saying
+the API does not answer it).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from zeep_sfrefresh.testing.data import FieldSpec, SObjectSpec, Value, same_id
+from zeep_sfrefresh.testing.data import FieldSpec, SObjectSpec, Value, id15, same_id
 
 __all__ = [
     "Condition",
+    "FieldPath",
+    "ParentLookup",
+    "Parents",
+    "Relationship",
     "ResolvedQuery",
+    "Selected",
     "SoqlError",
     "SoqlQuery",
     "TokenCursor",
     "matches",
+    "parent_records",
     "parse",
     "resolve",
 ]
@@ -81,6 +106,7 @@ class Condition:
     """``field = value`` in a WHERE clause (value already decoded from its literal)."""
 
     field: str
+    """The field or relationship path as written (``Account.Name``)."""
     value: Value
     row: int
     column: int
@@ -92,11 +118,52 @@ class SoqlQuery:
 
     text: str
     fields: tuple[tuple[str, int, int], ...]
-    """(name, row, column) for every selected field, in SELECT order."""
+    """(name or path, row, column) for every selected field, in SELECT order (none for
+    ``COUNT()``)."""
     sobject: str
     sobject_position: tuple[int, int]
     where: tuple[Condition, ...]
     limit: int | None
+    count: tuple[int, int] | None = None
+    """(row, column) of ``COUNT`` when the query is ``SELECT COUNT() ...``, else None."""
+
+
+@dataclass(frozen=True)
+class Relationship:
+    """A parent relationship walked from a record: ``Account`` of a Contact.
+
+    In a select list it carries what is read from the parent (``fields``, in SELECT order,
+    possibly relationships of the parent in turn); in a WHERE path it is one hop and
+    ``fields`` is empty.
+    """
+
+    name: str
+    """The relationship name as the schema spells it (``Account``): the answer's element."""
+    field: FieldSpec
+    """The reference field holding the parent's Id (``Contact.AccountId``)."""
+    sobject: SObjectSpec
+    """The parent's object."""
+    fields: tuple[FieldSpec | Relationship, ...] = ()
+
+
+Selected = FieldSpec | Relationship
+"""One entry of a resolved select list: a field of the record or a parent relationship."""
+
+
+@dataclass(frozen=True)
+class FieldPath:
+    """A field reached from the queried record through zero or more parent relationships."""
+
+    hops: tuple[Relationship, ...]
+    field: FieldSpec
+
+
+ParentLookup = Callable[[SObjectSpec, str], Mapping[str, Value] | None]
+"""``lookup(object, record_id)``: that object's record with that Id (15 or 18 characters), or
+None when there is none. How :func:`matches` and :func:`parent_records` reach parents."""
+
+Parents = Mapping[tuple[str, str], Mapping[str, Value]]
+"""Parent records by (object name, 15-character Id): what a query's answer reads, as data."""
 
 
 @dataclass(frozen=True)
@@ -104,9 +171,22 @@ class ResolvedQuery:
     """A query checked against the schema: canonical names, ready to run."""
 
     sobject: SObjectSpec
-    fields: tuple[FieldSpec, ...]
-    where: tuple[tuple[FieldSpec, Value], ...]
+    select: tuple[Selected, ...]
+    """What each record answers, in SELECT order, relationships grouped at their first
+    mention (as Salesforce nests them); empty for ``COUNT()``."""
+    where: tuple[tuple[FieldPath, Value], ...]
     limit: int | None
+    count: bool = False
+    """``SELECT COUNT()``: answer the number of matches, no records."""
+
+    @property
+    def fields(self) -> tuple[FieldSpec, ...]:
+        """The selected fields of the queried object itself, in SELECT order.
+
+        The whole select list unless the query reads relationships, which only callers that
+        resolved with ``relationships=True`` get (they render :attr:`select`).
+        """
+        return tuple(item for item in self.select if isinstance(item, FieldSpec))
 
 
 def _tokenize(text: str) -> list[_Token]:
@@ -206,14 +286,51 @@ class _Parser(TokenCursor):
         self.index -= 1
         raise self.unexpected()
 
+    def _ahead(self, offset: int, text: str) -> bool:
+        token = self.tokens[min(self.index + offset, len(self.tokens) - 1)]
+        return token.kind == "symbol" and token.text == text
+
+    def _is_count(self) -> bool:
+        """``COUNT ( )`` starts here (spaces allowed, as in Salesforce)."""
+        token = self.current
+        return (
+            token.kind == "name"
+            and token.text.upper() == "COUNT"
+            and self._ahead(1, "(")
+            and self._ahead(2, ")")
+        )
+
+    def _function(self) -> SoqlError:
+        """The refusal of ``NAME(...)`` in a select list: a function the subset lacks."""
+        token = self.current
+        if token.text.upper() == "COUNT" and self._ahead(2, ")"):
+            # COUNT() after another field: Salesforce's parser reads COUNT(field) there.
+            self.index += 2
+            return self.unexpected()
+        return SoqlError(
+            self.code,
+            f"The stand-in org's SOQL does not support {token.text}(...); its only function "
+            "is COUNT(), alone in the select list",
+            self.text,
+            token.row,
+            token.column,
+        )
+
     def query(self) -> SoqlQuery:
         self.expect_keyword("SELECT")
         fields = []
-        while True:
-            token = self.name()
-            fields.append((token.text, token.row, token.column))
-            if not self.symbol(","):
-                break
+        count = None
+        if self._is_count():
+            count = (self.current.row, self.current.column)
+            self.index += 3
+        else:
+            while True:
+                if self.current.kind == "name" and self._ahead(1, "("):
+                    raise self._function()
+                token = self.name()
+                fields.append((token.text, token.row, token.column))
+                if not self.symbol(","):
+                    break
         self.expect_keyword("FROM")
         sobject = self.name()
         where: list[Condition] = []
@@ -234,6 +351,7 @@ class _Parser(TokenCursor):
             (sobject.row, sobject.column),
             tuple(where),
             limit,
+            count,
         )
 
 
@@ -242,11 +360,110 @@ def parse(text: str) -> SoqlQuery:
     return _Parser(text).query()
 
 
-def resolve(query: SoqlQuery, schema: Mapping[str, SObjectSpec]) -> ResolvedQuery:
+def _no_relationship(name: str, query: str, row: int, column: int) -> SoqlError:
+    return SoqlError(
+        "INVALID_FIELD",
+        f"Didn't understand relationship '{name}' in field path. If you are attempting to use "
+        "a custom relationship, be sure to append the '__r' after the custom relationship "
+        "name. Please reference your WSDL or the describe call for the appropriate names.",
+        query,
+        row,
+        column,
+    )
+
+
+def _no_column(name: str, spec: SObjectSpec, query: str, row: int, column: int) -> SoqlError:
+    return SoqlError(
+        "INVALID_FIELD",
+        f"No such column '{name}' on entity '{spec.name}'. If you are attempting to use a "
+        "custom field, be sure to append the '__c' after the custom field name. Please "
+        "reference your WSDL or the describe call for the appropriate names.",
+        query,
+        row,
+        column,
+    )
+
+
+class _Resolver:
+    """Turns names as written into schema specs for one query (see :func:`resolve`)."""
+
+    def __init__(
+        self, query: SoqlQuery, schema: Mapping[str, SObjectSpec], *, relationships: bool
+    ) -> None:
+        self.query = query
+        self.schema = schema
+        self.relationships = relationships
+
+    def relationship(self, spec: SObjectSpec, name: str) -> Relationship | None:
+        """The parent relationship ``name`` of ``spec`` (any case), if the schema has it."""
+        wanted = name.lower()
+        for candidate in spec.fields:
+            parent = self.schema.get((candidate.reference_to or "").lower())
+            named = candidate.relationship_name
+            if parent is not None and named is not None and named.lower() == wanted:
+                return Relationship(named, candidate, parent)
+        return None
+
+    def path(self, spec: SObjectSpec, written: str, row: int, column: int) -> FieldPath:
+        """``A.B.c`` from ``spec``: each hop a relationship, the last part a field."""
+        *names, last = written.split(".")
+        hops: list[Relationship] = []
+        current = spec
+        for name in names:
+            hop = self.relationship(current, name) if self.relationships else None
+            if hop is None:
+                raise _no_relationship(name, self.query.text, row, column)
+            hops.append(hop)
+            current = hop.sobject
+        found = current.field(last)
+        if found is None:
+            raise _no_column(last, current, self.query.text, row, column)
+        return FieldPath(tuple(hops), found)
+
+
+def _tree(paths: Sequence[FieldPath]) -> tuple[Selected, ...]:
+    """The select list as a tree: a relationship's fields gathered at its first mention.
+
+    Salesforce writes one element (one JSON object) per relationship, where the relationship
+    is first selected, holding every field read through it in SELECT order.
+    """
+    order: list[FieldSpec | str] = []  # a field, or the reference field naming a group
+    groups: dict[str, tuple[Relationship, list[FieldPath]]] = {}
+    for path in paths:
+        if not path.hops:
+            order.append(path.field)
+            continue
+        hop = path.hops[0]
+        if hop.field.name not in groups:
+            groups[hop.field.name] = (hop, [])
+            order.append(hop.field.name)
+        groups[hop.field.name][1].append(FieldPath(path.hops[1:], path.field))
+    result: list[Selected] = []
+    for item in order:
+        if isinstance(item, FieldSpec):
+            result.append(item)
+        else:
+            hop, below = groups[item]
+            result.append(Relationship(hop.name, hop.field, hop.sobject, _tree(below)))
+    return tuple(result)
+
+
+def resolve(
+    query: SoqlQuery,
+    schema: Mapping[str, SObjectSpec],
+    *,
+    relationships: bool = False,
+    count: bool = False,
+) -> ResolvedQuery:
     """Check object and field names against the schema, as Salesforce does after parsing.
 
     Raises :class:`SoqlError` with ``INVALID_TYPE`` for an unknown object and ``INVALID_FIELD``
-    for an unknown field, worded like Salesforce's messages.
+    for an unknown field or relationship, worded like Salesforce's messages.
+
+    ``relationships`` and ``count`` say whether the caller can answer relationship paths and
+    ``COUNT()``; callers that cannot (they render flat records) leave them off and such
+    queries fail as the subset failed them before: a path with the INVALID_FIELD "Didn't
+    understand relationship" error, ``COUNT()`` with a MALFORMED_QUERY saying so.
     """
     spec = schema.get(query.sobject.lower())
     if spec is None:
@@ -260,30 +477,21 @@ def resolve(query: SoqlQuery, schema: Mapping[str, SObjectSpec]) -> ResolvedQuer
             row,
             column,
         )
-
-    def lookup(name: str, row: int, column: int) -> FieldSpec:
-        found = spec.field(name)
-        if found is not None:
-            return found
-        if "." in name:
-            relationship = name.split(".", 1)[0]
-            message = (
-                f"Didn't understand relationship '{relationship}' in field path. If you are "
-                "attempting to use a custom relationship, be sure to append the '__r' after the "
-                "custom relationship name. Please reference your WSDL or the describe call for "
-                "the appropriate names."
-            )
-        else:
-            message = (
-                f"No such column '{name}' on entity '{spec.name}'. If you are attempting to use "
-                "a custom field, be sure to append the '__c' after the custom field name. Please "
-                "reference your WSDL or the describe call for the appropriate names."
-            )
-        raise SoqlError("INVALID_FIELD", message, query.text, row, column)
-
-    fields = tuple(lookup(*item) for item in query.fields)
-    where = tuple((lookup(cond.field, cond.row, cond.column), cond.value) for cond in query.where)
-    return ResolvedQuery(spec, fields, where, query.limit)
+    if query.count is not None and not count:
+        row, column = query.count
+        raise SoqlError(
+            "MALFORMED_QUERY",
+            "The stand-in org answers COUNT() on the partner API and REST only",
+            query.text,
+            row,
+            column,
+        )
+    resolver = _Resolver(query, schema, relationships=relationships)
+    paths = [resolver.path(spec, *item) for item in query.fields]
+    where = tuple(
+        (resolver.path(spec, cond.field, cond.row, cond.column), cond.value) for cond in query.where
+    )
+    return ResolvedQuery(spec, _tree(paths), where, query.limit, count=query.count is not None)
 
 
 def _equal(spec: FieldSpec, stored: Value, wanted: Value) -> bool:
@@ -297,6 +505,58 @@ def _equal(spec: FieldSpec, stored: Value, wanted: Value) -> bool:
     return stored.lower() == wanted.lower()
 
 
-def matches(query: ResolvedQuery, record: Mapping[str, Value]) -> bool:
-    """Whether a record satisfies every WHERE condition of the query."""
-    return all(_equal(spec, record.get(spec.name), value) for spec, value in query.where)
+def _parent(
+    hop: Relationship, record: Mapping[str, Value], lookup: ParentLookup | None
+) -> Mapping[str, Value] | None:
+    parent_id = record.get(hop.field.name)
+    if not isinstance(parent_id, str) or not parent_id:
+        return None
+    if lookup is None:
+        raise ValueError(f"this query reads {hop.name} records: pass a parent lookup")
+    return lookup(hop.sobject, parent_id)
+
+
+def _value(path: FieldPath, record: Mapping[str, Value], lookup: ParentLookup | None) -> Value:
+    current = record
+    for hop in path.hops:
+        parent = _parent(hop, current, lookup)
+        if parent is None:
+            return None  # an empty lookup: every field beyond it is null
+        current = parent
+    return current.get(path.field.name)
+
+
+def matches(
+    query: ResolvedQuery, record: Mapping[str, Value], parents: ParentLookup | None = None
+) -> bool:
+    """Whether a record satisfies every WHERE condition of the query.
+
+    ``parents`` finds the parent records of relationship paths; a query without them needs
+    none (a ValueError if it does and none is given).
+    """
+    return all(
+        _equal(path.field, _value(path, record, parents), value) for path, value in query.where
+    )
+
+
+def parent_records(
+    select: Sequence[Selected], record: Mapping[str, Value], lookup: ParentLookup
+) -> dict[tuple[str, str], Mapping[str, Value]]:
+    """Every parent record the select list reads for ``record``, keyed as :data:`Parents`.
+
+    The answer builders take parents as data rather than a lookup, so an answer (or a
+    queryMore batch served later) shows the parents as they were when the query ran.
+    """
+    found: dict[tuple[str, str], Mapping[str, Value]] = {}
+
+    def walk(items: Sequence[Selected], current: Mapping[str, Value]) -> None:
+        for item in items:
+            parent_id = current.get(item.field.name) if isinstance(item, Relationship) else None
+            if isinstance(item, Relationship) and isinstance(parent_id, str):
+                parent = _parent(item, current, lookup)
+                if parent is not None:
+                    found[(item.sobject.name, id15(parent_id))] = parent
+                    walk(item.fields, parent)
+
+    walk(select, record)
+    return found

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
-from zeep_sfrefresh.testing.data import FieldSpec, SObjectSpec, Value
+from zeep_sfrefresh.testing.data import FieldSpec, SObjectSpec, Value, id15
+from zeep_sfrefresh.testing.soql import Parents, Relationship
 
 __all__ = [
     "DESCRIBE_GLOBAL_MAX_BATCH_SIZE",
@@ -272,19 +273,47 @@ def soap_response(
     return text.encode("utf-8")
 
 
+def _parent(
+    relationship: Relationship, record: Mapping[str, Value], parents: Parents | None
+) -> Mapping[str, Value] | None:
+    """The parent record a relationship reads from ``record``; None for an empty lookup."""
+    parent_id = record.get(relationship.field.name)
+    if not isinstance(parent_id, str) or parents is None:
+        return None
+    return parents.get((relationship.sobject.name, id15(parent_id)))
+
+
 def sobject_xml(
-    tag: str, sobject: str, record: Mapping[str, Value], fields: Sequence[FieldSpec]
+    tag: str,
+    sobject: str,
+    record: Mapping[str, Value],
+    fields: Sequence[FieldSpec | Relationship],
+    parents: Parents | None = None,
 ) -> str:
     """One partner-API record: ``<tag xsi:type="sf:sObject"><sf:type>..</sf:type><sf:Id>..``.
 
     Like Salesforce, the record's own ``Id`` element comes first (nil when Id was not
     selected) and the selected fields follow in SELECT order, so a selected Id appears twice.
+    A parent relationship is a nested record of the same shape named after the relationship
+    (``<sf:Account xsi:type="sf:sObject"><sf:type>Account</sf:type><sf:Id xsi:nil="true"/>
+    <sf:Name>..``), its parent taken from ``parents``; ``<sf:Account xsi:nil="true"/>`` when
+    the lookup is empty.
     """
-    selected = {spec.name for spec in fields}
-    record_id = record.get("Id") if "Id" in selected else None
+    selects_id = any(isinstance(spec, FieldSpec) and spec.name == "Id" for spec in fields)
+    record_id = record.get("Id") if selects_id else None
     parts = [f'<{tag} xsi:type="sf:sObject">', _element("sf:type", sobject)]
     parts.append(_element("sf:Id", record_id))
-    parts.extend(_element(f"sf:{spec.name}", record.get(spec.name)) for spec in fields)
+    for spec in fields:
+        if isinstance(spec, FieldSpec):
+            parts.append(_element(f"sf:{spec.name}", record.get(spec.name)))
+            continue
+        parent = _parent(spec, record, parents)
+        if parent is None:
+            parts.append(_element(f"sf:{spec.name}", None))
+        else:
+            parts.append(
+                sobject_xml(f"sf:{spec.name}", spec.sobject.name, parent, spec.fields, parents)
+            )
     parts.append(f"</{tag}>")
     return "".join(parts)
 
@@ -295,6 +324,7 @@ def query_result_xml(
     """``<queryResponse>`` (or queryAll/queryMore) holding one batch of records.
 
     ``size`` is the total number of matching records, not the batch length, as in Salesforce.
+    A ``SELECT COUNT()`` answer is this with no records, ``done`` true and the count as size.
     """
     return (
         f'<{operation}Response><result xsi:type="QueryResult">'
@@ -722,9 +752,18 @@ def rest_versions() -> list[dict[str, str]]:
 
 
 def rest_record(
-    sobject: str, record: Mapping[str, Value], fields: Sequence[FieldSpec], version: str
+    sobject: str,
+    record: Mapping[str, Value],
+    fields: Sequence[FieldSpec | Relationship],
+    version: str,
+    parents: Parents | None = None,
 ) -> dict[str, object]:
-    """One REST query record: ``attributes`` (type, url) then the selected fields."""
+    """One REST query record: ``attributes`` (type, url) then the selected fields.
+
+    A parent relationship is a nested record of the same shape under the relationship's name
+    (``"Account": {"attributes": {...}, "Name": ...}``), its parent taken from ``parents``;
+    ``"Account": null`` when the lookup is empty.
+    """
     body: dict[str, object] = {
         "attributes": {
             "type": sobject,
@@ -732,13 +771,27 @@ def rest_record(
         }
     }
     for spec in fields:
-        body[spec.name] = record.get(spec.name)
+        if isinstance(spec, FieldSpec):
+            body[spec.name] = record.get(spec.name)
+            continue
+        parent = _parent(spec, record, parents)
+        body[spec.name] = (
+            None
+            if parent is None
+            else rest_record(spec.sobject.name, parent, spec.fields, version, parents)
+        )
     return body
 
 
-def rest_query_body(records: Sequence[dict[str, object]]) -> dict[str, object]:
-    """``GET /services/data/vXX.X/query``: every match in one page (the stand-in never pages)."""
-    return {"totalSize": len(records), "done": True, "records": list(records)}
+def rest_query_body(
+    records: Sequence[dict[str, object]], *, total_size: int | None = None
+) -> dict[str, object]:
+    """``GET /services/data/vXX.X/query``: every match in one page (the stand-in never pages).
+
+    ``total_size`` is for ``SELECT COUNT()``, which answers the count and no records.
+    """
+    size = len(records) if total_size is None else total_size
+    return {"totalSize": size, "done": True, "records": list(records)}
 
 
 def userinfo_body(info: UserInfo, instance_url: str) -> dict[str, object]:
