@@ -6,6 +6,7 @@ sockets, the loopback redirect included (the test plays the browser with request
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -364,3 +365,23 @@ def test_redeem_refresh_token_keeps_the_rotated_one(sf_org: StandInOrg) -> None:
         instance_url=sf_org.url,
     )
     assert kept.refresh_token == token.refresh_token
+
+
+def test_async_transport_from_token_file(sf_org: StandInOrg, tmp_path: Path) -> None:
+    from zeep_sfrefresh import AsyncSalesforceTransport
+
+    store = _login_file(sf_org, tmp_path / "t.json")
+    sf_org.require_secret_for_refresh = False
+    sf_org.expire_all_sessions()
+
+    async def query() -> int:
+        transport = AsyncSalesforceTransport.from_token_file(store.path)
+        async with zeep.AsyncClient(PARTNER_WSDL, transport=transport) as client:
+            answer = await client.service.query("SELECT Id FROM Account")
+            return int(answer.body.result.size)
+
+    assert asyncio.run(query()) == 3
+    assert sf_org.token_requests == 1
+    stored = store.load()
+    assert stored is not None
+    assert stored.version == 2
