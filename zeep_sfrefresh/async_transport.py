@@ -26,11 +26,13 @@ from lxml import etree
 from requests_oauthlib import OAuth2Session
 from zeep.transports import AsyncTransport
 
+from .async_rest import AsyncRestAuth, AsyncRestClient
 from .breaker import DEFAULT_BREAKER, CircuitBreaker
 from .events import RefreshListener
 from .flow import Send
 from .grants import DEFAULT_TOKEN_TIMEOUT, Grant
 from .refresh import DEFAULT_OVERLAP_WAIT
+from .rest import DEFAULT_API_VERSION
 from .routing import SALESFORCE_DOMAINS
 from .stores import TokenStore
 from .transport import SalesforceTransportMixin, scrub_answer
@@ -117,9 +119,25 @@ class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
     ) -> requests.Response:
         """:meth:`SalesforceTransport.callout` for coroutines (the answer as a
         ``requests.Response``, like zeep's async transport gives zeep)."""
-        answer = await self._adrive(self._callout_flow(method, url, data, headers), self._request)
+        answer, _ = await self._adrive(
+            self._callout_flow(method, url, data, headers), self._request
+        )
         response: requests.Response = self.new_response(answer)  # type: ignore[no-untyped-call]
         return response
+
+    def rest_auth(self) -> AsyncRestAuth:
+        """An ``httpx.Auth`` on this transport's token and refresher, for REST calls with
+        httpx: Bearer on requests to the token's instance only, one refresh and one resend on
+        a 401 ``INVALID_SESSION_ID``. See :mod:`zeep_sfrefresh.async_rest`."""
+        return AsyncRestAuth(self)
+
+    def rest_client(
+        self, *, api_version: str = DEFAULT_API_VERSION, **options: Any
+    ) -> AsyncRestClient:
+        """An ``httpx.AsyncClient`` with :meth:`rest_auth` whose relative URLs go to the
+        token's current instance; ``options`` are httpx's (``verify``, ``timeout``...).
+        Close it (``async with``) when done."""
+        return AsyncRestClient(self, api_version=api_version, **options)
 
     async def _request(self, step: Send) -> httpx.Response:
         self._log_post(step.address, step.message or b"")

@@ -1,4 +1,9 @@
-"""The policy of one SOAP call, free of I/O: inject, route, send, detect, refresh, resend once.
+"""The policy of one call, free of I/O: inject, route, send, detect, refresh, resend once.
+
+Two flows share the steps below: :func:`soap_call` for a zeep envelope, and
+:func:`token_request_flow` for any other request that carries the token: REST through the
+transports' ``rest_auth()`` (requests and httpx) and Named Credential style callouts, one
+path for both.
 
 :func:`soap_call` is a generator in the style of httpx's ``Auth.auth_flow``: it yields
 what it needs done and is sent the result. A thin driver performs it, synchronously in
@@ -27,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
@@ -44,12 +49,15 @@ __all__ = [
     "MERGE_FIELD",
     "HttpResponse",
     "Refresh",
+    "RestOutcome",
     "Send",
     "Step",
+    "TokenRequest",
     "Verdict",
-    "callout_flow",
     "callout_path",
+    "route_any_path",
     "soap_call",
+    "token_request_flow",
 ]
 
 
@@ -184,7 +192,18 @@ def soap_call(
 MERGE_FIELD = "{!$Credential.OAuthToken}"
 """Apex's merge field for a Named Credential's access token; callouts fill it in."""
 
-_BEARER_PATHS = ("/services/data/", "/services/apexrest/", "/services/oauth2/userinfo")
+_REST_PATHS = ("/services/data/", "/services/apexrest/", "/services/oauth2/userinfo")
+"""Paths whose requests authenticate with ``Authorization: Bearer`` (REST, Apex REST, userinfo)."""
+
+RestOutcome = Literal["accepted", "refreshed", "expired_again", "refreshed_not_resent"]
+"""What became of a request that carried the token (:func:`token_request_flow`).
+
+``accepted``: the session was good. ``refreshed``: it had expired; the token was refreshed
+and the request resent once, and the resend's answer is returned. ``expired_again``: the
+resend met an expired session too; its 401 (or fault) is returned as is, and refreshing
+cannot help. ``refreshed_not_resent``: the session had expired and the token was refreshed,
+but the request's body could not be sent again (a stream): the 401 is returned as is and
+the next request goes out with the new token."""
 
 
 def callout_path(url: str, name: str) -> str:
@@ -206,61 +225,116 @@ def _fill(text: str, access_token: str, *, xml: bool) -> str:
     return text.replace(MERGE_FIELD, escape(access_token) if xml else access_token)
 
 
-def _callout_request(
-    method: str,
-    path: str,
-    data: str | bytes | None,
-    headers: Mapping[str, str],
-    token: Token,
-    policy: DestinationPolicy,
-) -> tuple[Send, bool]:
-    """Build one callout request with ``token``; also say whether it carries the token."""
-    if token.instance_url is None:
-        raise TokenDestinationError("the token has no instance_url to send its session to")
-    address = token.instance_url.rstrip("/") + path
-    body = data.decode("utf-8") if isinstance(data, bytes) else data
-    carries = body is not None and MERGE_FIELD in body
-    filled = {key: _fill(value, token.access_token, xml=False) for key, value in headers.items()}
-    carries = carries or any(MERGE_FIELD in value for value in headers.values())
-    if urlsplit(path).path.startswith(_BEARER_PATHS) and "authorization" not in {
-        key.lower() for key in headers
-    }:
-        filled["Authorization"] = f"Bearer {token.access_token}"
-        carries = True
-    if carries:
-        _check_sendable(token, soap=not path.startswith(_BEARER_PATHS))
-        policy.check(address, token.instance_url)
-    message = None if body is None else _fill(body, token.access_token, xml=True).encode("utf-8")
-    return Send(address, message, method.upper(), filled), carries
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port
 
 
-def callout_flow(
-    method: str,
-    path: str,
-    *,
-    data: str | bytes | None,
-    headers: Mapping[str, str],
+@dataclass(frozen=True)
+class TokenRequest:
+    """A request made with whatever token is current: REST through the transport's auth, or
+    a Named Credential style callout. A refresh builds it again from this template.
+
+    ``url`` is absolute. A request to the token's instance gets ``Authorization: Bearer``
+    (``bearer_paths_only``: only on REST paths, as a callout's SOAP envelope carries the
+    session in its body); a request elsewhere is sent untouched, so the token never leaves
+    its instance. ``merge_fields`` fills :data:`MERGE_FIELD` in the body (XML-escaped) and
+    header values. When a refresh moves the org to another instance, a request addressed to
+    the old instance follows it.
+    """
+
+    method: str
+    url: str
+    body: bytes | None = field(default=None, repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    merge_fields: bool = False
+    bearer_paths_only: bool = False
+
+    def build(self, token: Token, first: Token, policy: DestinationPolicy) -> tuple[Send, bool]:
+        """The request with ``token`` (``first``: the token of the first attempt), and
+        whether it carries the token."""
+        address = self.url
+        if (
+            first.instance_url
+            and token.instance_url
+            and token.instance_url != first.instance_url
+            and _origin(address) == _origin(first.instance_url)
+        ):
+            address = route_any_path(address, token.instance_url)
+        headers = dict(self.headers)
+        body = self.body
+        carries = False
+        if self.merge_fields:
+            text = None if body is None else body.decode("utf-8")
+            carries = (text is not None and MERGE_FIELD in text) or any(
+                MERGE_FIELD in value for value in headers.values()
+            )
+            headers = {k: _fill(v, token.access_token, xml=False) for k, v in headers.items()}
+            if text is not None:
+                body = _fill(text, token.access_token, xml=True).encode("utf-8")
+        at_instance = token.instance_url is not None and _origin(address) == _origin(
+            token.instance_url
+        )
+        path = urlsplit(address).path
+        rest = path.startswith(_REST_PATHS)
+        if self.bearer_paths_only:
+            # A callout: Bearer on REST paths unless the caller wrote its own Authorization.
+            bearer = rest and not any(k.lower() == "authorization" for k in headers)
+        else:
+            # The REST auth: the current token always wins over a header a client library
+            # set from a session id that may have gone stale.
+            bearer = True
+        if at_instance and bearer:
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            headers["Authorization"] = f"Bearer {token.access_token}"
+            carries = True
+        if carries:
+            _check_sendable(token, soap=not rest)
+            assert token.instance_url is not None  # _check_sendable refuses a token without
+            policy.check(address, token.instance_url)
+        return Send(address, body, self.method.upper(), headers), carries
+
+
+def route_any_path(address: str, instance_url: str) -> str:
+    """``address`` with the scheme, host and port of ``instance_url`` (path kept)."""
+    target, base = urlsplit(address), urlsplit(instance_url)
+    return target._replace(scheme=base.scheme, netloc=base.netloc).geturl()
+
+
+def _expired(response: HttpResponse) -> bool:
+    """An expired session: a SOAP ``INVALID_SESSION_ID`` fault or a REST 401 saying so."""
+    status, content = response.status_code, response.content
+    if 200 <= status < 300:
+        return False
+    return (
+        rest_invalid_session(status, content) or invalid_session_fault(status, content) is not None
+    )
+
+
+def token_request_flow(
+    request: TokenRequest,
     current: Generation,
     policy: DestinationPolicy,
-) -> Generator[Step, Any, ResponseT]:
-    """A Named Credential style callout: ``{!$Credential.OAuthToken}`` filled in, REST paths
-    given ``Authorization: Bearer``, one refresh and one resend on an expired session (a SOAP
-    ``INVALID_SESSION_ID`` fault or a REST 401), whatever the resend answers returned as is.
-    """
-    request, carries = _callout_request(method, path, data, headers, current.token, policy)
-    response: ResponseT = yield request
+    *,
+    resendable: bool = True,
+) -> Generator[Step, Any, tuple[ResponseT, RestOutcome | None]]:
+    """One request with the current token; on an expired session one refresh and, when the
+    body can be sent again, one resend (requests' ``HTTPDigestAuth.handle_401`` checklist).
+    Returns the answer to give the caller, as is whatever its status, and what became of
+    the session (None when the request carried no token)."""
+    first, carries = request.build(current.token, current.token, policy)
+    response: ResponseT = yield first
     if not carries:
-        return response
-    expired = invalid_session_fault(response.status_code, response.content) is not None
-    if not (expired or rest_invalid_session(response.status_code, response.content)):
+        return response, None
+    if not _expired(response):
         yield Verdict(current, True, _WORKED)
-        return response
-    reason = f"{INVALID_SESSION_ID} from {urlsplit(request.address).netloc}"
+        return response, "accepted"
+    reason = f"{INVALID_SESSION_ID} from {urlsplit(first.address).netloc}"
     fresh: Generation = yield Refresh(current, reason)
-    again, _ = _callout_request(method, path, data, headers, fresh.token, policy)
+    if not resendable:
+        return response, "refreshed_not_resent"
+    again, _ = request.build(fresh.token, current.token, policy)
     resent: ResponseT = yield again
-    still = invalid_session_fault(resent.status_code, resent.content) is not None
-    yield Verdict(
-        fresh, not (still or rest_invalid_session(resent.status_code, resent.content)), reason
-    )
-    return resent
+    expired = _expired(resent)
+    yield Verdict(fresh, not expired, reason)
+    return resent, "expired_again" if expired else "refreshed"

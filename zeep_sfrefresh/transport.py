@@ -21,15 +21,28 @@ from requests_oauthlib import OAuth2Session
 from zeep.transports import Transport
 
 from .breaker import DEFAULT_BREAKER, CircuitBreaker
+from .errors import TokenDestinationError
 from .events import RefreshListener
-from .flow import HttpResponse, Refresh, Send, Step, callout_flow, callout_path, soap_call
+from .flow import (
+    HttpResponse,
+    Refresh,
+    RestOutcome,
+    Send,
+    Step,
+    TokenRequest,
+    Verdict,
+    callout_path,
+    soap_call,
+    token_request_flow,
+)
 from .forks import reset_in_child
 from .grants import DEFAULT_TOKEN_TIMEOUT, Grant, SessionGrant
 from .redaction import install_log_redaction, redact
 from .refresh import DEFAULT_OVERLAP_WAIT, Refresher
+from .rest import DEFAULT_API_VERSION, RestAuth, RestSession
 from .routing import SALESFORCE_DOMAINS, DestinationPolicy
 from .stores import FileTokenStore, MemoryTokenStore, TokenStore
-from .tokens import Token
+from .tokens import Generation, Token
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -213,28 +226,46 @@ class SalesforceTransportMixin:
         url: str,
         data: str | bytes | None,
         headers: Mapping[str, str] | None,
-    ) -> Generator[Step, object, HttpResponse]:
-        return callout_flow(
+    ) -> Generator[Step, object, tuple[HttpResponse, RestOutcome | None]]:
+        """A callout is a :class:`TokenRequest` like a REST request through the auth, with
+        merge fields and Bearer on REST paths only: one flow for both."""
+        path = callout_path(url, self.name)
+        current = self._refresher.current
+        instance = current.token.instance_url
+        if instance is None:
+            raise TokenDestinationError("the token has no instance_url to send its session to")
+        request = TokenRequest(
             method,
-            callout_path(url, self.name),
-            data=data,
-            headers=dict(headers or {}),
-            current=self._refresher.current,
-            policy=self._policy,
+            instance.rstrip("/") + path,
+            data.encode("utf-8") if isinstance(data, str) else data,
+            dict(headers or {}),
+            merge_fields=True,
+            bearer_paths_only=True,
         )
+        return token_request_flow(request, current, self._policy)
+
+    def _settle(self, step: Refresh | Verdict) -> Generation | None:
+        """Perform a step that is not a send: a refresh (returns the new generation) or a
+        verdict on the session sent."""
+        if isinstance(step, Refresh):
+            logger.debug("%s; this call waits for a newer session", step.reason)
+            return self._refresher.refresh_after(step.sent, step.reason)
+        self._refresher.judge(step.sent, step.usable, step.reason)
+        return None
+
+    async def _asettle(self, step: Refresh | Verdict) -> Generation | None:
+        """:meth:`_settle` for coroutines: the refresh never blocks the event loop."""
+        if isinstance(step, Refresh):
+            logger.debug("%s; this call waits for a newer session", step.reason)
+            return await self._refresher.arefresh_after(step.sent, step.reason)
+        self._refresher.judge(step.sent, step.usable, step.reason)
+        return None
 
     def _drive(self, flow: Generator[Step, object, Any], send: Callable[[Send], Any]) -> Any:
         """Perform the flow's steps synchronously; return what the flow returns."""
         step = next(flow)
         while True:
-            result: object = None
-            if isinstance(step, Send):
-                result = send(step)
-            elif isinstance(step, Refresh):
-                logger.debug("%s; this call waits for a newer session", step.reason)
-                result = self._refresher.refresh_after(step.sent, step.reason)
-            else:
-                self._refresher.judge(step.sent, step.usable, step.reason)
+            result = send(step) if isinstance(step, Send) else self._settle(step)
             try:
                 step = flow.send(result)
             except StopIteration as done:
@@ -246,14 +277,7 @@ class SalesforceTransportMixin:
         """Perform the flow's steps with ``await``; the refresh never blocks the loop."""
         step = next(flow)
         while True:
-            result: object = None
-            if isinstance(step, Send):
-                result = await send(step)
-            elif isinstance(step, Refresh):
-                logger.debug("%s; this call waits for a newer session", step.reason)
-                result = await self._refresher.arefresh_after(step.sent, step.reason)
-            else:
-                self._refresher.judge(step.sent, step.usable, step.reason)
+            result = await send(step) if isinstance(step, Send) else await self._asettle(step)
             try:
                 step = flow.send(result)
             except StopIteration as done:
@@ -384,10 +408,26 @@ class SalesforceTransport(SalesforceTransportMixin, Transport):
         a REST 401 ``INVALID_SESSION_ID``) leads to one refresh and one resend with the merge
         field filled again; the answer is returned as is, whatever its status.
         """
-        response: requests.Response = self._drive(
-            self._callout_flow(method, url, data, headers), self._request
-        )
+        response: requests.Response
+        response, _ = self._drive(self._callout_flow(method, url, data, headers), self._request)
         return response
+
+    def rest_auth(self) -> RestAuth:
+        """A ``requests`` auth on this transport's token and refresher, for REST calls:
+        ``Authorization: Bearer`` on requests to the token's instance (never another host),
+        one refresh through this transport's refresher and one resend on a 401
+        ``INVALID_SESSION_ID``. See :mod:`zeep_sfrefresh.rest`."""
+        return RestAuth(self)
+
+    def rest_session(self, *, api_version: str = DEFAULT_API_VERSION) -> RestSession:
+        """A ``requests.Session`` with :meth:`rest_auth`, whose relative URLs go to the
+        token's current instance (``session.get("query", params={"q": soql})``); it starts
+        with this transport's ``verify``, ``cert`` and ``proxies``."""
+        session = RestSession(self, api_version=api_version)
+        session.verify = self.session.verify
+        session.cert = self.session.cert
+        session.proxies = dict(self.session.proxies)
+        return session
 
     def _request(self, step: Send) -> requests.Response:
         self._log_post(step.address, step.message or b"")

@@ -47,7 +47,6 @@ from zeep_sfrefresh.testing.org import (
     StandInOrg,
     _child_text,
     _children,
-    _Cursor,
     _SoapCall,
     _SoapFault,
     _sobject_spec,
@@ -397,7 +396,7 @@ def _enterprise_query(org: StandInOrg, call: _SoapCall) -> Answer:
     found = [dict(r) for r in org._store.scan(query.sobject.name) if soql.matches(query, r)]
     if query.limit is not None:
         found = found[: query.limit]
-    cursor = _Cursor(query.sobject.name, query.fields, found, org._batch_size(call))
+    cursor = soql.Cursor(query.sobject.name, query.fields, found, org._batch_size(call))
     return _enterprise_batch(org, call, cursor, random_id("01g"), 0)
 
 
@@ -411,7 +410,7 @@ def _enterprise_query_more(org: StandInOrg, call: _SoapCall) -> Answer:
 
 
 def _enterprise_batch(
-    org: StandInOrg, call: _SoapCall, cursor: _Cursor, cursor_id: str, start: int
+    org: StandInOrg, call: _SoapCall, cursor: soql.Cursor, cursor_id: str, start: int
 ) -> Answer:
     """One batch of a cursor, like the partner API's but with typed records.
 

@@ -18,7 +18,9 @@ __all__ = [
     "TRAP_DESCRIPTION",
     "FieldSpec",
     "Record",
+    "RecordError",
     "RecordStore",
+    "SObjectInput",
     "SObjectSpec",
     "Value",
     "contact_name",
@@ -34,6 +36,9 @@ Value = str | bool | None
 
 Record = dict[str, Value]
 """One record, keyed by canonical field name (``Id``, ``FirstName``...)."""
+
+RecordError = tuple[str, str, list[str]]
+"""A per-record error as the APIs report it: (statusCode, message, fields)."""
 
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _SUFFIX_CHARS = string.ascii_uppercase + "012345"
@@ -133,6 +138,46 @@ class SObjectSpec:
             if spec.name.lower() == wanted:
                 return spec
         return None
+
+
+@dataclass
+class SObjectInput:
+    """One record as a create or update call sent it, decoded (SOAP ``<sObjects>`` or REST JSON).
+
+    Both APIs decode into this and ask :meth:`errors`, so a record the SOAP API refuses is
+    refused by REST too, with the same status code, message and fields, as one org does.
+    """
+
+    spec: SObjectSpec
+    values: dict[str, Value]
+    record_id: str | None
+    read_only: list[str]
+    """Fields the call may not write (a per-record INVALID_FIELD_FOR_INSERT_UPDATE)."""
+
+    def errors(self, *, creating: bool) -> list[RecordError]:
+        """The per-record errors Salesforce reports for this record, if any."""
+        if self.read_only:
+            message = (
+                f"Unable to create/update fields: {', '.join(self.read_only)}. Please check the "
+                "security settings of this field and verify that it is read/write for your "
+                "profile or permission set."
+            )
+            return [("INVALID_FIELD_FOR_INSERT_UPDATE", message, self.read_only)]
+        fields = self.spec.fields
+        if creating:
+            missing = [f.name for f in fields if f.required_on_create and not self._given(f.name)]
+        else:
+            missing = [f.name for f in fields if not f.nillable and self._blanked(f.name)]
+        if missing:
+            message = f"Required fields are missing: [{', '.join(missing)}]"
+            return [("REQUIRED_FIELD_MISSING", message, missing)]
+        return []
+
+    def _given(self, name: str) -> bool:
+        return self.values.get(name) not in (None, "")
+
+    def _blanked(self, name: str) -> bool:
+        return name in self.values and not self._given(name)
 
 
 def _id_field() -> FieldSpec:

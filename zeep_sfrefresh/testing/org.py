@@ -35,9 +35,9 @@ from lxml import etree
 from zeep_sfrefresh.testing import authorize, grants, soql, sosl, wire
 from zeep_sfrefresh.testing.data import (
     SCHEMA,
-    FieldSpec,
     Record,
     RecordStore,
+    SObjectInput,
     SObjectSpec,
     Value,
     id15,
@@ -180,21 +180,6 @@ class _Injection:
     code: str | None
     message: str = ""
     prefix: str = "sf"
-
-
-@dataclass
-class _Cursor:
-    """A query's snapshot, served batch by batch through queryMore."""
-
-    sobject: str
-    fields: tuple[FieldSpec, ...]
-    records: list[Record]
-    batch_size: int = _DEFAULT_BATCH
-    """The batch size of the call that opened it, reused when queryMore sends no QueryOptions."""
-    select: tuple[soql.Selected, ...] | None = None
-    """The partner select list with its relationships; None when ``fields`` is all of it."""
-    parents: soql.Parents = field(default_factory=dict)
-    """Copies of the parent records the relationships read, taken when the query ran."""
 
 
 _SoapHandler = Callable[["StandInOrg", _SoapCall], Answer]
@@ -353,7 +338,7 @@ class StandInOrg:
         self._refreshing: collections.Counter[str] = collections.Counter()
         """Refresh tokens presented by requests not answered yet (how many of each)."""
         self._store = RecordStore.seeded()
-        self._cursors: dict[str, _Cursor] = {}
+        self._cursors: dict[str, soql.Cursor] = {}
         self._injected: collections.deque[_Injection] = collections.deque()
 
         self._token_requests = 0
@@ -1511,7 +1496,7 @@ class StandInOrg:
                 call.operation, [], done=True, locator=None, size=len(found)
             )
             return self._respond(call, body, sobjects=True)
-        cursor = _Cursor(
+        cursor = soql.Cursor(
             query.sobject.name,
             query.fields,
             [dict(r) for r in found],
@@ -1529,7 +1514,9 @@ class StandInOrg:
             raise _SoapFault("INVALID_QUERY_LOCATOR", "invalid query locator")
         return self._query_batch(call, cursor, cursor_id, int(offset))
 
-    def _query_batch(self, call: _SoapCall, cursor: _Cursor, cursor_id: str, start: int) -> Answer:
+    def _query_batch(
+        self, call: _SoapCall, cursor: soql.Cursor, cursor_id: str, start: int
+    ) -> Answer:
         end = start + self._batch_size(call, cursor.batch_size)
         batch = cursor.records[start:end]
         done = end >= len(cursor.records)
@@ -1852,46 +1839,10 @@ def _sobject_spec(name: str) -> SObjectSpec:
 
 
 @dataclass
-class _SObjectInput:
-    """One decoded ``<sObjects>`` of a create or update call."""
-
-    spec: SObjectSpec
-    values: dict[str, Value]
-    record_id: str | None
-    read_only: list[str]
-    """Fields the call may not write (a per-record INVALID_FIELD_FOR_INSERT_UPDATE)."""
-
-    def errors(self, *, creating: bool) -> list[tuple[str, str, list[str]]]:
-        """The per-record errors Salesforce reports for this record, if any."""
-        if self.read_only:
-            message = (
-                f"Unable to create/update fields: {', '.join(self.read_only)}. Please check the "
-                "security settings of this field and verify that it is read/write for your "
-                "profile or permission set."
-            )
-            return [("INVALID_FIELD_FOR_INSERT_UPDATE", message, self.read_only)]
-        fields = self.spec.fields
-        if creating:
-            missing = [f.name for f in fields if f.required_on_create and not self._given(f.name)]
-        else:
-            missing = [f.name for f in fields if not f.nillable and self._blanked(f.name)]
-        if missing:
-            message = f"Required fields are missing: [{', '.join(missing)}]"
-            return [("REQUIRED_FIELD_MISSING", message, missing)]
-        return []
-
-    def _given(self, name: str) -> bool:
-        return self.values.get(name) not in (None, "")
-
-    def _blanked(self, name: str) -> bool:
-        return name in self.values and not self._given(name)
-
-
-@dataclass
 class _UpsertPlan:
     """What upsert does with one sObject: its errors, or the record to update (None: create)."""
 
-    given: _SObjectInput
+    given: SObjectInput
     errors: list[_Error]
     target: Record | None = None
     key: tuple[str, str, str] | None = None
@@ -1907,7 +1858,7 @@ def _all_or_none(call: _SoapCall) -> bool:
     return (value or "").strip() in ("true", "1")
 
 
-def _read_sobject(element: etree._Element, *, writable: str) -> _SObjectInput:
+def _read_sobject(element: etree._Element, *, writable: str) -> SObjectInput:
     """Decode one ``<sObjects>`` of a create (``writable="createable"``) or update call.
 
     An unknown object or field is a fault for the whole call, as in Salesforce; a field that
@@ -1941,7 +1892,7 @@ def _read_sobject(element: etree._Element, *, writable: str) -> _SObjectInput:
             read_only.append(target.name)
             continue
         values[target.name] = None if _is_nil(child) else (child.text or "")
-    return _SObjectInput(spec, values, record_id, read_only)
+    return SObjectInput(spec, values, record_id, read_only)
 
 
 def _basic_credentials(authorization: str | None) -> tuple[str, str] | None:

@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from zeep_sfrefresh.testing.data import FieldSpec, SObjectSpec, Value, id15, same_id
+from zeep_sfrefresh.testing.data import FieldSpec, Record, SObjectSpec, Value, id15, same_id
 
 __all__ = [
     "Condition",
+    "Cursor",
     "FieldPath",
     "ParentLookup",
     "Parents",
@@ -187,6 +188,27 @@ class ResolvedQuery:
         resolved with ``relationships=True`` get (they render :attr:`select`).
         """
         return tuple(item for item in self.select if isinstance(item, FieldSpec))
+
+
+@dataclass
+class Cursor:
+    """A query's snapshot, served batch by batch (SOAP queryMore, REST ``nextRecordsUrl``).
+
+    The org keeps its cursors in one table, as Salesforce keeps one server-side cursor per
+    query locator: a locator opened by one API can be continued by another, each rendering
+    the records its own way. The records are copies taken when the query ran, so later
+    batches show that moment, not later writes.
+    """
+
+    sobject: str
+    fields: tuple[FieldSpec, ...]
+    records: list[Record]
+    batch_size: int = 2000
+    """The batch size of the call that opened it, reused when a continuation names none."""
+    select: tuple[Selected, ...] | None = None
+    """The select list with its relationships; None when ``fields`` is all of it."""
+    parents: Parents = field(default_factory=dict)
+    """Copies of the parent records the relationships read, taken when the query ran."""
 
 
 def _tokenize(text: str) -> list[_Token]:

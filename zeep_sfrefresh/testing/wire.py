@@ -456,7 +456,14 @@ def server_timestamp_xml(timestamp: str) -> str:
     )
 
 
-def _describe_field_xml(spec: FieldSpec) -> str:
+def _describe_field_values(
+    spec: FieldSpec,
+) -> tuple[list[tuple[str, Value | int]], list[tuple[str, Value | int]]]:
+    """A field's describe values before and after ``referenceTo``/``relationshipName``.
+
+    Split there because the two APIs differ only in those: SOAP leaves them out when empty,
+    REST always has them (``[]`` and null). The XML and JSON describes share the rest.
+    """
     is_text = spec.soap_type == "xsd:string"
     values: list[tuple[str, Value | int]] = [
         ("aggregatable", spec.type != "textarea"),
@@ -484,11 +491,6 @@ def _describe_field_xml(spec: FieldSpec) -> str:
         ("precision", 0),
         ("queryByDistance", False),
     ]
-    parts = [_element(name, value) for name, value in values]
-    if spec.reference_to:
-        parts.append(_element("referenceTo", spec.reference_to))
-    if spec.relationship_name:
-        parts.append(_element("relationshipName", spec.relationship_name))
     tail: list[tuple[str, Value | int]] = [
         ("restrictedPicklist", False),
         ("scale", 0),
@@ -499,6 +501,16 @@ def _describe_field_xml(spec: FieldSpec) -> str:
         ("unique", False),
         ("updateable", spec.updateable),
     ]
+    return values, tail
+
+
+def _describe_field_xml(spec: FieldSpec) -> str:
+    head, tail = _describe_field_values(spec)
+    parts = [_element(name, value) for name, value in head]
+    if spec.reference_to:
+        parts.append(_element("referenceTo", spec.reference_to))
+    if spec.relationship_name:
+        parts.append(_element("relationshipName", spec.relationship_name))
     parts.extend(_element(name, value) for name, value in tail)
     return f"<fields>{''.join(parts)}</fields>"
 
@@ -738,6 +750,12 @@ def rest_error(code: str, message: str) -> list[dict[str, str]]:
 REST_INVALID_SESSION = rest_error("INVALID_SESSION_ID", "Session expired or invalid")
 """Body of the REST 401 for a missing, expired or unknown bearer token (real capture)."""
 
+REST_NOT_VALID_FOR_REST = rest_error(
+    "INVALID_SESSION_ID", "This session is not valid for use with the REST API"
+)
+"""Body of the REST 401 for a live session the REST API may not use (real capture): one
+Salesforce made for something else, such as a UI session, which the SOAP API still takes."""
+
 REST_NOT_FOUND = [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
 
 _RELEASES = {"64.0": "Summer '25", "65.0": "Winter '26", "66.0": "Spring '26"}
@@ -784,14 +802,24 @@ def rest_record(
 
 
 def rest_query_body(
-    records: Sequence[dict[str, object]], *, total_size: int | None = None
+    records: Sequence[dict[str, object]],
+    *,
+    total_size: int | None = None,
+    next_records_url: str | None = None,
 ) -> dict[str, object]:
-    """``GET /services/data/vXX.X/query``: every match in one page (the stand-in never pages).
+    """``GET /services/data/vXX.X/query`` (or ``queryAll``, or a locator): one batch.
 
-    ``total_size`` is for ``SELECT COUNT()``, which answers the count and no records.
+    ``total_size`` is the number of records the whole query matched (the batch length when
+    None; for ``SELECT COUNT()`` the count, with no records). With ``next_records_url`` the
+    answer is a batch with more to come: ``done`` false and the URL placed before the
+    records, as Salesforce writes it.
     """
     size = len(records) if total_size is None else total_size
-    return {"totalSize": size, "done": True, "records": list(records)}
+    body: dict[str, object] = {"totalSize": size, "done": next_records_url is None}
+    if next_records_url is not None:
+        body["nextRecordsUrl"] = next_records_url
+    body["records"] = list(records)
+    return body
 
 
 def userinfo_body(info: UserInfo, instance_url: str) -> dict[str, object]:
