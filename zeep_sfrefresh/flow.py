@@ -237,8 +237,8 @@ class TokenRequest:
 
     ``url`` is absolute. A request to the token's instance gets ``Authorization: Bearer``
     (``bearer_paths_only``: only on REST paths, as a callout's SOAP envelope carries the
-    session in its body); a request elsewhere is sent untouched, so the token never leaves
-    its instance. ``merge_fields`` fills :data:`MERGE_FIELD` in the body (XML-escaped) and
+    session in its body); a request elsewhere is sent without any Authorization header, so
+    no session id of the org leaves its instance. ``merge_fields`` fills :data:`MERGE_FIELD` in the body (XML-escaped) and
     header values. When a refresh moves the org to another instance, a request addressed to
     the old instance follows it.
     """
@@ -288,6 +288,10 @@ class TokenRequest:
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             headers["Authorization"] = f"Bearer {token.access_token}"
             carries = True
+        elif not at_instance and not self.bearer_paths_only:
+            # Another host never gets an Authorization through the REST auth, not even one
+            # a client library set itself: it may hold a session id of this org.
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
         if carries:
             _check_sendable(token, soap=not rest)
             assert token.instance_url is not None  # _check_sendable refuses a token without

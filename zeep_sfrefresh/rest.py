@@ -22,6 +22,7 @@ import requests
 from requests.auth import AuthBase
 
 from .flow import RestOutcome, Send, Step, TokenRequest, token_request_flow
+from .forks import reset_in_child
 
 if TYPE_CHECKING:
     from .transport import SalesforceTransportMixin
@@ -159,6 +160,13 @@ class RestSession(requests.Session):
         self._salesforce = transport
         self.api_version = api_version
         self.auth = RestAuth(transport)
+        reset_in_child(self)
+
+    def _after_fork(self) -> None:
+        # A forked child must not share the parent's pooled connections (gunicorn
+        # --preload, Celery prefork); closing the child's copies leaves the parent's alone,
+        # and the session opens new ones on its next request.
+        self.close()
 
     def url(self, path: str = "") -> str:
         """The absolute URL of ``path`` on the token's current instance (see the class)."""

@@ -28,6 +28,7 @@ __all__ = [
     "JSON_CONTENT_TYPE",
     "REST_INVALID_SESSION",
     "REST_NOT_FOUND",
+    "REST_NOT_VALID_FOR_REST",
     "SOAPENV_NS",
     "SOBJECT_NS",
     "TRUNCATED_TOKEN_BODY",
@@ -45,9 +46,21 @@ __all__ = [
     "login_result_xml",
     "oauth_error",
     "query_result_xml",
+    "rest_describe",
+    "rest_describe_global",
     "rest_error",
+    "rest_external_id_not_found",
+    "rest_limit_info",
+    "rest_limits",
+    "rest_method_not_allowed",
+    "rest_not_found",
     "rest_query_body",
     "rest_record",
+    "rest_record_errors",
+    "rest_resources",
+    "rest_save_result",
+    "rest_sobject_info",
+    "rest_sobject_url",
     "rest_versions",
     "save_result_xml",
     "search_record_xml",
@@ -838,4 +851,161 @@ def userinfo_body(info: UserInfo, instance_url: str) -> dict[str, object]:
         "language": "en_US",
         "user_type": "STANDARD",
         "active": True,
+    }
+
+
+def rest_not_found(message: str) -> list[dict[str, str]]:
+    """A REST 404 body. Salesforce writes ``errorCode`` before ``message`` in these (the
+    routing layer answers them, not the data layer that writes ``message`` first)."""
+    return [{"errorCode": "NOT_FOUND", "message": message}]
+
+
+def rest_external_id_not_found(value: str) -> list[dict[str, str]]:
+    """The 404 for ``/sobjects/<Type>/<value>`` when ``value`` is not a record Id at all.
+
+    Salesforce then reads the segment as the name of an external id field (the
+    ``/sobjects/<Type>/<field>/<value>`` form) and reports that no such field exists; a
+    well-formed Id of no record gets :data:`REST_NOT_FOUND` instead.
+    """
+    return rest_not_found(
+        f"Provided external ID field does not exist or is not accessible: {value}"
+    )
+
+
+def rest_method_not_allowed(method: str, allowed: Sequence[str]) -> list[dict[str, str]]:
+    """The 405 body for a method a resource does not serve, worded as Salesforce's."""
+    return [
+        {
+            "errorCode": "METHOD_NOT_ALLOWED",
+            "message": f"HTTP Method '{method}' not allowed. Allowed are {','.join(allowed)}",
+        }
+    ]
+
+
+def rest_record_errors(
+    errors: Sequence[tuple[str, str, Sequence[str]]],
+) -> list[dict[str, object]]:
+    """The body of a refused REST write: per error ``message``, ``errorCode`` and ``fields``.
+
+    The same (statusCode, message, fields) the SOAP API puts in a SaveResult, so one record
+    is refused alike by both APIs; REST answers the first record error as the whole call's.
+    """
+    return [
+        {"message": message, "errorCode": code, "fields": list(fields)}
+        for code, message, fields in errors
+    ]
+
+
+def rest_save_result(record_id: str) -> dict[str, object]:
+    """``POST /sobjects/<Type>``'s 201 body: the new record's Id, success, no errors."""
+    return {"id": record_id, "success": True, "errors": []}
+
+
+def rest_sobject_url(version: str, sobject: str, record_id: str) -> str:
+    """A record's REST address, as ``attributes.url`` and ``Location`` give it."""
+    return f"/services/data/v{version}/sobjects/{sobject}/{record_id}"
+
+
+_LIMITS = (
+    ("ConcurrentAsyncGetReportInstances", 200),
+    ("ConcurrentSyncReportRuns", 20),
+    ("DailyApiRequests", 15000),
+    ("DailyAsyncApexExecutions", 250000),
+    ("DailyBulkApiBatches", 15000),
+    ("DailyBulkV2QueryJobs", 10000),
+    ("DailyStreamingApiEvents", 10000),
+    ("DataStorageMB", 5),
+    ("FileStorageMB", 20),
+    ("HourlyTimeBasedWorkflow", 50),
+    ("MassEmail", 10),
+    ("SingleEmail", 15),
+)
+"""A Developer Edition org's figures for a handful of the limits Salesforce lists."""
+
+
+def rest_limits(api_used: int, api_max: int) -> dict[str, dict[str, int]]:
+    """``GET /services/data/vXX.X/limits``: ``{"Name": {"Max": m, "Remaining": r}}`` by name.
+
+    Only ``DailyApiRequests`` moves (``api_max`` less ``api_used``, never below 0), as it
+    is the one a client's own calls consume; the others stay at their maximum.
+    """
+    body: dict[str, dict[str, int]] = {}
+    for name, maximum in _LIMITS:
+        if name == "DailyApiRequests":
+            body[name] = {"Max": api_max, "Remaining": max(0, api_max - api_used)}
+        else:
+            body[name] = {"Max": maximum, "Remaining": maximum}
+    return body
+
+
+def rest_limit_info(current: int, limit: int) -> str:
+    """The ``Sforce-Limit-Info`` header Salesforce adds to REST answers (``api-usage=N/M``)."""
+    return f"api-usage={current}/{limit}"
+
+
+def rest_resources(version: str) -> dict[str, str]:
+    """``GET /services/data/vXX.X/``: the resources the stand-in serves in that version."""
+    base = f"/services/data/v{version}"
+    return {name: f"{base}/{name}" for name in ("limits", "query", "queryAll", "sobjects")}
+
+
+def rest_describe(spec: SObjectSpec, instance_url: str, version: str) -> dict[str, object]:
+    """``GET /sobjects/<Type>/describe``: the SOAP describe's values as JSON, plus ``urls``.
+
+    REST has no ``urlDetail``/``urlEdit``/``urlNew`` (those are the SOAP result's); it lists
+    its own resources for the object under ``urls`` instead.
+    """
+    values: dict[str, object] = {
+        name: value
+        for name, value in _sobject_describe(spec, instance_url).items()
+        if not name.startswith("url")
+    }
+    fields = []
+    for field_spec in spec.fields:
+        head, tail = _describe_field_values(field_spec)
+        described: dict[str, object] = dict(head)
+        described["referenceTo"] = [field_spec.reference_to] if field_spec.reference_to else []
+        described["relationshipName"] = field_spec.relationship_name
+        described.update(tail)
+        fields.append(described)
+    values["fields"] = fields
+    base = f"/services/data/v{version}/sobjects/{spec.name}"
+    values["urls"] = {
+        "sobject": base,
+        "describe": f"{base}/describe",
+        "rowTemplate": f"{base}/{{ID}}",
+    }
+    return dict(sorted(values.items()))
+
+
+def _rest_sobject_summary(spec: SObjectSpec, instance_url: str, version: str) -> dict[str, object]:
+    """One object as REST's describeGlobal lists it: the SOAP summary's values plus ``urls``."""
+    values = _sobject_describe(spec, instance_url)
+    summary: dict[str, object] = {name: values[name] for name in _DESCRIBE_GLOBAL}
+    base = f"/services/data/v{version}/sobjects/{spec.name}"
+    summary["urls"] = {
+        "sobject": base,
+        "describe": f"{base}/describe",
+        "rowTemplate": f"{base}/{{ID}}",
+    }
+    return summary
+
+
+def rest_describe_global(
+    specs: Iterable[SObjectSpec], instance_url: str, version: str
+) -> dict[str, object]:
+    """``GET /services/data/vXX.X/sobjects``: encoding, batch size and every object's summary."""
+    return {
+        "encoding": "UTF-8",
+        "maxBatchSize": DESCRIBE_GLOBAL_MAX_BATCH_SIZE,
+        "sobjects": [_rest_sobject_summary(spec, instance_url, version) for spec in specs],
+    }
+
+
+def rest_sobject_info(spec: SObjectSpec, instance_url: str, version: str) -> dict[str, object]:
+    """``GET /sobjects/<Type>``: the object's summary and its recently viewed records (none:
+    nobody views records in the stand-in)."""
+    return {
+        "objectDescribe": _rest_sobject_summary(spec, instance_url, version),
+        "recentItems": [],
     }
