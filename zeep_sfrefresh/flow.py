@@ -238,9 +238,9 @@ class TokenRequest:
     ``url`` is absolute. A request to the token's instance gets ``Authorization: Bearer``
     (``bearer_paths_only``: only on REST paths, as a callout's SOAP envelope carries the
     session in its body); a request elsewhere is sent without any Authorization header, so
-    no session id of the org leaves its instance. ``merge_fields`` fills :data:`MERGE_FIELD` in the body (XML-escaped) and
-    header values. When a refresh moves the org to another instance, a request addressed to
-    the old instance follows it.
+    no session id of the org leaves its instance. ``merge_fields`` fills
+    :data:`MERGE_FIELD` in the body (XML-escaped) and header values. When a refresh moves
+    the org to another instance, a request addressed to the old instance follows it.
     """
 
     method: str
