@@ -231,6 +231,17 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def tls_org(monkeypatch: pytest.MonkeyPatch) -> Iterator[StandInOrg]:
+    """An https org. requests lets REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE override a Session's
+    ``verify`` (only a per-request ``verify=`` beats them), so they are unset here: the
+    sessions trust the org the way an application's would, through ``verify``."""
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    with StandInOrg(tls=True) as org:
+        yield org
+
+
+@pytest.fixture
 def another_org() -> Iterator[StandInOrg]:
     with StandInOrg() as org:
         yield org

@@ -1725,7 +1725,7 @@ def test_rest_query_userinfo_and_not_found(sf_org: StandInOrg, token: dict[str, 
     assert info.json()["organization_id"] == sf_org.org_id
 
     missing = requests.get(
-        sf_org.url + "/services/data/v66.0/limits", headers=bearer(token), timeout=5
+        sf_org.url + "/services/data/v66.0/analytics/reports", headers=bearer(token), timeout=5
     )
     assert missing.status_code == 404
     assert missing.json() == [

@@ -15,13 +15,14 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 import requests
 import zeep
 from requests_oauthlib import OAuth2Session
+from simple_salesforce.api import Salesforce, SFType
 
 from zeep_sfrefresh import (
     PARTNER_WSDL,
@@ -30,7 +31,7 @@ from zeep_sfrefresh import (
     SalesforceTransport,
 )
 from zeep_sfrefresh.rest import rest_outcome
-from zeep_sfrefresh.testing import StandInOrg
+from zeep_sfrefresh.testing import StandInOrg, allow_insecure_transport
 from zeep_sfrefresh.testing.insecure import INSECURE_TRANSPORT_VARIABLE
 from zeep_sfrefresh.tokenfile import TokenFileSettings
 
@@ -100,7 +101,7 @@ def test_rest_session_refreshes_once_and_resends(sf_org: StandInOrg) -> None:
     first = _query(session)
     assert first.status_code == 200
     assert first.json()["totalSize"] == 3
-    assert rest_outcome(first) == "accepted"
+    assert rest_outcome(first) == "sent"
     assert sf_org.token_requests == 0
     sf_org.expire_all_sessions()
     again = _query(session)
@@ -136,7 +137,7 @@ def test_no_bearer_reaches_another_host(sf_org: StandInOrg, elsewhere: _Elsewher
     assert elsewhere.authorizations == []  # not even the header the session was given
     answer = _query(session)  # on the instance, the current token replaces the stale one
     assert answer.status_code == 200
-    assert rest_outcome(answer) == "accepted"
+    assert rest_outcome(answer) == "sent"
 
 
 def test_a_second_401_is_returned_as_is(sf_org: StandInOrg) -> None:
@@ -222,44 +223,121 @@ def test_rest_client_refreshes_and_keeps_bearer_home(
 # --- one expiry, many callers --------------------------------------------------------------
 
 
-def test_sixteen_threads_mix_soap_and_rest_over_one_expiry(sf_org: StandInOrg) -> None:
-    sf_org.rotation = True
-    transport = SalesforceTransport(_oauth(sf_org))
-    client = zeep.Client(PARTNER_WSDL, transport=transport, settings=zeep.Settings(forbid_dtd=True))
-    session = transport.rest_session()
-    barrier = threading.Barrier(17)
-    failures: list[str] = []
+def _tls_transport(org: StandInOrg) -> SalesforceTransport:
+    """A transport on an https org: its SOAP session and its token requests trust the org's
+    certificate, as an application's would trust its CA bundle."""
+    oauth = _oauth(org)
+    oauth.verify = org.ca_file
+    soap = requests.Session()
+    soap.verify = org.ca_file
+    with allow_insecure_transport():  # a loopback instance, even over https
+        return SalesforceTransport(oauth, session=soap)
 
-    def soap() -> None:
-        assert client.service.query(SOQL).body.result.size == 3
 
-    def rest() -> None:
-        answer = _query(session)
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["totalSize"] == 3
+def test_sixteen_threads_mix_soap_rest_and_simple_salesforce_over_one_expiry(
+    tls_org: StandInOrg,
+) -> None:
+    tls_org.rotation = True
+    with allow_insecure_transport():
+        transport = _tls_transport(tls_org)
+        client = zeep.Client(
+            PARTNER_WSDL, transport=transport, settings=zeep.Settings(forbid_dtd=True)
+        )
+        session = transport.rest_session()
+        sf = Salesforce(
+            instance_url=tls_org.url,
+            session_id=transport.token.access_token,
+            session=transport.rest_session(),
+        )
+        barrier = threading.Barrier(17)
+        failures: list[str] = []
 
-    def worker(index: int) -> None:
-        call = soap if index % 2 else rest
-        try:
-            call()
-            barrier.wait(timeout=30)
-            barrier.wait(timeout=30)  # the expiry happens between the two
-            call()
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
-            failures.append(f"{call.__name__}: {exc!r}")
+        def soap() -> None:
+            assert client.service.query(SOQL).body.result.size == 3
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
-    for thread in threads:
-        thread.start()
-    barrier.wait(timeout=30)
-    sf_org.expire_all_sessions()
-    sf_org.reset_counters()
-    barrier.wait(timeout=30)
-    for thread in threads:
-        thread.join(timeout=60)
+        def rest() -> None:
+            answer = _query(session)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["totalSize"] == 3
+
+        def simple() -> None:
+            assert sf.query(SOQL)["totalSize"] == 3
+
+        def worker(index: int) -> None:
+            call = (soap, rest, simple)[index % 3]
+            try:
+                call()
+                barrier.wait(timeout=30)
+                barrier.wait(timeout=30)  # the expiry happens between the two
+                call()
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                failures.append(f"{call.__name__}: {exc!r}")
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
+        for thread in threads:
+            thread.start()
+        barrier.wait(timeout=30)
+        tls_org.expire_all_sessions()
+        tls_org.reset_counters()
+        barrier.wait(timeout=30)
+        for thread in threads:
+            thread.join(timeout=60)
     assert failures == []
-    assert sf_org.token_requests == 1
-    assert sf_org.family_revocations == 0
+    assert tls_org.token_requests == 1
+    assert tls_org.family_revocations == 0
+
+
+def test_simple_salesforce_crud_across_an_expiry(tls_org: StandInOrg) -> None:
+    with allow_insecure_transport():
+        transport = _tls_transport(tls_org)
+        sf = Salesforce(
+            instance_url=tls_org.url,
+            session_id=transport.token.access_token,
+            session=transport.rest_session(),
+        )
+        contacts = cast(SFType, sf.Contact)  # simple-salesforce types its __getattr__ loosely
+        tls_org.expire_all_sessions()
+        created = contacts.create({"LastName": "Ng"})
+        assert created["success"] is True
+        tls_org.expire_all_sessions()
+        contacts.update(created["id"], {"FirstName": "Ada"})
+        assert contacts.get(created["id"])["FirstName"] == "Ada"
+        found = sf.query("SELECT Id, FirstName FROM Contact WHERE LastName = 'Ng'")
+        assert [r["Id"] for r in found["records"]] == [created["id"]]
+        contacts.delete(created["id"])
+    assert tls_org.token_requests == 2  # one per expiry, none more
+
+
+def test_a_session_not_valid_for_rest_is_not_an_expiry(sf_org: StandInOrg) -> None:
+    transport = SalesforceTransport(_oauth(sf_org))
+    sf_org.make_rest_invalid(transport.token.access_token)
+    answer = _query(transport.rest_session())
+    assert answer.status_code == 401
+    assert "not valid for use with the REST API" in answer.text
+    assert rest_outcome(answer) == "sent"
+    assert sf_org.token_requests == 0
+
+
+def test_rest_writes_across_an_expiry(sf_org: StandInOrg) -> None:
+    transport = SalesforceTransport(_oauth(sf_org))
+    session = transport.rest_session()
+    sf_org.expire_all_sessions()
+    created = session.post("sobjects/Contact", json={"LastName": "Ng"}, timeout=30)
+    assert created.status_code == 201, created.text
+    assert rest_outcome(created) == "refreshed"
+    record_id = created.json()["id"]
+    sf_org.expire_all_sessions()
+    updated = session.patch(f"sobjects/Contact/{record_id}", json={"FirstName": "Ada"}, timeout=30)
+    assert updated.status_code == 204
+    assert rest_outcome(updated) == "refreshed"
+    client = zeep.Client(PARTNER_WSDL, transport=transport, settings=zeep.Settings(forbid_dtd=True))
+    found = client.service.query(
+        "SELECT Id FROM Contact WHERE FirstName = 'Ada' AND LastName = 'Ng'"
+    )
+    assert found.body.result.size == 1
+    assert sf_org.token_requests == 2
+    limits = session.get("limits", timeout=30)
+    assert limits.json()["DailyApiRequests"]["Max"] == 15000
 
 
 def test_twenty_tasks_mix_async_client_and_rest_client(sf_org: StandInOrg) -> None:
@@ -294,11 +372,17 @@ def test_twenty_tasks_mix_async_client_and_rest_client(sf_org: StandInOrg) -> No
 _PROCESS = """
 import json, sys, threading
 import zeep
+from simple_salesforce.api import Salesforce
 from zeep_sfrefresh import PARTNER_WSDL, SalesforceTransport
 
 transport = SalesforceTransport.from_token_file(sys.argv[1])
 client = zeep.Client(PARTNER_WSDL, transport=transport, settings=zeep.Settings(forbid_dtd=True))
 session = transport.rest_session()
+sf = Salesforce(
+    instance_url=transport.token.instance_url,
+    session_id=transport.token.access_token,
+    session=transport.rest_session(),
+)
 soql = "SELECT Id FROM Account"
 
 def soap():
@@ -308,16 +392,21 @@ def rest():
     answer = session.get("query", params={"q": soql}, timeout=30)
     return answer.json()["totalSize"] if answer.status_code == 200 else answer.status_code
 
-soap(), rest()
+def simple():
+    return sf.query(soql)["totalSize"]
+
+calls = (soap, rest, simple)
+for call in calls:
+    call()
 print("ready", flush=True)
 sys.stdin.readline()
-results = [None] * 8
+results = [None] * 9
 def run(i):
     try:
-        results[i] = (soap if i % 2 else rest)()
+        results[i] = calls[i % 3]()
     except Exception as exc:
         results[i] = repr(exc)
-threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+threads = [threading.Thread(target=run, args=(i,)) for i in range(9)]
 for t in threads: t.start()
 for t in threads: t.join()
 print(json.dumps(results), flush=True)
@@ -325,20 +414,21 @@ print(json.dumps(results), flush=True)
 
 
 def test_two_processes_share_a_token_file_over_one_expiry(
-    sf_org: StandInOrg, tmp_path: Path
+    tls_org: StandInOrg, tmp_path: Path
 ) -> None:
-    sf_org.rotation = True
+    tls_org.rotation = True
     store = FileTokenStore(tmp_path / "sf.json")
-    settings = TokenFileSettings("refresh_token", sf_org.client_id, sf_org.token_url, sf_org.url)
+    settings = TokenFileSettings("refresh_token", tls_org.client_id, tls_org.token_url, tls_org.url)
     secret = tmp_path / "secret"
-    secret.write_text(sf_org.client_secret)
+    secret.write_text(tls_org.client_secret)
     with store.lock():
         store.save(
-            sf_org.issue_token(),
+            tls_org.issue_token(),
             replaces=None,
             settings={**settings.to_json(), "client_secret_file": str(secret)},
         )
-    env = {**os.environ, INSECURE_TRANSPORT_VARIABLE: "1"}
+    # Each worker trusts the org's certificate as a deployment trusts its CA bundle.
+    env = {**os.environ, INSECURE_TRANSPORT_VARIABLE: "1", "REQUESTS_CA_BUNDLE": tls_org.ca_file}
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", _PROCESS, str(store.path)],
@@ -353,8 +443,8 @@ def test_two_processes_share_a_token_file_over_one_expiry(
         for process in processes:
             assert process.stdout is not None
             assert process.stdout.readline().strip() == "ready"
-        sf_org.expire_all_sessions()
-        sf_org.reset_counters()
+        tls_org.expire_all_sessions()
+        tls_org.reset_counters()
         for process in processes:
             assert process.stdin is not None
             process.stdin.write("go\n")
@@ -366,9 +456,9 @@ def test_two_processes_share_a_token_file_over_one_expiry(
     finally:
         for process in processes:
             process.kill()
-    assert results == [[3] * 8, [3] * 8]
-    assert sf_org.token_requests == 1
-    assert sf_org.family_revocations == 0
+    assert results == [[3] * 9, [3] * 9]
+    assert tls_org.token_requests == 1
+    assert tls_org.family_revocations == 0
 
 
 def test_a_forked_child_opens_its_own_rest_connections(sf_org: StandInOrg) -> None:

@@ -195,15 +195,16 @@ MERGE_FIELD = "{!$Credential.OAuthToken}"
 _REST_PATHS = ("/services/data/", "/services/apexrest/", "/services/oauth2/userinfo")
 """Paths whose requests authenticate with ``Authorization: Bearer`` (REST, Apex REST, userinfo)."""
 
-RestOutcome = Literal["accepted", "refreshed", "expired_again", "refreshed_not_resent"]
+RestOutcome = Literal["sent", "refreshed", "expired_again", "refreshed_not_resent"]
 """What became of a request that carried the token (:func:`token_request_flow`).
 
-``accepted``: the session was good. ``refreshed``: it had expired; the token was refreshed
-and the request resent once, and the resend's answer is returned. ``expired_again``: the
-resend met an expired session too; its 401 (or fault) is returned as is, and refreshing
-cannot help. ``refreshed_not_resent``: the session had expired and the token was refreshed,
-but the request's body could not be sent again (a stream): the 401 is returned as is and
-the next request goes out with the new token."""
+``sent``: the answer (whatever its status) did not say the session expired; a 401 "not
+valid for use with the REST API" is one of those. ``refreshed``: it had expired; the
+token was refreshed and the request resent once, and the resend's answer is returned.
+``expired_again``: the resend met an expired session too; its 401 (or fault) is returned
+as is, and refreshing cannot help. ``refreshed_not_resent``: the session had expired and
+the token was refreshed, but the request's body could not be sent again (a stream): the
+401 is returned as is and the next request goes out with the new token."""
 
 
 def callout_path(url: str, name: str) -> str:
@@ -332,7 +333,7 @@ def token_request_flow(
         return response, None
     if not _expired(response):
         yield Verdict(current, True, _WORKED)
-        return response, "accepted"
+        return response, "sent"
     reason = f"{INVALID_SESSION_ID} from {urlsplit(first.address).netloc}"
     fresh: Generation = yield Refresh(current, reason)
     if not resendable:

@@ -38,9 +38,10 @@ _OUTCOME = "_zeep_sfrefresh_outcome"
 def rest_outcome(response: object) -> RestOutcome | None:
     """What became of the session of the request that got ``response`` (a requests or httpx
     response from :meth:`~SalesforceTransport.rest_session` / ``rest_auth()``):
-    ``accepted``, ``refreshed``, ``expired_again`` (the resend met an expired session too; its
-    401 was returned as is), ``refreshed_not_resent`` (the body was a stream that cannot be
-    sent twice), or None when the request carried no token (another host)."""
+    ``sent`` (the answer did not say the session expired), ``refreshed``,
+    ``expired_again`` (the resend met an expired session too; its 401 was returned as is),
+    ``refreshed_not_resent`` (the body was a stream that cannot be sent twice), or None when
+    the request carried no token (another host)."""
     value = getattr(response, _OUTCOME, None)
     return cast("RestOutcome | None", value)
 

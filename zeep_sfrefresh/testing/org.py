@@ -1,8 +1,9 @@
 """The stand-in Salesforce org: a real HTTP server on loopback that speaks Salesforce's protocols.
 
 It serves the OAuth token endpoint, the five SOAP APIs (the partner API for real, the others
-for their session check and a few minimal calls) and a sliver of REST, against an in-memory
-dataset. Tests drive it through plain attributes (rotation, failure modes, delays) and read
+for their session check and a few minimal calls) and the REST API's query, sObject and limits
+resources (:mod:`zeep_sfrefresh.testing.rest`), against one in-memory dataset, over http or
+https. Tests drive it through plain attributes (rotation, failure modes, delays) and read
 counters afterwards. Every piece of shared state sits under one lock. The wire format lives in
 :mod:`zeep_sfrefresh.testing.wire`, the data in :mod:`zeep_sfrefresh.testing.data`, SOQL in
 :mod:`zeep_sfrefresh.testing.soql` and the sockets in :mod:`zeep_sfrefresh.testing.server`;
@@ -17,22 +18,26 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import dataclasses
 import email.utils
 import re
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, Literal, cast
 from urllib.parse import parse_qs, unquote_plus
 
 from lxml import etree
 
-from zeep_sfrefresh.testing import authorize, grants, soql, sosl, wire
+from zeep_sfrefresh.testing import authorize, grants, rest, soql, sosl, tls, wire
 from zeep_sfrefresh.testing.data import (
     SCHEMA,
     Record,
@@ -114,6 +119,9 @@ class _Session:
     user_id: str
     soap: bool = True
     """False for a JWT-format access token: REST accepts it, the SOAP APIs refuse it."""
+    rest: bool = True
+    """False for a session the REST API refuses as "not valid for use with the REST API"
+    (``StandInOrg.make_rest_invalid``); the SOAP APIs still take it."""
 
 
 @dataclass(eq=False)
@@ -252,8 +260,13 @@ class StandInOrg:
     ``jwt_audience``, ``client_credentials_user``, ``password_grant_enabled``,
     ``reject_new_sessions``, ``jwt_access_tokens``, ``callback_urls``,
     ``authorization_code_lifetime``, ``require_secret_for_web_server_flow``,
-    ``require_secret_for_refresh``, ``query_batch_size``, ``deny_authorization``,
-    ``device_interval``, ``device_code_lifetime``.
+    ``require_secret_for_refresh``, ``query_batch_size``, ``rest_batch_size``,
+    ``deny_authorization``, ``device_interval``, ``device_code_lifetime``.
+
+    The REST API (query and queryAll with ``nextRecordsUrl`` batches, sObject create, read,
+    update and delete, describe, limits) is :mod:`zeep_sfrefresh.testing.rest`'s, over the
+    same records as SOAP; :meth:`make_rest_invalid` makes REST refuse one session.
+    ``StandInOrg(tls=True)`` serves https with a certificate made at start (``ca_file``).
     Counters (read under the lock): ``token_requests``, ``token_requests_by_grant``,
     ``token_failures``, ``soap_posts``, ``sessions_seen``, ``operations``, ``rest_requests``,
     ``family_revocations``, ``overlap_rejections``.
@@ -269,9 +282,15 @@ class StandInOrg:
         client_id: str = "3MVG9standin",
         client_secret: str = "standin-secret",  # noqa: S107 - a test fixture
         port: int = 0,
+        tls: bool = False,
     ) -> None:
         self.port = port
         """The port to listen on (127.0.0.1 only); 0 takes a free one."""
+        self.tls = tls
+        """Serve https with a self-signed certificate made at start (see ``ca_file``), for
+        clients that only speak https to an instance (simple-salesforce). Needs the
+        ``cryptography`` package, imported only then. Read at start."""
+        self._tls_dir: Path | None = None
         self.rotation = rotation
         """Refresh answers carry a new refresh_token and retire the old one.
 
@@ -390,9 +409,13 @@ class StandInOrg:
         public client that proves itself with PKCE (a secret that is sent must be right
         either way)."""
         self.query_batch_size = _DEFAULT_BATCH
-        """Records per query batch when the call sends no QueryOptions header (2000, as
+        """Records per SOAP query batch when the call sends no QueryOptions header (2000, as
         Salesforce's default); lower it to make clients that set no batch size (the command
         line's ``query``) go through queryMore."""
+        self.rest_batch_size = _DEFAULT_BATCH
+        """Records per REST query batch when the request has no ``Sforce-Query-Options:
+        batchSize=N`` header (2000, Salesforce's default; clamped to 1..2000). Lower it to
+        make REST clients follow ``nextRecordsUrl``."""
         self.require_secret_for_refresh = True
         """False plays a connected app with "Require Secret for Refresh Token Flow" off (as
         the Salesforce CLI's own app): a refresh_token grant then needs only the client_id,
@@ -421,7 +444,15 @@ class StandInOrg:
             if self._started or self._stopped:
                 raise RuntimeError("a StandInOrg can only be started once")
             self._started = True
-            server = LoopbackServer(self, self._stopping, self.port)
+            context = None
+            try:
+                if self.tls:
+                    self._tls_dir = Path(tempfile.mkdtemp(prefix="standin-org-tls-"))
+                    context = tls.server_context(tls.make_identity(self._tls_dir))
+                server = LoopbackServer(self, self._stopping, self.port, context)
+            except BaseException:
+                self._remove_tls_dir()  # stop() would not: nothing is serving
+                raise
             self._server = server
             self._thread = threading.Thread(
                 target=server.serve_forever,
@@ -437,7 +468,8 @@ class StandInOrg:
 
         Pending delays end at once (they wait on an event), so this never hangs on a test
         that set a long ``token_delay``, ``token_answer_delay`` or ``soap_delay``; a trickling
-        answer (``token_trickle``) stops at its next byte.
+        answer (``token_trickle``) stops at its next byte. With ``tls`` the certificate's
+        directory is removed.
         """
         with self._lock:
             self._stopped = True
@@ -453,6 +485,12 @@ class StandInOrg:
         with self._lock:
             self._server = None
             self._thread = None
+            self._remove_tls_dir()
+
+    def _remove_tls_dir(self) -> None:
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+            self._tls_dir = None
 
     def __enter__(self) -> StandInOrg:
         return self.start()
@@ -509,15 +547,33 @@ class StandInOrg:
         if self._server is None:
             return None
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        scheme = "https" if self._server.ssl_context is not None else "http"
+        return f"{scheme}://{host!s}:{port}"
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT``, where the org listens (and its default instance_url)."""
+        """``http://127.0.0.1:PORT`` (``https://`` with ``tls``), where the org listens (and
+        its default instance_url)."""
         url = self._url_or_none()
         if url is None:
             raise RuntimeError("the StandInOrg is not running; call start() first")
         return url
+
+    @property
+    def ca_file(self) -> str:
+        """Path of the PEM certificate a ``tls`` org presents, for clients' ``verify=``.
+
+        Self-signed and made at start for ``127.0.0.1`` and ``localhost``; it is its own
+        trust anchor, so ``requests.get(org.url, verify=org.ca_file)`` verifies. A
+        ``requests.Session`` takes it as ``session.verify``, but requests lets the
+        ``REQUESTS_CA_BUNDLE`` and ``CURL_CA_BUNDLE`` environment variables override that
+        (not a per-request ``verify=``). Deleted by :meth:`stop`. RuntimeError when the org
+        does not serve https or is not running.
+        """
+        with self._lock:
+            if self._tls_dir is None:
+                raise RuntimeError("the StandInOrg serves no https: start it with tls=True")
+            return str(self._tls_dir / "standin-org.pem")
 
     @property
     def instance_url(self) -> str:
@@ -657,10 +713,26 @@ class StandInOrg:
         with self._lock:
             self._sessions.pop(access_token, None)
 
+    def make_rest_invalid(self, access_token: str) -> None:
+        """Make the REST API refuse a live session as one it may not use; SOAP still takes it.
+
+        Salesforce answers such a session (one it issued for something else, a UI session
+        say) with HTTP 401 ``INVALID_SESSION_ID`` "This session is not valid for use with the
+        REST API": the same code as an expired session's, a different message, and a refresh
+        that issues another session of the same kind does not help. Raises KeyError when no
+        live session has this token (the message does not repeat it).
+        """
+        with self._lock:
+            session = self._sessions.get(access_token)
+            if session is None:
+                raise KeyError("no live session has this access token")
+            self._sessions[access_token] = dataclasses.replace(session, rest=False)
+
     def is_valid_session(self, access_token: str) -> bool:
         """Whether the token would be accepted by the SOAP and REST APIs right now.
 
-        False for a JWT-format access token (``jwt_access_tokens``), which only REST accepts.
+        False for a JWT-format access token (``jwt_access_tokens``), which only REST accepts;
+        True for a session made REST-invalid (:meth:`make_rest_invalid`), which SOAP accepts.
         """
         with self._lock:
             session = self._sessions.get(access_token)
@@ -876,12 +948,22 @@ class StandInOrg:
             return self.handle_token_request(request.body, authorization)
         if request.method == "POST" and path.startswith("/services/Soap/"):
             return self.handle_soap_request(path, request.body, request.headers.get("host", ""))
-        if request.method == "GET" and (
-            path.startswith("/services/data")
-            or path == "/services/oauth2/userinfo"
-            or path.startswith("/id/")
+        if path.startswith("/services/data/") or (
+            request.method == "GET"
+            and (
+                path == "/services/data"
+                or path == "/services/oauth2/userinfo"
+                or path.startswith("/id/")
+            )
         ):
-            return self.handle_rest_request(path, request.query, authorization)
+            return self.handle_rest_request(
+                path,
+                request.query,
+                authorization,
+                method=request.method,
+                body=request.body,
+                headers=request.headers,
+            )
         if request.method == "GET" and path == authorize.AUTHORIZE_PATH:
             return self.handle_authorize_request(request.query)
         if request.method == "GET" and path == authorize.VERIFICATION_PATH:
@@ -1758,51 +1840,74 @@ class StandInOrg:
 
     # --- REST --------------------------------------------------------------------------------
 
-    def handle_rest_request(self, path: str, query: str, authorization: str | None) -> Answer:
-        """Answer a GET on the REST side (called by the HTTP handler)."""
+    def handle_rest_request(
+        self,
+        path: str,
+        query: str,
+        authorization: str | None,
+        *,
+        method: str = "GET",
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
+        """Answer a request on the REST side (called by the HTTP handler).
+
+        ``GET /services/data/`` (the versions) needs no token. Everything else needs a live
+        session as a bearer token: none, an unknown or an expired one is HTTP 401
+        ``INVALID_SESSION_ID`` "Session expired or invalid" with ``WWW-Authenticate: Token``;
+        one made REST-invalid (:meth:`make_rest_invalid`) is the 401 "This session is not
+        valid for use with the REST API" under ``/services/data`` (userinfo and the identity
+        URL still take it). The resources under ``/services/data/vXX.X`` are
+        :class:`zeep_sfrefresh.testing.rest.RestApi`'s, answered with the lock held so they
+        see and write the records the SOAP APIs do; their answers carry
+        ``Sforce-Limit-Info`` as Salesforce's do. Every request counts in ``rest_requests``.
+        """
         with self._lock:
             self._rest_requests += 1
         if path.rstrip("/") == "/services/data":
+            if method != "GET":
+                allowed = wire.rest_method_not_allowed(method, ("GET", "HEAD"))
+                return Answer.json(405, allowed, {"Allow": "GET, HEAD"})
             return Answer.json(200, wire.rest_versions())
         token = ""
         if authorization and authorization[:7].lower() == "bearer ":
             token = authorization[7:].strip()
+        match = _REST_PATH.match(path)
         with self._lock:
             session = self._sessions.get(token)
             if session is None:
                 return Answer.json(401, wire.REST_INVALID_SESSION, {"WWW-Authenticate": "Token"})
+            if match is not None and not session.rest:
+                return Answer.json(401, wire.REST_NOT_VALID_FOR_REST, {"WWW-Authenticate": "Token"})
             self._api_requests += 1
+            if match is not None:
+                api = rest.RestApi(
+                    self._store, self._cursors, self._parent_record, instance_url=self.url
+                )
+                request = rest.RestRequest(
+                    method,
+                    match.group("version"),
+                    match.group("rest") or "",
+                    query,
+                    headers or {},
+                    body,
+                )
+                answer = api.answer(
+                    request,
+                    batch_size=self.rest_batch_size,
+                    api_requests=self._api_requests,
+                    api_limit=_API_LIMIT,
+                )
+                answer.headers["Sforce-Limit-Info"] = wire.rest_limit_info(
+                    self._api_requests, _API_LIMIT
+                )
+                return answer
             info = self._user_info(session.user_id)
-        if path == "/services/oauth2/userinfo" or path == f"/id/{self.org_id}/{session.user_id}":
+        if method == "GET" and (
+            path == "/services/oauth2/userinfo" or path == f"/id/{self.org_id}/{session.user_id}"
+        ):
             return Answer.json(200, wire.userinfo_body(info, self.url))
-        match = _REST_PATH.match(path)
-        if match and match.group("rest") in ("/query", "/query/"):
-            return self._rest_query(match.group("version"), query)
         return Answer.json(404, wire.REST_NOT_FOUND)
-
-    def _rest_query(self, version: str, query_string: str) -> Answer:
-        text = next(iter(parse_qs(query_string).get("q", [])), "")
-        try:
-            query = soql.resolve(soql.parse(text), SCHEMA, relationships=True, count=True)
-        except soql.SoqlError as error:
-            return Answer.json(400, wire.rest_error(error.code, error.exception_message))
-        with self._lock:
-            matched = [
-                record
-                for record in self._store.scan(query.sobject.name)
-                if soql.matches(query, record, self._parent_record)
-            ]
-            if query.limit is not None:
-                matched = matched[: query.limit]
-            if query.count:
-                # SELECT COUNT(): the count as totalSize and no records.
-                return Answer.json(200, wire.rest_query_body([], total_size=len(matched)))
-            parents = self._parents_of(query, matched)
-            found = [
-                wire.rest_record(query.sobject.name, record, query.select, version, parents)
-                for record in matched
-            ]
-        return Answer.json(200, wire.rest_query_body(found))
 
 
 _SESSIONLESS = frozenset({"login"})

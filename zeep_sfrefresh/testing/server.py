@@ -7,6 +7,10 @@ reads without socket details, and so stopping is handled in one place:
 :meth:`LoopbackServer.close_connections` cuts idle keep-alive connections, and the server's
 ``stopping`` event ends a trickle between two bytes, which lets ``server_close()`` join every
 handler thread promptly.
+
+Given an :class:`ssl.SSLContext` it serves https: each accepted connection is wrapped
+without a handshake, and the handshake happens on the connection's own thread, so a client
+that connects and stalls holds up only its own thread, never the accept loop.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -81,15 +86,22 @@ class App(Protocol):
 
 class LoopbackServer(ThreadingHTTPServer):
     """A threading HTTP server on 127.0.0.1 that can be stopped cleanly; ``port`` 0 (the
-    default) takes a free one."""
+    default) takes a free one. With ``ssl_context`` (a server-side context) it speaks https."""
 
     daemon_threads = False
     block_on_close = True  # server_close() joins the handler threads
     allow_reuse_address = True
     request_queue_size = 128  # race tests open dozens of connections at once
 
-    def __init__(self, app: App, stopping: threading.Event | None = None, port: int = 0) -> None:
+    def __init__(
+        self,
+        app: App,
+        stopping: threading.Event | None = None,
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.app = app
+        self.ssl_context = ssl_context
         self.stopping = stopping if stopping is not None else threading.Event()
         """Set when the server is being stopped: a trickling answer ends at its next pause.
         The app may share its own event here; :meth:`close_connections` sets it too."""
@@ -104,6 +116,19 @@ class LoopbackServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         self.server_name = str(host)
         self.server_port = int(port)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept a connection; with TLS, wrap it but leave the handshake to its thread.
+
+        A handshake here would run on the accept loop, where one slow or silent client
+        would keep every other client waiting.
+        """
+        connection, address = self.socket.accept()
+        if self.ssl_context is not None:
+            connection = self.ssl_context.wrap_socket(
+                connection, server_side=True, do_handshake_on_connect=False
+            )
+        return connection, address
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
@@ -125,7 +150,9 @@ class LoopbackServer(ThreadingHTTPServer):
             connections = list(self._connections)
         for connection in connections:
             with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
+                # The plain socket's shutdown, also for a TLS one: SSLSocket.shutdown would
+                # first drop the TLS state that the connection's own thread may be using.
+                socket.socket.shutdown(connection, socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients hang up mid-answer in timeout tests; not worth a traceback on stderr.
@@ -187,13 +214,33 @@ class _Handler(BaseHTTPRequestHandler):
             chunks.append(self.rfile.read(size))
             self.rfile.readline(_LINE_LIMIT)
 
+    def handle(self) -> None:
+        """Serve the connection; a TLS one shakes hands first, here on its own thread.
+
+        A failed handshake (a client that does not trust the certificate, plain http on the
+        https port, a client that never speaks and times out or is cut by stop()) ends the
+        connection quietly.
+        """
+        if isinstance(self.connection, ssl.SSLSocket):
+            try:
+                self.connection.do_handshake()
+            except (OSError, ValueError):  # ssl.SSLError is an OSError
+                self.close_connection = True
+                return
+        super().handle()
+
     def _head(self, answer: Answer) -> list[tuple[str, str]]:
-        """The headers of an answer, in the order ``send_response`` and ``_send`` write them."""
+        """The headers of an answer, in the order ``send_response`` and ``_send`` write them.
+
+        A 204 has no body, so no Content-Type or Content-Length either (RFC 9110 forbids a
+        Content-Length there), as Salesforce's 204s to PATCH and DELETE.
+        """
         head = [("Server", self.version_string())]
         if not any(name.lower() == "date" for name in answer.headers):
             head.append(("Date", self.date_time_string()))
-        head.append(("Content-Type", answer.content_type))
-        head.append(("Content-Length", str(len(answer.body))))
+        if answer.status != 204:
+            head.append(("Content-Type", answer.content_type))
+            head.append(("Content-Length", str(len(answer.body))))
         head.extend(answer.headers.items())
         return head
 
