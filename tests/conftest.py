@@ -20,7 +20,7 @@ from requests_oauthlib import OAuth2Session
 from zeep.proxy import AsyncServiceProxy
 
 from zeep_sfrefresh import PARTNER_WSDL, SalesforceTransport
-from zeep_sfrefresh.async_transport import AsyncSalesforceTransport
+from zeep_sfrefresh._async_transport import AsyncSalesforceTransport
 from zeep_sfrefresh.testing import StandInOrg
 from zeep_sfrefresh.testing.redis_server import REDIS_SERVER, RedisServer
 

@@ -18,7 +18,7 @@ import zeep
 from reference import REFERENCE_DIR, requires_reference
 from zeep.wsdl import Document
 
-from zeep_sfrefresh.apis import SOAP_APIS
+from zeep_sfrefresh._apis import SOAP_APIS
 
 __all__ = ["REAL_WSDLS", "SETTINGS", "document", "load", "wsdl_params"]
 

@@ -18,7 +18,7 @@ import zeep.exceptions
 from conftest import SOQL, Harness
 from reference_wsdls import load, wsdl_params
 
-from zeep_sfrefresh.apis import SOAP_APIS, api_for_address
+from zeep_sfrefresh._apis import SOAP_APIS, api_for_address
 from zeep_sfrefresh.testing.apis import ENTERPRISE_SOBJECT_NS
 
 Build = Callable[..., Harness]

@@ -18,8 +18,7 @@ from lxml import etree
 from reference import sample
 
 from zeep_sfrefresh import TokenDestinationError
-from zeep_sfrefresh.faults import rest_invalid_session
-from zeep_sfrefresh.flow import MERGE_FIELD
+from zeep_sfrefresh._callouts import MERGE_FIELD, rest_invalid_session
 
 Build = Callable[..., Harness]
 

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from zeep_sfrefresh import ENTERPRISE_WSDL, FileTokenStore, __version__
+from zeep_sfrefresh._tokenfile import TokenFileSettings
 from zeep_sfrefresh.testing import StandInOrg
-from zeep_sfrefresh.tokenfile import TokenFileSettings
 
 USERNAME = "standin@example.com"
 

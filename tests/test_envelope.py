@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from lxml import etree
 
-from zeep_sfrefresh.envelope import set_session_id
-from zeep_sfrefresh.redaction import redact
+from zeep_sfrefresh._envelope import set_session_id
+from zeep_sfrefresh._redaction import redact
 
 ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 PARTNER = "urn:partner.soap.sforce.com"

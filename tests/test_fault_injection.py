@@ -53,13 +53,13 @@ from zeep_sfrefresh import (
     TokenRefreshError,
     TokenStoreError,
 )
-from zeep_sfrefresh.breaker import MAX_RETRY_AFTER
-from zeep_sfrefresh.exchange import parse_retry_after
-from zeep_sfrefresh.refresh import Refresher
+from zeep_sfrefresh._breaker import MAX_RETRY_AFTER
+from zeep_sfrefresh._exchange import parse_retry_after
+from zeep_sfrefresh._refresh import Refresher
+from zeep_sfrefresh._tokens import Token, fingerprint
 from zeep_sfrefresh.testing import StandInOrg
 from zeep_sfrefresh.testing.insecure import INSECURE_TRANSPORT_VARIABLE
 from zeep_sfrefresh.testing.redis_server import RedisServer
-from zeep_sfrefresh.tokens import Token, fingerprint
 
 Build = Callable[..., Harness]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from reference import sample
 
-from zeep_sfrefresh.faults import MAX_FAULT_BYTES, is_invalid_session, parse_fault
+from zeep_sfrefresh._faults import MAX_FAULT_BYTES, is_invalid_session, parse_fault
 
 ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 

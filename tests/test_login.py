@@ -1,4 +1,4 @@
-"""Getting a first token (zeep_sfrefresh.login) and the token file's settings.
+"""Getting a first token (zeep_sfrefresh._login) and the token file's settings.
 
 The pure parts are called directly; the flows run against the stand-in org over real
 sockets, the loopback redirect included (the test plays the browser with requests).
@@ -21,8 +21,8 @@ import requests
 import zeep
 
 from zeep_sfrefresh import PARTNER_WSDL, FileTokenStore, SalesforceTransport, TokenStoreError
-from zeep_sfrefresh.errors import LoginError, TokenRefreshError
-from zeep_sfrefresh.login import (
+from zeep_sfrefresh._errors import LoginError, TokenRefreshError
+from zeep_sfrefresh._login import (
     DEFAULT_REDIRECT_URI,
     DeviceLogin,
     Pkce,
@@ -36,8 +36,8 @@ from zeep_sfrefresh.login import (
     token_url,
     web_login,
 )
+from zeep_sfrefresh._tokenfile import TokenFileSettings
 from zeep_sfrefresh.testing import StandInOrg
-from zeep_sfrefresh.tokenfile import TokenFileSettings
 
 # --- pure parts ----------------------------------------------------------------------------
 

@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from zeep_sfrefresh.envelope import set_session_id
-from zeep_sfrefresh.faults import INVALID_SESSION_ID, invalid_session_fault, parse_fault
-from zeep_sfrefresh.redaction import redact
+from zeep_sfrefresh._envelope import set_session_id
+from zeep_sfrefresh._faults import INVALID_SESSION_ID, invalid_session_fault, parse_fault
+from zeep_sfrefresh._redaction import redact
 
 ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 PARTNER = "urn:partner.soap.sforce.com"

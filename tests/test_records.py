@@ -542,7 +542,7 @@ def test_importing_the_package_does_not_need_the_async_extra() -> None:
         "import sys\n"
         "sys.modules['httpx'] = None\n"
         "from zeep_sfrefresh import connect, connect_async, fields, sobject\n"
-        "assert 'zeep_sfrefresh.async_transport' not in sys.modules\n"
+        "assert 'zeep_sfrefresh._async_transport' not in sys.modules\n"
         "connect_async(None)\n"
     )
     run = subprocess.run(

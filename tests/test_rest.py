@@ -30,10 +30,10 @@ from zeep_sfrefresh import (
     FileTokenStore,
     SalesforceTransport,
 )
-from zeep_sfrefresh.rest import rest_outcome
+from zeep_sfrefresh._rest import rest_outcome
+from zeep_sfrefresh._tokenfile import TokenFileSettings
 from zeep_sfrefresh.testing import StandInOrg, allow_insecure_transport
 from zeep_sfrefresh.testing.insecure import INSECURE_TRANSPORT_VARIABLE
-from zeep_sfrefresh.tokenfile import TokenFileSettings
 
 SOQL = "SELECT Id FROM Account"
 

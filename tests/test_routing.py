@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from zeep_sfrefresh.apis import SOAP_APIS, api_for_address
-from zeep_sfrefresh.routing import route_to_instance
+from zeep_sfrefresh._apis import SOAP_APIS, api_for_address
+from zeep_sfrefresh._routing import route_to_instance
 
 INSTANCE = "https://acme.my.salesforce.com"
 

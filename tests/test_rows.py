@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zeep_sfrefresh.rows import (
+from zeep_sfrefresh._rows import (
     FORMATS,
     ChildRecords,
     columns,

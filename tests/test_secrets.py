@@ -12,10 +12,10 @@ import pytest
 from conftest import SOQL, Harness
 
 from zeep_sfrefresh import install_log_redaction, remove_log_redaction
-from zeep_sfrefresh.errors import TokenDestinationError
-from zeep_sfrefresh.faults import parse_fault
-from zeep_sfrefresh.redaction import redact
-from zeep_sfrefresh.routing import DestinationPolicy
+from zeep_sfrefresh._errors import TokenDestinationError
+from zeep_sfrefresh._faults import parse_fault
+from zeep_sfrefresh._redaction import redact
+from zeep_sfrefresh._routing import DestinationPolicy
 
 Build = Callable[..., Harness]
 NOISY = [

@@ -41,8 +41,8 @@ from zeep_sfrefresh import (
     __version__,
     partner,
 )
-from zeep_sfrefresh.cli import main, stub_for, write_stub
-from zeep_sfrefresh.stubgen import FORMAT_VERSION, MAX_STATEMENTS, Stub
+from zeep_sfrefresh._cli import main, stub_for, write_stub
+from zeep_sfrefresh._stubgen import FORMAT_VERSION, MAX_STATEMENTS, Stub
 from zeep_sfrefresh.testing import StandInOrg
 from zeep_sfrefresh.typed import _type_qnames
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zeep_sfrefresh import Token
-from zeep_sfrefresh.tokens import fingerprint
+from zeep_sfrefresh._tokens import fingerprint
 
 ACCESS = "00D000000000001!AQ0AQSECRETACCESS"
 REFRESH = "5Aep861SECRETREFRESH"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .apis import (
+from ._apis import (
     APEX_WSDL,
     ENTERPRISE_WSDL,
     METADATA_WSDL,
@@ -20,9 +20,10 @@ from .apis import (
     TOOLING_WSDL,
     SoapApi,
 )
-from .breaker import CircuitBreaker
-from .clients import connect, connect_async
-from .errors import (
+from ._breaker import CircuitBreaker
+from ._clients import connect, connect_async
+from ._core import SalesforceOptions
+from ._errors import (
     JwtAccessTokenError,
     LoginError,
     ReauthorizationRequiredError,
@@ -34,18 +35,31 @@ from .errors import (
     TokenStoreConflictError,
     TokenStoreError,
 )
-from .events import RefreshEvent, RefreshListener
-from .grants import ClientCredentials, Grant, JwtBearer, SessionGrant, UsernamePassword
-from .records import fields, keep_field_names, sobject
-from .redaction import RedactingFilter, install_log_redaction, remove_log_redaction
-from .routing import SALESFORCE_DOMAINS
-from .stores import FileTokenStore, MemoryTokenStore, RefreshIntent, StoredToken, TokenStore
-from .tokens import Token
-from .transport import SalesforceTransport
+from ._events import RefreshEvent, RefreshListener
+from ._flow import Outcome as RestOutcome
+from ._grants import ClientCredentials, Grant, JwtBearer, SessionGrant, UsernamePassword
+from ._login import (
+    DeviceLogin,
+    SfdxAuthUrl,
+    finish_device_login,
+    parse_sfdx_auth_url,
+    redeem_refresh_token,
+    start_device_login,
+    web_login,
+)
+from ._records import fields, keep_field_names, sobject
+from ._redaction import RedactingFilter, install_log_redaction, remove_log_redaction
+from ._rest import RestAuth, RestSession, rest_outcome
+from ._routing import SALESFORCE_DOMAINS
+from ._stores import FileTokenStore, MemoryTokenStore, RefreshIntent, StoredToken, TokenStore
+from ._tokenfile import TokenFileSettings
+from ._tokens import Token, fingerprint
+from ._transport import SalesforceTransport
 
 if TYPE_CHECKING:
-    from .async_transport import AsyncSalesforceTransport
-    from .redis_store import RedisTokenStore
+    from ._async_rest import AsyncRestAuth, AsyncRestClient
+    from ._async_transport import AsyncSalesforceTransport
+    from ._redis_store import RedisTokenStore
 
 __all__ = [
     "APEX_WSDL",
@@ -55,9 +69,12 @@ __all__ = [
     "SALESFORCE_DOMAINS",
     "SOAP_APIS",
     "TOOLING_WSDL",
+    "AsyncRestAuth",
+    "AsyncRestClient",
     "AsyncSalesforceTransport",
     "CircuitBreaker",
     "ClientCredentials",
+    "DeviceLogin",
     "FileTokenStore",
     "Grant",
     "JwtAccessTokenError",
@@ -71,14 +88,20 @@ __all__ = [
     "RefreshInProgressError",
     "RefreshIntent",
     "RefreshListener",
+    "RestAuth",
+    "RestOutcome",
+    "RestSession",
+    "SalesforceOptions",
     "SalesforceTransport",
     "SessionGrant",
     "SessionNotRefreshableError",
     "SfRefreshError",
+    "SfdxAuthUrl",
     "SoapApi",
     "StoredToken",
     "Token",
     "TokenDestinationError",
+    "TokenFileSettings",
     "TokenRefreshError",
     "TokenStore",
     "TokenStoreConflictError",
@@ -88,10 +111,17 @@ __all__ = [
     "connect",
     "connect_async",
     "fields",
+    "fingerprint",
+    "finish_device_login",
     "install_log_redaction",
     "keep_field_names",
+    "parse_sfdx_auth_url",
+    "redeem_refresh_token",
     "remove_log_redaction",
+    "rest_outcome",
     "sobject",
+    "start_device_login",
+    "web_login",
 ]
 
 __version__ = "0.1.0"
@@ -104,11 +134,15 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 def __getattr__(name: str) -> Any:
     # These need optional extras ([async]: httpx; [redis]: redis): import them when asked for.
     if name == "AsyncSalesforceTransport":
-        from .async_transport import AsyncSalesforceTransport
+        from ._async_transport import AsyncSalesforceTransport
 
         return AsyncSalesforceTransport
+    if name in ("AsyncRestAuth", "AsyncRestClient"):
+        from . import _async_rest
+
+        return getattr(_async_rest, name)
     if name == "RedisTokenStore":
-        from .redis_store import RedisTokenStore
+        from ._redis_store import RedisTokenStore
 
         return RedisTokenStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,10 +2,10 @@
 
 Pure rules and small state types: how a PKCE verifier is checked, what an authorization code
 and a device authorization remember, the order in which a device poll is answered, the
-refusals Salesforce sends for each step, and the little HTML pages a browser sees. The org
-(:mod:`zeep_sfrefresh.testing.org`) owns the state (the pending codes, the knobs, the demo
-user who consents) and calls these with plain values, so the rules read and test without a
-server.
+refusals Salesforce sends for each step, and the little HTML pages a browser sees. The org's
+state (the pending codes, the demo user who consents: :mod:`zeep_sfrefresh.testing.state`) and
+knobs live elsewhere; :mod:`zeep_sfrefresh.testing.oauth` calls these with plain values, so the
+rules read and test without a server.
 
 Both flows are Salesforce's, not the RFCs' generic ones. The web server flow starts with
 ``GET /services/oauth2/authorize`` and ends with ``grant_type=authorization_code`` at the token

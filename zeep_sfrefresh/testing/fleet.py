@@ -41,13 +41,13 @@ class StoreSpec:
         if self.kind == "none":
             return None
         if self.kind == "file":
-            from zeep_sfrefresh.stores import FileTokenStore
+            from zeep_sfrefresh import FileTokenStore
 
             return FileTokenStore(self.target)
         if self.kind == "redis":
             import redis
 
-            from zeep_sfrefresh.redis_store import RedisTokenStore
+            from zeep_sfrefresh import RedisTokenStore
 
             client = redis.Redis.from_url(self.target, socket_timeout=5)
             return RedisTokenStore(client, self.key)

@@ -2,9 +2,9 @@
 
 Pure-ish functions and constants: how a JWT bearer assertion is verified, the refusals
 Salesforce answers for each of these grants, and the shape of a JWT-format access token. The
-org (:mod:`zeep_sfrefresh.testing.org`) owns the state (users, registered keys, sessions,
-knobs) and calls these with plain values, so the rules can be read and tested without a
-server.
+org's state (users, registered keys, sessions: :mod:`zeep_sfrefresh.testing.state`) and knobs
+live elsewhere; the token endpoint (:mod:`zeep_sfrefresh.testing.oauth`) calls these with plain
+values, so the rules can be read and tested without a server.
 
 Every refusal string below was seen coming from real orgs; the comment on each names where.
 The one exception is an assertion whose ``exp`` lies too far ahead, for which no real answer

@@ -1,9 +1,10 @@
-"""The stand-in org's REST resources under ``/services/data/vXX.X``: query, sObjects, limits.
+"""The stand-in org's REST side: ``/services/data``, userinfo and the identity URL.
 
-:mod:`zeep_sfrefresh.testing.org` checks the bearer token (the 401s), counts the request and
-holds its lock; it then hands the request to :class:`RestApi`, which works on the org's own
-state, passed in (its record store, its query cursors and its parent lookup), and answers as
-Salesforce's REST API does. What it serves, ``<v>`` being ``/services/data/vXX.X``:
+:func:`handle_rest_request` checks the bearer token (the 401s), counts the request and takes
+the org's lock; the resources under ``/services/data/vXX.X`` are then :class:`RestApi`'s,
+which works on the org's own state (its records, its query cursors, its parent lookup) and
+answers as Salesforce's REST API does. What it serves, ``<v>`` being
+``/services/data/vXX.X``:
 
 * ``GET <v>/``: the resources of that version.
 * ``GET <v>/query?q=`` and ``<v>/queryAll?q=``: the SOQL subset of
@@ -19,23 +20,24 @@ Salesforce's REST API does. What it serves, ``<v>`` being ``/services/data/vXX.X
 
 Records are the org's, so what REST writes the SOAP APIs read and the other way round, and
 a write is refused by the same rules (:class:`~zeep_sfrefresh.testing.data.SObjectInput`)
-with the same status code, message and fields. Cursors are the org's too: a REST locator and
-a SOAP queryLocator name the same kind of server-side cursor. Error bodies are Salesforce's:
-a JSON list of ``message``/``errorCode`` objects (plus ``fields`` for a refused record).
+with the same status code, message and fields. Cursors are the org's too
+(:mod:`zeep_sfrefresh.testing.paging`): a REST locator and a SOAP queryLocator name the same
+kind of server-side cursor. Error bodies are Salesforce's: a JSON list of
+``message``/``errorCode`` objects (plus ``fields`` for a refused record).
 
-Nothing here logs, and no answer or exception carries a token: REST never sees one (the org
-keeps the Authorization header to itself).
+Nothing here logs, and no answer or exception carries a token: :class:`RestApi` never sees
+one (the Authorization header stops at :func:`handle_rest_request`).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote
 
-from zeep_sfrefresh.testing import soql, wire
+from zeep_sfrefresh.testing import paging, soql, wire
 from zeep_sfrefresh.testing.data import (
     SCHEMA,
     Record,
@@ -43,20 +45,23 @@ from zeep_sfrefresh.testing.data import (
     SObjectInput,
     SObjectSpec,
     Value,
-    random_id,
 )
+from zeep_sfrefresh.testing.paging import InvalidQueryLocator, Page, QueryCursors
 from zeep_sfrefresh.testing.server import Answer
+from zeep_sfrefresh.testing.state import API_LIMIT, OrgState
 
 __all__ = [
     "MAX_BATCH_SIZE",
     "RestApi",
     "RestRequest",
+    "handle_rest_request",
     "query_options_batch_size",
 ]
 
 MAX_BATCH_SIZE = 2000
 """Salesforce never answers more than 2000 records in one batch, whatever was asked."""
 
+_REST_PATH = re.compile(r"^/services/data/v(?P<version>\d+\.\d+)(?P<rest>/.*)?$")
 _ID = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?")
 _BATCH_OPTION = re.compile(r"(?:^|[\s,;])batchSize\s*=\s*(\d+)", re.IGNORECASE)
 
@@ -67,9 +72,6 @@ _ID_GIVEN = "The Id field should not be specified in the sobject data."
 _GET = ("GET", "HEAD")
 _RECORD_METHODS = ("GET", "HEAD", "PATCH", "DELETE")
 _SOBJECT_METHODS = ("GET", "HEAD", "POST")
-
-ParentLookup = Callable[[SObjectSpec, str], Record | None]
-"""``lookup(object, record_id)``: that object's live record with that Id, or None."""
 
 
 def query_options_batch_size(header: str | None) -> int | None:
@@ -82,6 +84,73 @@ def query_options_batch_size(header: str | None) -> int | None:
     if match is None:
         return None
     return max(1, min(int(match.group(1)), MAX_BATCH_SIZE))
+
+
+def handle_rest_request(
+    org: OrgState,
+    path: str,
+    query: str,
+    authorization: str | None,
+    *,
+    method: str = "GET",
+    body: bytes = b"",
+    headers: Mapping[str, str] | None = None,
+) -> Answer:
+    """Answer a request on the REST side (called by the HTTP handler).
+
+    ``GET /services/data/`` (the versions) needs no token. Everything else needs a live
+    session as a bearer token: none, an unknown or an expired one is HTTP 401
+    ``INVALID_SESSION_ID`` "Session expired or invalid" with ``WWW-Authenticate: Token``;
+    one made REST-invalid (``StandInOrg.make_rest_invalid``) is the 401 "This session is not
+    valid for use with the REST API" under ``/services/data`` (userinfo and the identity
+    URL still take it). The resources under ``/services/data/vXX.X`` are
+    :class:`RestApi`'s, answered with the lock held so they see and write the records the
+    SOAP APIs do; their answers carry ``Sforce-Limit-Info`` as Salesforce's do. Every
+    request counts in ``rest_requests``.
+    """
+    with org.lock:
+        org.counters.rest_requests += 1
+    if path.rstrip("/") == "/services/data":
+        if method != "GET":
+            allowed = wire.rest_method_not_allowed(method, ("GET", "HEAD"))
+            return Answer.json(405, allowed, {"Allow": "GET, HEAD"})
+        return Answer.json(200, wire.rest_versions())
+    token = ""
+    if authorization and authorization[:7].lower() == "bearer ":
+        token = authorization[7:].strip()
+    match = _REST_PATH.match(path)
+    with org.lock:
+        session = org.sessions.get(token)
+        if session is None:
+            return Answer.json(401, wire.REST_INVALID_SESSION, {"WWW-Authenticate": "Token"})
+        if match is not None and not session.rest:
+            return Answer.json(401, wire.REST_NOT_VALID_FOR_REST, {"WWW-Authenticate": "Token"})
+        org.counters.api_requests += 1
+        if match is not None:
+            api = RestApi(org.records, org.cursors, org.parent_record, instance_url=org.url)
+            request = RestRequest(
+                method,
+                match.group("version"),
+                match.group("rest") or "",
+                query,
+                headers or {},
+                body,
+            )
+            api_requests = org.counters.api_requests
+            answer = api.answer(
+                request,
+                batch_size=org.knobs.rest_batch_size,
+                api_requests=api_requests,
+                api_limit=API_LIMIT,
+            )
+            answer.headers["Sforce-Limit-Info"] = wire.rest_limit_info(api_requests, API_LIMIT)
+            return answer
+        info = org.user_info(session.user_id)
+    if method == "GET" and (
+        path == "/services/oauth2/userinfo" or path == f"/id/{org.org_id}/{session.user_id}"
+    ):
+        return Answer.json(200, wire.userinfo_body(info, org.url))
+    return Answer.json(404, wire.REST_NOT_FOUND)
 
 
 @dataclass(frozen=True)
@@ -121,8 +190,8 @@ class RestApi:
     def __init__(
         self,
         store: RecordStore,
-        cursors: MutableMapping[str, soql.Cursor],
-        lookup: ParentLookup,
+        cursors: QueryCursors,
+        lookup: soql.ParentLookup,
         *,
         instance_url: str,
     ) -> None:
@@ -180,69 +249,42 @@ class RestApi:
             query = soql.resolve(soql.parse(text), SCHEMA, relationships=True, count=True)
         except soql.SoqlError as error:
             raise _error(400, error.code, error.exception_message) from None
-        matched = [
-            record
-            for record in self.store.scan(query.sobject.name, include_deleted=include_deleted)
-            if soql.matches(query, record, self.lookup)
-        ]
-        if query.limit is not None:
-            matched = matched[: query.limit]
-        if query.count:
-            return Answer.json(200, wire.rest_query_body([], total_size=len(matched)))
         batch_size = self._batch_size(request, max(1, min(default_batch, MAX_BATCH_SIZE)))
-        cursor = soql.Cursor(
-            query.sobject.name,
-            query.fields,
-            [dict(record) for record in matched],
-            batch_size,
-            query.select,
-            self._parents(query.select, matched),
+        cursor = paging.run_query(
+            query, self.store, self.lookup, include_deleted=include_deleted, batch_size=batch_size
         )
-        return self._batch(request, cursor, random_id("01g"), 0, batch_size)
+        if query.count:
+            return Answer.json(200, wire.rest_query_body([], total_size=len(cursor.records)))
+        return self._page(request, self.cursors.first(cursor))
 
     def _query_more(self, request: RestRequest, locator: str) -> Answer:
         """``GET <v>/query/<locator>`` (or queryAll): the batch that starts at the locator."""
-        cursor_id, _, offset = locator.rpartition("-")
-        cursor = self.cursors.get(cursor_id)
-        if cursor is None or not offset.isdigit() or int(offset) > len(cursor.records):
-            raise _error(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
-        batch_size = self._batch_size(request, cursor.batch_size)
-        return self._batch(request, cursor, cursor_id, int(offset), batch_size)
+        asked = query_options_batch_size(request.headers.get("sforce-query-options"))
+        try:
+            page = self.cursors.resume(locator, asked)
+        except InvalidQueryLocator:
+            raise _error(400, "INVALID_QUERY_LOCATOR", "invalid query locator") from None
+        return self._page(request, page)
 
     @staticmethod
     def _batch_size(request: RestRequest, default: int) -> int:
         given = query_options_batch_size(request.headers.get("sforce-query-options"))
         return default if given is None else given
 
-    def _batch(
-        self, request: RestRequest, cursor: soql.Cursor, cursor_id: str, start: int, size: int
-    ) -> Answer:
-        end = start + size
-        done = end >= len(cursor.records)
-        if not done:
-            self.cursors[cursor_id] = cursor
-        select = cursor.fields if cursor.select is None else cursor.select
+    @staticmethod
+    def _page(request: RestRequest, page: Page) -> Answer:
+        cursor = page.cursor
         records = [
-            wire.rest_record(cursor.sobject, record, select, request.version, cursor.parents)
-            for record in cursor.records[start:end]
+            wire.rest_record(cursor.sobject, record, page.select, request.version, cursor.parents)
+            for record in page.records
         ]
         # Salesforce's nextRecordsUrl says "query" for a queryAll too (its documentation
         # notes it): the locator alone knows what is being continued.
-        next_url = None if done else f"/services/data/v{request.version}/query/{cursor_id}-{end}"
-        body = wire.rest_query_body(
-            records, total_size=len(cursor.records), next_records_url=next_url
-        )
+        next_url = None
+        if page.locator is not None:
+            next_url = f"/services/data/v{request.version}/query/{page.locator}"
+        body = wire.rest_query_body(records, total_size=page.total, next_records_url=next_url)
         return Answer.json(200, body)
-
-    def _parents(
-        self, select: tuple[soql.Selected, ...], records: list[Record]
-    ) -> dict[tuple[str, str], Record]:
-        """Copies of every parent the select list reads for ``records`` (the query's moment)."""
-        snapshot: dict[tuple[str, str], Record] = {}
-        for record in records:
-            found = soql.parent_records(select, record, self.lookup)
-            snapshot.update((key, dict(parent)) for key, parent in found.items())
-        return snapshot
 
     # --- sObjects ------------------------------------------------------------------------
 
@@ -312,7 +354,7 @@ class RestApi:
             query = soql.resolve(soql.parse(text), SCHEMA, relationships=True)
         except soql.SoqlError as error:
             raise _error(400, error.code, error.exception_message) from None
-        parents = self._parents(query.select, [record])
+        parents = paging.parent_snapshot(query.select, [record], self.lookup)
         body = wire.rest_record(spec.name, record, query.select, request.version, parents)
         return Answer.json(200, body)
 
@@ -334,7 +376,7 @@ class RestApi:
 
     @staticmethod
     def _decode(body: bytes, spec: SObjectSpec, *, writable: str) -> SObjectInput:
-        """A JSON record body as the SOAP create/update decode it (see ``_read_sobject``).
+        """A JSON record body decoded as the partner API's create and update decode theirs.
 
         As in Salesforce, a body that is no JSON object, an unknown field or an ``Id`` fail
         the request at once (400, no ``fields``); a field that exists but may not be written

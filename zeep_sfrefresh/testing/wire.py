@@ -43,6 +43,7 @@ __all__ = [
     "describe_sobjects_xml",
     "fault_detail_type",
     "invalid_session_fault",
+    "limit_info_xml",
     "login_result_xml",
     "oauth_error",
     "query_result_xml",
@@ -66,6 +67,7 @@ __all__ = [
     "search_record_xml",
     "search_result_xml",
     "server_timestamp_xml",
+    "soap_answer",
     "soap_fault",
     "soap_response",
     "sobject_xml",
@@ -256,6 +258,34 @@ class LimitInfo:
     type: str = "API REQUESTS"
 
 
+def limit_info_xml(limit: LimitInfo) -> str:
+    """The LimitInfoHeader Salesforce adds to answers of APIs whose WSDL declares one."""
+    return (
+        "<LimitInfoHeader><limitInfo>"
+        f"<current>{limit.current}</current><limit>{limit.limit}</limit>"
+        f"<type>{_text(limit.type)}</type></limitInfo></LimitInfoHeader>"
+    )
+
+
+def soap_answer(
+    flavour: SoapFlavour, body: str, *, headers: str = "", sobject_ns: str | None = None
+) -> bytes:
+    """A successful envelope around ``body`` (XML text in the API's default namespace).
+
+    ``headers`` is the inside of ``soapenv:Header`` (none when empty); ``sobject_ns`` binds
+    the ``sf`` prefix that records use, on the envelope as Salesforce does.
+    """
+    namespaces = f' xmlns="{flavour.namespace}" xmlns:xsi="{XSI_NS}"'
+    if sobject_ns is not None:
+        namespaces += f' xmlns:sf="{sobject_ns}"'
+    header = f"<soapenv:Header>{headers}</soapenv:Header>" if headers else ""
+    text = (
+        f'{XML_DECL}<soapenv:Envelope xmlns:soapenv="{SOAPENV_NS}"{namespaces}>'
+        f"{header}<soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"
+    )
+    return text.encode("utf-8")
+
+
 def soap_response(
     flavour: SoapFlavour,
     body: str,
@@ -263,27 +293,16 @@ def soap_response(
     limit_info: LimitInfo | None = None,
     sobjects: bool = False,
 ) -> bytes:
-    """A successful envelope around ``body`` (already XML text in the API's default namespace).
+    """A successful partner-style envelope around ``body`` (see :func:`soap_answer`).
 
-    ``sobjects`` declares the ``sf`` prefix for sObject fields, as Salesforce does on answers
-    that carry records. The LimitInfoHeader is only written for APIs whose WSDL declares it.
+    ``sobjects`` declares the ``sf`` prefix for partner sObject fields, as Salesforce does on
+    answers that carry records. The LimitInfoHeader is only written for APIs whose WSDL
+    declares it.
     """
-    namespaces = f' xmlns="{flavour.namespace}" xmlns:xsi="{XSI_NS}"'
-    if sobjects:
-        namespaces += f' xmlns:sf="{SOBJECT_NS}"'
-    header = ""
+    headers = ""
     if limit_info is not None and flavour.limit_info:
-        header = (
-            "<soapenv:Header><LimitInfoHeader><limitInfo>"
-            f"<current>{limit_info.current}</current><limit>{limit_info.limit}</limit>"
-            f"<type>{_text(limit_info.type)}</type>"
-            "</limitInfo></LimitInfoHeader></soapenv:Header>"
-        )
-    text = (
-        f'{XML_DECL}<soapenv:Envelope xmlns:soapenv="{SOAPENV_NS}"{namespaces}>'
-        f"{header}<soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"
-    )
-    return text.encode("utf-8")
+        headers = limit_info_xml(limit_info)
+    return soap_answer(flavour, body, headers=headers, sobject_ns=SOBJECT_NS if sobjects else None)
 
 
 def _parent(

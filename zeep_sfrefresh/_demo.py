@@ -16,10 +16,10 @@ import zeep
 from requests_oauthlib import OAuth2Session
 from zeep.exceptions import Fault
 
-from .apis import PARTNER_WSDL
+from ._apis import PARTNER_WSDL
+from ._tokens import fingerprint
+from ._transport import SalesforceTransport
 from .testing import StandInOrg, allow_insecure_transport
-from .tokens import fingerprint
-from .transport import SalesforceTransport
 
 __all__ = ["SOQL", "run_demo"]
 

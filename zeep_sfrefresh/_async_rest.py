@@ -1,6 +1,7 @@
 """REST with the async transport's token: an ``httpx.Auth`` and ``httpx.AsyncClient``.
 
-The same policy as :mod:`zeep_sfrefresh.rest` (:func:`zeep_sfrefresh.flow.token_request_flow`),
+The same policy as :mod:`zeep_sfrefresh._rest`
+(:func:`zeep_sfrefresh._callouts.token_request_flow`),
 performed in httpx's own style: ``auth_flow`` generators that yield requests and are sent
 responses. In an ``httpx.AsyncClient`` the refresh is awaited (it runs in a worker thread, so
 the event loop never waits on a token request); in an ``httpx.Client`` it runs inline. Needs
@@ -14,15 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .flow import RestOutcome, Send, Step, TokenRequest, token_request_flow
-from .rest import _OUTCOME, DEFAULT_API_VERSION, rest_url
+from ._callouts import TokenRequest, token_request_flow
+from ._flow import Outcome, Send, Step, asettle, settle
+from ._rest import _OUTCOME, DEFAULT_API_VERSION, rest_url
 
 if TYPE_CHECKING:
-    from .transport import SalesforceTransportMixin
+    from ._core import Core
 
 __all__ = ["AsyncRestAuth", "AsyncRestClient"]
 
-_Flow = Generator[Step, Any, "tuple[httpx.Response, RestOutcome | None]"]
+_Flow = Generator[Step, Any, "tuple[httpx.Response, Outcome | None]"]
 
 
 class AsyncRestAuth(httpx.Auth):
@@ -34,19 +36,17 @@ class AsyncRestAuth(httpx.Auth):
     # answer's body (a 401's says whether the session expired), as httpx's
     # requires_request_body / requires_response_body would for a plain auth_flow.
 
-    def __init__(self, transport: SalesforceTransportMixin) -> None:
-        self._transport = transport
+    def __init__(self, core: Core) -> None:
+        self._core = core
 
     def __repr__(self) -> str:
-        return f"AsyncRestAuth({self._transport!r})"
+        return "AsyncRestAuth()"
 
     def _flow(self, request: httpx.Request) -> _Flow:
         template = TokenRequest(
             request.method, str(request.url), request.content, dict(request.headers)
         )
-        return token_request_flow(
-            template, self._transport._refresher.current, self._transport._policy
-        )
+        return token_request_flow(template, self._core.refresher.current, self._core.policy)
 
     def sync_auth_flow(
         self, request: httpx.Request
@@ -61,7 +61,7 @@ class AsyncRestAuth(httpx.Auth):
                 response.read()
                 result = response
             else:
-                result = self._transport._settle(step)
+                result = settle(step, self._core.refresher)
             try:
                 step = flow.send(result)
             except StopIteration as done:
@@ -81,7 +81,7 @@ class AsyncRestAuth(httpx.Auth):
                 await response.aread()
                 result = response
             else:
-                result = await self._transport._asettle(step)
+                result = await asettle(step, self._core.refresher)
             try:
                 step = flow.send(result)
             except StopIteration as done:
@@ -100,7 +100,7 @@ def _apply(request: httpx.Request, step: Send) -> httpx.Request:
     return request
 
 
-def _mark(response: httpx.Response, outcome: RestOutcome | None) -> None:
+def _mark(response: httpx.Response, outcome: Outcome | None) -> None:
     setattr(response, _OUTCOME, outcome)
 
 
@@ -112,18 +112,18 @@ class AsyncRestClient(httpx.AsyncClient):
 
     def __init__(
         self,
-        transport: SalesforceTransportMixin,
+        core: Core,
         *,
         api_version: str = DEFAULT_API_VERSION,
         **options: Any,
     ) -> None:
-        super().__init__(auth=AsyncRestAuth(transport), **options)
-        self._salesforce = transport  # not _transport: httpx's own attribute
+        super().__init__(auth=AsyncRestAuth(core), **options)
+        self._core = core  # never _transport: httpx's own attribute
         self.api_version = api_version
 
     def url(self, path: str = "") -> str:
         """The absolute URL of ``path`` on the token's current instance."""
-        instance = self._salesforce.token.instance_url
+        instance = self._core.refresher.token.instance_url
         assert instance is not None  # the transport refuses a token without one
         return rest_url(instance, path, self.api_version)
 

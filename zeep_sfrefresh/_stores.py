@@ -8,7 +8,7 @@ a compare-and-set write that cannot overwrite a newer token, and a write-ahead
 :class:`RefreshIntent` saying that the stored refresh token is being (or was) used, so no
 worker sends it twice.
 
-The refresh algorithm itself lives once, in :mod:`zeep_sfrefresh.refresh`; stores only keep
+The refresh algorithm itself lives once, in :mod:`zeep_sfrefresh._refresh`; stores only keep
 bytes. A store of your own (a database row, say) implements :class:`TokenStore`.
 """
 
@@ -30,9 +30,9 @@ from typing import Any, Literal, Protocol, get_args
 
 from filelock import FileLock, Timeout
 
-from .errors import TokenStoreConflictError, TokenStoreError
-from .forks import reset_in_child
-from .tokens import fingerprint
+from ._errors import TokenStoreConflictError, TokenStoreError
+from ._forks import reset_in_child
+from ._tokens import fingerprint
 
 __all__ = [
     "DEFAULT_LOCK_WAIT",

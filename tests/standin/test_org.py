@@ -39,7 +39,7 @@ from oauthlib.oauth2.rfc6749.errors import InsecureTransportError
 from reference import REAL_PARTNER_WSDL, requires_reference, sample
 from requests_oauthlib import OAuth2Session
 
-from zeep_sfrefresh.apis import PARTNER_WSDL, SOAP_APIS
+from zeep_sfrefresh import PARTNER_WSDL, SOAP_APIS
 from zeep_sfrefresh.testing import StandInOrg, allow_insecure_transport, soql, wire
 from zeep_sfrefresh.testing.data import TRAP_DESCRIPTION, to_18
 
@@ -269,7 +269,7 @@ def test_testing_package_does_not_import_pytest() -> None:
         "import sys, zeep_sfrefresh.testing as t; "
         "assert 'pytest' not in sys.modules, 'pytest imported'; print(t.__all__)"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=False
     )

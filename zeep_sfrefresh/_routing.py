@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from .apis import SOAP_PATH_PREFIX
-from .errors import TokenDestinationError
+from ._apis import SOAP_PATH_PREFIX
+from ._errors import TokenDestinationError
 
 __all__ = ["SALESFORCE_DOMAINS", "DestinationPolicy", "route_to_instance"]
 

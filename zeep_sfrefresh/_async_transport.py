@@ -11,8 +11,8 @@ zeep's ``AsyncClient.create_service`` returns a synchronous proxy; with routing 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 try:
     import httpx
@@ -26,26 +26,27 @@ from lxml import etree
 from requests_oauthlib import OAuth2Session
 from zeep.transports import AsyncTransport
 
-from .async_rest import AsyncRestAuth, AsyncRestClient
-from .breaker import DEFAULT_BREAKER, CircuitBreaker
-from .events import RefreshListener
-from .flow import Send
-from .grants import DEFAULT_TOKEN_TIMEOUT, Grant
-from .refresh import DEFAULT_OVERLAP_WAIT
-from .rest import DEFAULT_API_VERSION
-from .routing import SALESFORCE_DOMAINS
-from .stores import TokenStore
-from .transport import SalesforceTransportMixin, scrub_answer
+from ._async_rest import AsyncRestAuth, AsyncRestClient
+from ._base import TransportBase, scrub_answer
+from ._flow import Send, adrive
+from ._rest import DEFAULT_API_VERSION
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._core import SalesforceOptions
+    from ._grants import Grant
 
 __all__ = ["AsyncSalesforceTransport"]
 
 
-class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
+class AsyncSalesforceTransport(TransportBase, AsyncTransport):
     """A ``zeep.AsyncTransport`` that keeps Salesforce SOAP calls alive across session expiry.
 
     Takes the same Salesforce arguments as :class:`SalesforceTransport` (``oauth`` or a
-    credential object, ``store``, ``route_to_instance``, ``token_timeout``, ``overlap_wait``,
-    ``listener``, ``circuit_breaker``, ``allowed_domains``, ``redact_logs``, ``name``) and
+    credential object, and :class:`SalesforceOptions`: ``store``, ``route_to_instance``,
+    ``token_timeout``, ``overlap_wait``, ``listener``, ``circuit_breaker``,
+    ``allowed_domains``, ``redact_logs``, ``name``) and
     ``zeep.AsyncTransport``'s own (``client``, ``wsdl_client``, ``cache``, ``timeout``,
     ``operation_timeout``, ``verify_ssl``, ``proxy``). Close it with ``await
     transport.aclose()`` (or ``async with AsyncClient(...)``).
@@ -58,15 +59,6 @@ class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
         self,
         oauth: OAuth2Session | Grant,
         *,
-        store: TokenStore | None = None,
-        route_to_instance: bool = True,
-        token_timeout: float = DEFAULT_TOKEN_TIMEOUT,
-        overlap_wait: float = DEFAULT_OVERLAP_WAIT,
-        listener: RefreshListener | None = None,
-        circuit_breaker: CircuitBreaker | None = DEFAULT_BREAKER,
-        allowed_domains: Iterable[str] = SALESFORCE_DOMAINS,
-        redact_logs: bool = True,
-        name: str = "",
         client: httpx.AsyncClient | None = None,
         wsdl_client: httpx.Client | None = None,
         cache: Any = None,
@@ -74,19 +66,9 @@ class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
         operation_timeout: float | None = None,
         verify_ssl: bool = True,
         proxy: Any = None,
+        **options: Unpack[SalesforceOptions],
     ) -> None:
-        self._init_salesforce(
-            oauth,
-            store=store,
-            route_to_instance=route_to_instance,
-            token_timeout=token_timeout,
-            overlap_wait=overlap_wait,
-            listener=listener,
-            circuit_breaker=circuit_breaker,
-            allowed_domains=allowed_domains,
-            redact_logs=redact_logs,
-            name=name,
-        )
+        self._init_core(oauth, options)
         super().__init__(  # type: ignore[no-untyped-call]  # zeep is unannotated
             client=client,
             wsdl_client=wsdl_client,
@@ -105,7 +87,7 @@ class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
         async def send(step: Send) -> httpx.Response:
             return await self.post(step.address, step.message or b"", headers)
 
-        answer = await self._adrive(self._call_flow(address, envelope), send)
+        answer = await adrive(self._call_flow(address, envelope), send, self._core.refresher)
         response: requests.Response = self.new_response(answer)  # type: ignore[no-untyped-call]
         return scrub_answer(response)
 
@@ -119,8 +101,8 @@ class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
     ) -> requests.Response:
         """:meth:`SalesforceTransport.callout` for coroutines (the answer as a
         ``requests.Response``, like zeep's async transport gives zeep)."""
-        answer, _ = await self._adrive(
-            self._callout_flow(method, url, data, headers), self._request
+        answer, _ = await adrive(
+            self._callout_flow(method, url, data, headers), self._request, self._core.refresher
         )
         response: requests.Response = self.new_response(answer)  # type: ignore[no-untyped-call]
         return response
@@ -128,8 +110,8 @@ class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
     def rest_auth(self) -> AsyncRestAuth:
         """An ``httpx.Auth`` on this transport's token and refresher, for REST calls with
         httpx: Bearer on requests to the token's instance only, one refresh and one resend on
-        a 401 ``INVALID_SESSION_ID``. See :mod:`zeep_sfrefresh.async_rest`."""
-        return AsyncRestAuth(self)
+        a 401 ``INVALID_SESSION_ID``. See :mod:`zeep_sfrefresh._async_rest`."""
+        return AsyncRestAuth(self._core)
 
     def rest_client(
         self, *, api_version: str = DEFAULT_API_VERSION, **options: Any
@@ -137,7 +119,7 @@ class AsyncSalesforceTransport(SalesforceTransportMixin, AsyncTransport):
         """An ``httpx.AsyncClient`` with :meth:`rest_auth` whose relative URLs go to the
         token's current instance; ``options`` are httpx's (``verify``, ``timeout``...).
         Close it (``async with``) when done."""
-        return AsyncRestClient(self, api_version=api_version, **options)
+        return AsyncRestClient(self._core, api_version=api_version, **options)
 
     async def _request(self, step: Send) -> httpx.Response:
         self._log_post(step.address, step.message or b"")

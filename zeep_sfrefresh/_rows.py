@@ -1,4 +1,4 @@
-"""Query results as rows: flatten :func:`~zeep_sfrefresh.records.fields` dicts, then print them.
+"""Query results as rows: flatten :func:`~zeep_sfrefresh._records.fields` dicts, then print them.
 
 A SOQL answer is a tree (``Account.Owner.Name``, child sub-queries); a terminal, a
 spreadsheet or ``jq`` wants rows with the same columns. :func:`flatten` turns one record into
@@ -77,7 +77,7 @@ class ChildRecords(list[dict[str, object]]):
 
 
 def flatten(record: Mapping[str, object]) -> dict[str, object]:
-    """One :func:`~zeep_sfrefresh.records.fields` record as one flat row, for printing.
+    """One :func:`~zeep_sfrefresh._records.fields` record as one flat row, for printing.
 
     A table needs one value per column, so the record's tree becomes dotted column names:
 

@@ -31,7 +31,7 @@ def _find_session_header(header: etree._Element, namespace: str | None) -> etree
 def set_session_id(envelope: etree._Element, namespace: str | None, session_id: str) -> bool:
     """Write ``session_id`` into the envelope's ``SessionHeader/sessionId``, in place.
 
-    With a ``namespace`` (the API's, from :data:`zeep_sfrefresh.apis.SOAP_APIS`) the
+    With a ``namespace`` (the API's, from :data:`zeep_sfrefresh._apis.SOAP_APIS`) the
     header is added when missing and its old value replaced when present. With None
     (an endpoint whose API is unknown) only a ``SessionHeader`` the caller already put
     in the envelope, in any namespace, is updated. Returns whether the envelope now

@@ -21,7 +21,7 @@ can authorise an app on Salesforce:
 
 Pure parts (PKCE, URLs, the redirect's query, the auth URL, the device poll's decision) are
 functions of their arguments; the I/O (a one-request loopback server, token requests through
-:func:`~zeep_sfrefresh.exchange.request_token`, which bounds each one) sits in a few small
+:func:`~zeep_sfrefresh._exchange.request_token`, which bounds each one) sits in a few small
 functions. Nothing here logs or puts a code, a verifier, a token or a secret in a message.
 """
 
@@ -43,11 +43,11 @@ from oauthlib.oauth2 import Client, WebApplicationClient
 from oauthlib.oauth2.rfc6749.parameters import prepare_token_request
 from requests_oauthlib import OAuth2Session
 
-from .errors import LoginError, TokenRefreshError
-from .exchange import TOKEN_PATH, public_url, request_token
-from .grants import DEFAULT_TOKEN_TIMEOUT
-from .redaction import redact
-from .tokens import Token
+from ._errors import LoginError, TokenRefreshError
+from ._exchange import TOKEN_PATH, public_url, request_token
+from ._grants import DEFAULT_TOKEN_TIMEOUT
+from ._redaction import redact
+from ._tokens import Token
 
 __all__ = [
     "DEFAULT_REDIRECT_URI",

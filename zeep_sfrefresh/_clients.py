@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import zeep
 
-from .apis import PARTNER_WSDL
-from .records import keep_field_names
-from .transport import SalesforceTransport
+from ._apis import PARTNER_WSDL
+from ._records import keep_field_names
+from ._transport import SalesforceTransport
 
 if TYPE_CHECKING:
     from requests_oauthlib import OAuth2Session
 
-    from .grants import Grant
+    from ._grants import Grant
 
 __all__ = ["connect", "connect_async"]
 
@@ -48,7 +48,7 @@ def connect_async(
     The WSDL is read here, synchronously, like ``zeep.AsyncClient`` does. ``async with
     client:`` closes the transport's SOAP connections.
     """
-    from .async_transport import AsyncSalesforceTransport
+    from ._async_transport import AsyncSalesforceTransport
 
     transport = AsyncSalesforceTransport(oauth, **transport_options)
     mine = transport_options.get("wsdl_client") is None

@@ -14,7 +14,7 @@ strings, and whatever comes from an answer is masked by token shape first.
         │   └── ReauthorizationRequiredError
         ├── TokenStoreError
         │   └── TokenStoreConflictError
-        ├── TokenDestinationError
+        ├── TokenDestinationError (also a ValueError)
         ├── JwtAccessTokenError
         ├── LoginError
         └── SessionNotRefreshableError (also a zeep.exceptions.Fault)
@@ -127,10 +127,12 @@ class TokenStoreConflictError(TokenStoreError):
     """Raised when a compare-and-set write finds a version other than the one it replaces."""
 
 
-class TokenDestinationError(SfRefreshError):
+class TokenDestinationError(SfRefreshError, ValueError):
     """Raised before sending when the session id would go somewhere other than its token's
-    instance, or the instance is not https on an allowed Salesforce domain. Nothing is sent;
-    the token itself is kept (its refresh token may be the only live one)."""
+    instance, the instance is not https on an allowed Salesforce domain, or the token names
+    no instance at all. Nothing is sent; the token itself is kept (its refresh token may be
+    the only live one). Also a ``ValueError``: building a transport on a token without
+    ``instance_url`` is bad input."""
 
 
 class JwtAccessTokenError(SfRefreshError):

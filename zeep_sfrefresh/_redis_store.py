@@ -30,8 +30,8 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
         "RedisTokenStore needs redis-py: pip install 'zeep-sfrefresh[redis]'"
     ) from exc
 
-from .errors import TokenStoreConflictError, TokenStoreError
-from .stores import DEFAULT_LOCK_WAIT, RefreshIntent, StoredToken
+from ._errors import TokenStoreConflictError, TokenStoreError
+from ._stores import DEFAULT_LOCK_WAIT, RefreshIntent, StoredToken
 
 __all__ = ["DEFAULT_LOCK_TIMEOUT", "RedisTokenStore"]
 

@@ -31,20 +31,20 @@ import requests
 from zeep.exceptions import Error as ZeepError
 from zeep.exceptions import Fault, TransportError
 
-from .apis import PARTNER_WSDL
-from .errors import SfRefreshError
-from .grants import DEFAULT_LOGIN_URL, ClientCredentials, Grant, JwtBearer
-from .redaction import redact
-from .stores import FileTokenStore
-from .tokenfile import TokenFileSettings, credential_from_file, read_secret_file
-from .tokens import Token, fingerprint
+from ._apis import PARTNER_WSDL
+from ._errors import SfRefreshError
+from ._grants import DEFAULT_LOGIN_URL, ClientCredentials, Grant, JwtBearer
+from ._redaction import redact
+from ._stores import FileTokenStore
+from ._tokenfile import TokenFileSettings, credential_from_file, read_secret_file
+from ._tokens import Token, fingerprint
 
 if TYPE_CHECKING:
     from requests_oauthlib import OAuth2Session
 
-    from .events import RefreshEvent
-    from .stubgen import Stub
-    from .transport import SalesforceTransport
+    from ._events import RefreshEvent
+    from ._stubgen import Stub
+    from ._transport import SalesforceTransport
 
 __all__ = ["DEFAULT_ORG_PORT", "main", "stub_for", "write_stub"]
 
@@ -285,7 +285,7 @@ def _secret_file(args: argparse.Namespace) -> str | None:
 
 
 def _login(args: argparse.Namespace, out: TextIO) -> int:
-    from . import login
+    from . import _login as login
 
     store = FileTokenStore(args.token_file)
     if args.sfdx_auth_url_file is not None:
@@ -370,7 +370,7 @@ def _sfdx_auth_url(path: Path) -> str:
 
 
 def _import_sfdx(args: argparse.Namespace, store: FileTokenStore, out: TextIO) -> int:
-    from . import login
+    from . import _login as login
 
     try:
         auth = login.parse_sfdx_auth_url(_sfdx_auth_url(args.sfdx_auth_url_file))
@@ -472,7 +472,7 @@ def _credential(args: argparse.Namespace, store: FileTokenStore) -> OAuth2Sessio
     if settings is None and stored is not None and args.client_id:
         from requests_oauthlib import OAuth2Session
 
-        from . import login
+        from . import _login as login
 
         token_url = login.token_url(args.login_url or DEFAULT_LOGIN_URL)
         _allow_plain_http(token_url, stored.token.get("instance_url"))
@@ -510,9 +510,9 @@ def _say_events(transport_box: list[SalesforceTransport]) -> Any:
 def _query(args: argparse.Namespace, out: TextIO) -> int:
     import zeep
 
-    from . import rows as render
-    from .records import fields, keep_field_names
-    from .transport import SalesforceTransport
+    from . import _rows as render
+    from ._records import fields, keep_field_names
+    from ._transport import SalesforceTransport
 
     if args.api_version and not _API_VERSION.match(args.api_version):
         raise CliError(f"--api-version wants a version such as 66.0, not {args.api_version!r}")
@@ -642,7 +642,7 @@ def stub_for(wsdl: str) -> Stub:
     from zeep.wsdl import Document
 
     from . import __version__
-    from .stubgen import generate
+    from ._stubgen import generate
 
     transport = zeep.Transport()
     try:
@@ -727,7 +727,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
-    from .redaction import install_log_redaction
+    from ._redaction import install_log_redaction
 
     if args.debug:
         install_log_redaction()
@@ -753,7 +753,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     _setup_logging(args)
     try:
         if args.command == "demo":
-            from .demo import run_demo
+            from ._demo import run_demo
 
             return run_demo(out)
         return _COMMANDS[args.command](args, out)

@@ -13,12 +13,11 @@ Successful (2xx) answers are never parsed, so the happy path costs nothing here.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from lxml import etree
 
-from .redaction import redact
+from ._redaction import redact
 
 __all__ = [
     "INVALID_SESSION_ID",
@@ -27,7 +26,6 @@ __all__ = [
     "invalid_session_fault",
     "is_invalid_session",
     "parse_fault",
-    "rest_invalid_session",
 ]
 
 INVALID_SESSION_ID = "INVALID_SESSION_ID"
@@ -123,23 +121,3 @@ def invalid_session_fault(status_code: int, body: bytes) -> SoapFault | None:
 def is_invalid_session(status_code: int, body: bytes) -> bool:
     """Decide from an HTTP answer whether its session expired, without parsing a success."""
     return invalid_session_fault(status_code, body) is not None
-
-
-def rest_invalid_session(status_code: int, body: bytes) -> bool:
-    """Decide whether a REST answer says the session expired (HTTP 401, ``INVALID_SESSION_ID``).
-
-    "This session is not valid for use with the REST API" carries the same code but no new
-    token cures it (a session from a SOAP login without API scope), so it is not an expiry.
-    """
-    if status_code != 401 or not body or len(body) > MAX_FAULT_BYTES:
-        return False
-    try:
-        errors = json.loads(body)
-    except ValueError:
-        return False
-    return isinstance(errors, list) and any(
-        isinstance(error, dict)
-        and error.get("errorCode") == INVALID_SESSION_ID
-        and "not valid for use with the REST API" not in str(error.get("message", ""))
-        for error in errors
-    )

@@ -33,9 +33,9 @@ import requests
 from oauthlib.oauth2.rfc6749.errors import InsecureTransportError, MissingTokenError, OAuth2Error
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from .errors import TokenRefreshError
-from .redaction import redact
-from .tokens import Token
+from ._errors import TokenRefreshError
+from ._redaction import redact
+from ._tokens import Token
 
 __all__ = ["TOKEN_PATH", "AnswerWatcher", "parse_retry_after", "public_url", "request_token"]
 

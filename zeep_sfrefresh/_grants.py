@@ -9,7 +9,7 @@
 The last three are credential objects: pass one to the transport instead of an
 ``OAuth2Session``. They hold no refresh token; "refreshing" asks for a brand-new token.
 
-Every request goes through :func:`zeep_sfrefresh.exchange.request_token`: a total deadline,
+Every request goes through :func:`zeep_sfrefresh._exchange.request_token`: a total deadline,
 and every failure mode (OAuth error JSON, an HTML error page, a body that is not a token, a
 timeout, a refused connection) becomes one :class:`TokenRefreshError`, whatever the grant.
 Salesforce token answers carry no ``expires_in``, so requests-oauthlib never refreshes on its
@@ -31,10 +31,10 @@ from oauthlib.oauth2 import (
 )
 from requests_oauthlib import OAuth2Session
 
-from .errors import RefreshInProgressError, TokenRefreshError
-from .exchange import TOKEN_PATH, request_token
-from .forks import reset_in_child
-from .tokens import Token, fingerprint
+from ._errors import RefreshInProgressError, TokenRefreshError
+from ._exchange import TOKEN_PATH, request_token
+from ._forks import reset_in_child
+from ._tokens import Token, fingerprint
 
 __all__ = [
     "DEFAULT_LOGIN_URL",

@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from .breaker import DEFAULT_BREAKER, NO_BREAKER, CircuitBreaker
-from .errors import (
+from ._breaker import DEFAULT_BREAKER, NO_BREAKER, CircuitBreaker
+from ._errors import (
     ReauthorizationRequiredError,
     RefreshInProgressError,
     SessionNotRefreshableError,
@@ -50,12 +50,12 @@ from .errors import (
     TokenStoreConflictError,
     TokenStoreError,
 )
-from .events import EventKind, RefreshEvent, RefreshListener, worker_name
-from .faults import INVALID_SESSION_ID
-from .forks import reset_in_child
-from .grants import Grant
-from .stores import RefreshIntent, StoredToken, TokenStore
-from .tokens import Generation, Token, fingerprint
+from ._events import EventKind, RefreshEvent, RefreshListener, worker_name
+from ._faults import INVALID_SESSION_ID
+from ._forks import reset_in_child
+from ._grants import Grant
+from ._stores import RefreshIntent, StoredToken, TokenStore
+from ._tokens import Generation, Token, fingerprint
 
 __all__ = ["DEFAULT_OVERLAP_WAIT", "MAX_ATTEMPTS", "Plan", "Refresher", "plan_request"]
 

@@ -8,8 +8,8 @@ the transport's current token, and an expired session is refreshed through the t
 one refresher (one token request for every SOAP and REST caller, thread and worker sharing the
 store) and the request resent once.
 
-The decisions live once, in :func:`zeep_sfrefresh.flow.token_request_flow` (also behind
-callouts and the httpx auth of :mod:`zeep_sfrefresh.async_rest`); this module performs its
+The decisions live once, in :func:`zeep_sfrefresh._callouts.token_request_flow` (also behind
+callouts and the httpx auth of :mod:`zeep_sfrefresh._async_rest`); this module performs its
 steps with requests, the way requests' ``HTTPDigestAuth`` resends from a response hook.
 """
 
@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any, cast
 import requests
 from requests.auth import AuthBase
 
-from .flow import RestOutcome, Send, Step, TokenRequest, token_request_flow
-from .forks import reset_in_child
+from ._callouts import TokenRequest, token_request_flow
+from ._flow import Outcome, Send, Step, settle
+from ._forks import reset_in_child
 
 if TYPE_CHECKING:
-    from .transport import SalesforceTransportMixin
+    from ._core import Core
 
 __all__ = ["DEFAULT_API_VERSION", "RestAuth", "RestSession", "rest_outcome", "rest_url"]
 
@@ -35,7 +36,7 @@ DEFAULT_API_VERSION = "66.0"
 _OUTCOME = "_zeep_sfrefresh_outcome"
 
 
-def rest_outcome(response: object) -> RestOutcome | None:
+def rest_outcome(response: object) -> Outcome | None:
     """What became of the session of the request that got ``response`` (a requests or httpx
     response from :meth:`~SalesforceTransport.rest_session` / ``rest_auth()``):
     ``sent`` (the answer did not say the session expired), ``refreshed``,
@@ -43,7 +44,7 @@ def rest_outcome(response: object) -> RestOutcome | None:
     ``refreshed_not_resent`` (the body was a stream that cannot be sent twice), or None when
     the request carried no token (another host)."""
     value = getattr(response, _OUTCOME, None)
-    return cast("RestOutcome | None", value)
+    return cast("Outcome | None", value)
 
 
 def rest_url(instance_url: str, path: str, api_version: str = DEFAULT_API_VERSION) -> str:
@@ -72,24 +73,22 @@ class RestAuth(AuthBase):
     untouched. Get one from ``transport.rest_auth()``; it holds no token of its own, so one
     auth serves every thread."""
 
-    def __init__(self, transport: SalesforceTransportMixin) -> None:
-        self._transport = transport
+    def __init__(self, core: Core) -> None:
+        self._core = core
 
     def __repr__(self) -> str:
-        return f"RestAuth({self._transport!r})"
+        return "RestAuth()"
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         body, resendable = _body(request)
         template = TokenRequest(
             request.method or "GET", request.url or "", body, dict(request.headers)
         )
-        flow: Generator[Step, Any, tuple[requests.Response, RestOutcome | None]] = (
-            token_request_flow(
-                template,
-                self._transport._refresher.current,
-                self._transport._policy,
-                resendable=resendable,
-            )
+        flow: Generator[Step, Any, tuple[requests.Response, Outcome | None]] = token_request_flow(
+            template,
+            self._core.refresher.current,
+            self._core.policy,
+            resendable=resendable,
         )
         first = next(flow)
         assert isinstance(first, Send)
@@ -108,7 +107,7 @@ class RestAuth(AuthBase):
 
     def _finish(
         self,
-        flow: Generator[Step, Any, tuple[requests.Response, RestOutcome | None]],
+        flow: Generator[Step, Any, tuple[requests.Response, Outcome | None]],
         request: requests.PreparedRequest,
         response: requests.Response,
         send_kwargs: dict[str, Any],
@@ -132,7 +131,7 @@ class RestAuth(AuthBase):
                 response = resent
                 result = resent
             else:
-                result = self._transport._settle(step)
+                result = settle(step, self._core.refresher)
 
 
 def _apply(request: requests.PreparedRequest, step: Send) -> None:
@@ -154,13 +153,11 @@ class RestSession(requests.Session):
     transport's SOAP session's. Usable as simple-salesforce's ``session=``.
     """
 
-    def __init__(
-        self, transport: SalesforceTransportMixin, *, api_version: str = DEFAULT_API_VERSION
-    ) -> None:
+    def __init__(self, core: Core, *, api_version: str = DEFAULT_API_VERSION) -> None:
         super().__init__()
-        self._salesforce = transport
+        self._core = core
         self.api_version = api_version
-        self.auth = RestAuth(transport)
+        self.auth = RestAuth(core)
         reset_in_child(self)
 
     def _after_fork(self) -> None:
@@ -171,7 +168,7 @@ class RestSession(requests.Session):
 
     def url(self, path: str = "") -> str:
         """The absolute URL of ``path`` on the token's current instance (see the class)."""
-        instance = self._salesforce.token.instance_url
+        instance = self._core.refresher.token.instance_url
         assert instance is not None  # the transport refuses a token without one
         return rest_url(instance, path, self.api_version)
 

@@ -19,9 +19,9 @@ from typing import Literal, get_args
 
 from requests_oauthlib import OAuth2Session
 
-from .errors import TokenStoreError
-from .grants import ClientCredentials, Grant, JwtBearer
-from .stores import FileTokenStore
+from ._errors import TokenStoreError
+from ._grants import ClientCredentials, Grant, JwtBearer
+from ._stores import FileTokenStore
 
 __all__ = ["GrantKind", "TokenFileSettings", "credential_from_file", "read_secret_file"]
 

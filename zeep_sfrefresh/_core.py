@@ -1,0 +1,150 @@
+"""The core both transports share, and the one place it is built.
+
+A transport is a thin shell: it performs the I/O its call policies ask for (requests for
+:class:`~zeep_sfrefresh.SalesforceTransport`, httpx for the async one). What decides is the
+:class:`Core`: the :class:`~zeep_sfrefresh._refresh.Refresher` (one refresh for every caller
+sharing the credential or store), the destination policy, and the routing switch.
+:func:`build_core` makes it from the credential and the Salesforce options, which are
+spelled once, in :class:`SalesforceOptions`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TypedDict
+
+import requests
+from requests_oauthlib import OAuth2Session
+
+from ._breaker import DEFAULT_BREAKER, CircuitBreaker
+from ._events import RefreshListener
+from ._flow import check_sendable
+from ._grants import DEFAULT_TOKEN_TIMEOUT, Grant, SessionGrant
+from ._redaction import install_log_redaction
+from ._refresh import DEFAULT_OVERLAP_WAIT, Refresher
+from ._routing import SALESFORCE_DOMAINS, DestinationPolicy
+from ._stores import MemoryTokenStore, TokenStore
+from ._tokens import Token
+
+__all__ = ["Core", "SalesforceOptions", "build_core", "check_session"]
+
+
+class SalesforceOptions(TypedDict, total=False):
+    """The transports' Salesforce keyword arguments (each transport adds zeep's own).
+
+    ``store``: where the token is shared (default: in memory, per credential).
+    ``route_to_instance``: send SOAP paths to the token's instance (default True).
+    ``token_timeout``: seconds a token request may take (default 30).
+    ``overlap_wait``: seconds to wait for another worker's token after an overlap refusal.
+    ``listener``: told about each :class:`~zeep_sfrefresh.RefreshEvent`.
+    ``circuit_breaker``: stops token requests after refreshed sessions are refused (None: off).
+    ``allowed_domains``: domains a token's instance may be on.
+    ``redact_logs``: mask tokens in the logs of requests-oauthlib, oauthlib, zeep, urllib3, httpx.
+    ``name``: the Named Credential name :meth:`callout` URLs use.
+    """
+
+    store: TokenStore | None
+    route_to_instance: bool
+    token_timeout: float
+    overlap_wait: float
+    listener: RefreshListener | None
+    circuit_breaker: CircuitBreaker | None
+    allowed_domains: Iterable[str]
+    redact_logs: bool
+    name: str
+
+
+@dataclass(frozen=True, eq=False)
+class Core:
+    """What a transport's calls are decided by; built once, by :func:`build_core`."""
+
+    refresher: Refresher
+    policy: DestinationPolicy
+    route_to_instance: bool
+    name: str
+
+
+def _check_credential(oauth: object) -> None:
+    """Refuse, with a TypeError that says what is accepted, anything but a credential."""
+    if isinstance(oauth, OAuth2Session) or callable(getattr(oauth, "fetch", None)):
+        return
+    hint = ""
+    if isinstance(oauth, Mapping):
+        hint = " (a token dict goes in OAuth2Session(client_id, token=..., ...))"
+    elif isinstance(oauth, requests.Session):
+        hint = " (a plain requests.Session holds no token; pass it as session= if at all)"
+    raise TypeError(
+        "the first argument must be a requests_oauthlib.OAuth2Session holding the Salesforce "
+        "token, or a credential object (JwtBearer, ClientCredentials, UsernamePassword, or "
+        f"your own with a fetch() method), not {type(oauth).__name__}{hint}"
+    )
+
+
+def check_session(session: object) -> None:
+    """Refuse an ``OAuth2Session`` where a transport wants a plain session for SOAP traffic."""
+    if isinstance(session, OAuth2Session):
+        raise TypeError(
+            "session= takes a plain requests.Session: an OAuth2Session would put its Bearer "
+            "token on every request, WSDL downloads included; pass the OAuth2Session as the "
+            "first argument"
+        )
+
+
+def _refresher(oauth: OAuth2Session | Grant, options: SalesforceOptions) -> Refresher:
+    store = options.get("store")
+    listener = options.get("listener")
+    overlap_wait = options.get("overlap_wait", DEFAULT_OVERLAP_WAIT)
+    breaker = options.get("circuit_breaker", DEFAULT_BREAKER)
+    if not isinstance(oauth, OAuth2Session):  # a credential object: no token yet
+        return Refresher(
+            oauth,
+            store if store is not None else MemoryTokenStore.for_session(oauth),
+            None,
+            listener=listener,
+            overlap_wait=overlap_wait,
+            breaker=breaker,
+        )
+    if not oauth.token:
+        raise ValueError("the OAuth2Session has no token; create it with token=<token dict>")
+    seed = Token(oauth.token)
+    check_sendable(seed, soap=False)  # refuse before anything reaches a store
+    if seed.refresh_token is None:
+        raise ValueError(
+            "the OAuth2Session's token has no refresh_token, so its session could never be "
+            "refreshed; give the connected app the refresh_token (or offline_access) scope "
+            "and authorise again"
+        )
+    session = oauth
+    return Refresher(
+        SessionGrant(session, timeout=options.get("token_timeout", DEFAULT_TOKEN_TIMEOUT)),
+        store if store is not None else MemoryTokenStore.for_session(session),
+        seed,
+        on_refresh=session.token_updater,
+        # requests-oauthlib users read oauth.token (their REST calls send it): keep it current.
+        on_change=lambda token: setattr(session, "token", token.as_dict()),
+        listener=listener,
+        overlap_wait=overlap_wait,
+        breaker=breaker,
+    )
+
+
+def build_core(oauth: OAuth2Session | Grant, options: SalesforceOptions) -> Core:
+    """Check the credential, build the refresher (a credential object gets its first token
+    now, unless the store holds one) and the destination policy."""
+    unknown = sorted(set(options) - set(SalesforceOptions.__annotations__))
+    if unknown:  # what an explicit keyword list would refuse
+        raise TypeError(f"unexpected keyword argument {', '.join(map(repr, unknown))}")
+    _check_credential(oauth)
+    refresher = _refresher(oauth, options)
+    check_sendable(refresher.token, soap=False)
+    policy = DestinationPolicy(
+        tuple(options.get("allowed_domains", SALESFORCE_DOMAINS)),
+        # The application's own switch for plain-http OAuth (tests on loopback); read,
+        # never set, here.
+        allow_loopback=bool(os.environ.get("OAUTHLIB_INSECURE_TRANSPORT")),
+    )
+    if options.get("redact_logs", True):
+        install_log_redaction()
+    return Core(refresher, policy, options.get("route_to_instance", True), options.get("name", ""))
