@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from zeep_sfrefresh._envelope import set_session_id
+from zeep_sfrefresh._envelope import serialize_with_session_id, set_session_id
 from zeep_sfrefresh._redaction import redact
 
 ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -96,3 +96,27 @@ def test_session_ids_in_log_text_are_masked() -> None:
     assert masked.count("***") == 2
     assert "<sessionIdentifier>keep</sessionIdentifier>" in masked
     assert "<queryString>sessionId</queryString>" in masked
+
+
+def _by_editing_the_tree(env: etree._Element, namespace: str, session_id: str) -> bytes:
+    copy = etree.fromstring(etree.tostring(env))
+    assert set_session_id(copy, namespace, session_id)
+    return etree.tostring(copy, xml_declaration=True, encoding="utf-8")
+
+
+def test_serialising_without_a_header_matches_editing_the_tree_byte_for_byte() -> None:
+    session_id = "00Dx!AQ.a&b<c>'\""
+    for namespace in (PARTNER, METADATA):
+        env = envelope()
+        before = etree.tostring(env)
+        sent = serialize_with_session_id(env, namespace, session_id)
+        assert sent == _by_editing_the_tree(env, namespace, session_id)
+        assert etree.tostring(env) == before  # the element is left as it was
+    header = envelope(f'<soap-env:Header><x:CallOptions xmlns:x="{PARTNER}"/></soap-env:Header>')
+    assert serialize_with_session_id(header, PARTNER, "T") == _by_editing_the_tree(
+        header, PARTNER, "T"
+    )
+    bare = etree.fromstring(
+        f'<Envelope xmlns="{ENV}"><Body><q xmlns="{PARTNER}"/></Body></Envelope>'
+    )  # no prefix: the tree is edited instead
+    assert serialize_with_session_id(bare, PARTNER, "T") == _by_editing_the_tree(bare, PARTNER, "T")

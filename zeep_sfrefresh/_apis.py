@@ -7,6 +7,7 @@ headers or routes requests looks an API up instead of branching on its name.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -65,10 +66,12 @@ SOAP_APIS: dict[str, SoapApi] = {
 """Known APIs keyed by path code. Path codes are case-sensitive (``T`` is tooling)."""
 
 
+@lru_cache(maxsize=256)
 def api_for_address(address: str) -> SoapApi | None:
     """Return the API an endpoint address belongs to, or None when it is not a known one.
 
-    Only the path is looked at: WSDLs name many hosts for the same API.
+    Only the path is looked at: WSDLs name many hosts for the same API. Cached: it runs on
+    every call, for the few addresses a client posts to.
     """
     path = urlsplit(address).path
     if not path.startswith(SOAP_PATH_PREFIX):

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -41,7 +42,7 @@ from ._apis import SOAP_PATH_PREFIX, api_for_address
 from ._envelope import serialize_with_session_id
 from ._errors import JwtAccessTokenError, SessionNotRefreshableError, TokenDestinationError
 from ._faults import INVALID_SESSION_ID, invalid_session_fault
-from ._routing import DestinationPolicy, route_to_instance
+from ._routing import DestinationPolicy, destination, route_to_instance
 from ._tokens import Generation, Token
 
 __all__ = [
@@ -167,6 +168,16 @@ def resend_once(
     return resent, "expired_again" if still else "refreshed"
 
 
+@lru_cache(maxsize=256)
+def _soap_target(address: str) -> tuple[bool, str | None]:
+    """Whether ``address`` is a SOAP path, and its API's namespace (None: unknown API).
+    Cached: a client posts to a few addresses, on every call."""
+    if not urlsplit(address).path.startswith(SOAP_PATH_PREFIX):
+        return False, None
+    api = api_for_address(address)
+    return True, api.namespace if api is not None else None
+
+
 def _fault_expired(response: HttpResponse) -> bool:
     return invalid_session_fault(response.status_code, response.content) is not None
 
@@ -186,13 +197,12 @@ def soap_call(
     envelope that carries the session id goes only where ``policy`` allows. The envelope
     element is left without the session id once serialised.
     """
-    if not urlsplit(address).path.startswith(SOAP_PATH_PREFIX):
+    soap, namespace = _soap_target(address)
+    if not soap:
         response: ResponseT = yield Send(
             address, etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
         )
         return response
-    api = api_for_address(address)
-    namespace = api.namespace if api is not None else None
 
     def build(token: Token) -> tuple[Send, bool]:
         message = serialize_with_session_id(envelope, namespace, token.access_token)
@@ -200,13 +210,10 @@ def soap_call(
             target = address
             if route and token.instance_url:
                 target = route_to_instance(address, token.instance_url)
-            return Send(
-                target, etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
-            ), False
+            plain = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+            return Send(target, plain), False
         instance = check_sendable(token, soap=True)
-        target = route_to_instance(address, instance) if route else address
-        policy.check(target, instance)
-        return Send(target, message), True
+        return Send(destination(address, instance, route, policy), message), True
 
     answer: ResponseT
     outcome: Outcome | None

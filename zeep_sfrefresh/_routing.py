@@ -9,12 +9,13 @@ address is kept and its scheme, host and port are taken from the token.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import urlsplit, urlunsplit
 
 from ._apis import SOAP_PATH_PREFIX
 from ._errors import TokenDestinationError
 
-__all__ = ["SALESFORCE_DOMAINS", "DestinationPolicy", "route_to_instance"]
+__all__ = ["SALESFORCE_DOMAINS", "DestinationPolicy", "destination", "route_to_instance"]
 
 
 def route_to_instance(address: str, instance_url: str) -> str:
@@ -76,3 +77,17 @@ class DestinationPolicy:
                 f"refusing to send the session id to {target.netloc}: only the token's "
                 f"instance {instance.netloc} may receive it"
             )
+
+
+@lru_cache(maxsize=256)
+def destination(address: str, instance_url: str, route: bool, policy: DestinationPolicy) -> str:
+    """Where a request carrying the session id goes: ``address`` routed to ``instance_url``
+    when ``route``, then checked by ``policy`` (raising :class:`TokenDestinationError`).
+
+    Both steps are pure functions of the arguments, and a process talks to a handful of
+    (address, instance) pairs, so the answer is cached: URL parsing was a good part of the
+    transport's own cost per call. Refusals are not cached (they raise).
+    """
+    target = route_to_instance(address, instance_url) if route else address
+    policy.check(target, instance_url)
+    return target

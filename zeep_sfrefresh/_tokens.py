@@ -26,10 +26,19 @@ class Token:
     """A read-only snapshot of a Salesforce token dict.
 
     Threads read ``transport.token`` without a lock, so a token is never edited in place:
-    a refresh builds a new one. ``repr`` shows fingerprints only.
+    a refresh builds a new one. ``repr`` shows fingerprints only. ``access_token``,
+    ``refresh_token`` and ``instance_url`` are plain attributes, read on every call.
     """
 
-    __slots__ = ("_data",)
+    __slots__ = ("_data", "access_token", "instance_url", "refresh_token")
+
+    _data: Mapping[str, Any]
+    access_token: str
+    """The session id sent in ``SessionHeader``."""
+    refresh_token: str | None
+    """The refresh token, or None when the grant gave none."""
+    instance_url: str | None
+    """Base URL of the org the token belongs to, e.g. ``https://acme.my.salesforce.com``."""
 
     def __init__(self, data: Mapping[str, Any], *, previous: Token | None = None) -> None:
         """Validate ``data`` and keep what a refresh answer may leave out.
@@ -51,29 +60,27 @@ class Token:
             parts = urlsplit(instance_url) if isinstance(instance_url, str) else None
             if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError("the token's instance_url is not an http(s) URL with a host")
-        self._data: Mapping[str, Any] = MappingProxyType(merged)
+        refresh = merged.get("refresh_token")
+        setter = object.__setattr__
+        setter(self, "_data", MappingProxyType(merged))
+        setter(self, "access_token", access)
+        setter(self, "refresh_token", str(refresh) if refresh else None)
+        setter(self, "instance_url", str(instance_url) if instance_url else None)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Token is read-only (cannot set {name!r}); build a new one")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a Token is read-only (cannot delete {name!r})")
+
+    def __reduce__(self) -> tuple[type[Token], tuple[dict[str, Any]]]:
+        # copy and pickle rebuild it from its data (slots and __setattr__ stand in the way).
+        return (Token, (dict(self._data),))
 
     @property
     def data(self) -> Mapping[str, Any]:
         """The whole token as the token endpoint returned it (merged with what was kept)."""
         return self._data
-
-    @property
-    def access_token(self) -> str:
-        """The session id sent in ``SessionHeader``."""
-        return str(self._data["access_token"])
-
-    @property
-    def refresh_token(self) -> str | None:
-        """The refresh token, or None when the grant gave none."""
-        value = self._data.get("refresh_token")
-        return str(value) if value else None
-
-    @property
-    def instance_url(self) -> str | None:
-        """Base URL of the org the token belongs to, e.g. ``https://acme.my.salesforce.com``."""
-        value = self._data.get("instance_url")
-        return str(value) if value else None
 
     def as_dict(self) -> dict[str, Any]:
         """Return a plain, mutable copy, e.g. for ``token_updater`` or ``OAuth2Session.token``."""
