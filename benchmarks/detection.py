@@ -3,7 +3,8 @@
     python benchmarks/detection.py [--quick]
 
 ``invalid_session_fault(status, body)`` timed directly on bytes of 1 KB, 64 KiB, 1 MB and 50 MB
-(``timeit``, best of several repeats, Python call overhead included: see the empty-call row). A
+(``timeit``-style loops, each figure the median (min-max) over repeats of the loop, Python call
+overhead included: see the empty call). No network and no org: nothing here is a call. A
 2xx is never parsed, so its time is constant; ``parse_fault`` and a plain lxml parse of the same
 bytes show what a parse would cost. Error (500) bodies carrying a real ``INVALID_SESSION_ID``
 fault are parsed up to ``MAX_FAULT_BYTES``; a bigger one is not parsed (no refresh, constant
@@ -17,18 +18,19 @@ import functools
 import gc
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from _common import (
     MIB,
     Counts,
     Figure,
-    best_seconds,
+    Spread,
     human_size,
     human_time,
     markdown_table,
+    repeat_seconds,
     run_alone,
-    section,
 )
 from lxml import etree
 
@@ -91,15 +93,14 @@ def detection(counts: Counts) -> dict[str, Any]:
     """Figure 4: the cost of fault detection on 2xx and error answers of several sizes."""
     repeats = counts.timeit_repeats
 
-    def timed(call: Callable[[], object], repeats: int = repeats) -> float:
-        return best_seconds(call, repeats, counts.timeit_target)
+    def timed(call: Callable[[], object]) -> dict[str, Any]:
+        return asdict(Spread.of(repeat_seconds(call, repeats, counts.timeit_target)))
 
     sizes = [1024, MAX_FAULT_BYTES, MIB, 50 * MIB]
     empty = timed(functools.partial(_nothing))
     successes = []
     for size in sizes:
         body = success_body(size)
-        parse_repeats = 1 if size > MIB and repeats < 3 else repeats
         successes.append(
             {
                 "size": len(body),
@@ -108,7 +109,7 @@ def detection(counts: Counts) -> dict[str, Any]:
                 ),
                 "parse_fault_s": timed(functools.partial(parse_fault, body)),
                 "parse_fault_parsed": len(body) <= MAX_FAULT_BYTES,
-                "full_lxml_parse_s": timed(functools.partial(full_parse, body), parse_repeats),
+                "full_lxml_parse_s": timed(functools.partial(full_parse, body)),
             }
         )
         del body
@@ -150,54 +151,63 @@ def detection(counts: Counts) -> dict[str, Any]:
     }
 
 
-def print_detection(result: dict[str, Any]) -> None:
-    section("4. Cost of detection (the detector alone, no network, no zeep)")
-    print(
-        markdown_table(
-            [
-                "2xx answer",
-                "invalid_session_fault(200, body)",
-                "parse_fault(body)",
-                "lxml parse of the body (the cost avoided)",
-            ],
-            [
+def render_detection(result: dict[str, Any]) -> str:
+    """The 2xx table, the fault table and the empty call's time."""
+
+    def show(spread: dict[str, Any]) -> str:
+        return Spread.load(spread).show(human_time)
+
+    return "\n".join(
+        [
+            markdown_table(
                 [
-                    f"{human_size(row['size'])} ({row['size']:,} B)",
-                    human_time(row["invalid_session_fault_200_s"]),
-                    human_time(row["parse_fault_s"])
-                    + ("" if row["parse_fault_parsed"] else " (over the cap: not parsed)"),
-                    human_time(row["full_lxml_parse_s"]),
-                ]
-                for row in result["successes"]
-            ],
-        )
-    )
-    print(
-        f"\nAnswers carrying a real INVALID_SESSION_ID fault (MAX_FAULT_BYTES = "
-        f"{result['max_fault_bytes']:,}):\n"
-    )
-    print(
-        markdown_table(
-            ["fault body", "status 500: time", "refresh?", "status 200: time", "refresh?"],
-            [
+                    "2xx answer",
+                    "invalid_session_fault(200, body)",
+                    "parse_fault(body)",
+                    "lxml parse of the body (the cost avoided)",
+                ],
                 [
-                    f"{row['size']:,} B",
-                    human_time(row["invalid_session_fault_500_s"]),
-                    "yes (parsed)" if row["refresh_on_500"] else "no (not parsed)",
-                    human_time(row["invalid_session_fault_200_s"]),
-                    "yes" if row["refresh_on_200"] else "no (not parsed)",
-                ]
-                for row in result["faults"]
-            ],
-        )
-    )
-    print(
-        "\nAn empty Python call (through `functools.partial`, as the timed calls) costs "
-        f"{human_time(result['empty_call_s'])}."
+                    [
+                        f"{human_size(row['size'])} ({row['size']:,} B)",
+                        show(row["invalid_session_fault_200_s"]),
+                        show(row["parse_fault_s"])
+                        + ("" if row["parse_fault_parsed"] else " (over the cap: not parsed)"),
+                        show(row["full_lxml_parse_s"]),
+                    ]
+                    for row in result["successes"]
+                ],
+            ),
+            "",
+            "Answers carrying a real INVALID_SESSION_ID fault (MAX_FAULT_BYTES = "
+            f"{result['max_fault_bytes']:,}):",
+            "",
+            markdown_table(
+                ["fault body", "status 500: time", "refresh?", "status 200: time", "refresh?"],
+                [
+                    [
+                        f"{row['size']:,} B",
+                        show(row["invalid_session_fault_500_s"]),
+                        "yes (parsed)" if row["refresh_on_500"] else "no (not parsed)",
+                        show(row["invalid_session_fault_200_s"]),
+                        "yes" if row["refresh_on_200"] else "no (not parsed)",
+                    ]
+                    for row in result["faults"]
+                ],
+            ),
+            "",
+            "An empty Python call (through `functools.partial`, as the timed calls) costs "
+            f"{show(result['empty_call_s'])}.",
+        ]
     )
 
 
-FIGURE = Figure("detection", detection, print_detection)
+FIGURE = Figure(
+    "detection",
+    "4. Cost of detection (the detector alone, no network, no zeep)",
+    detection,
+    render_detection,
+    __doc__,
+)
 
 if __name__ == "__main__":
-    sys.exit(run_alone(FIGURE, __doc__))
+    sys.exit(run_alone(FIGURE))

@@ -2,54 +2,74 @@
 
     python benchmarks/happy_path.py [--quick]
 
-Wall time per call, through ``zeep.Client``, of ``SalesforceTransport`` against a plain
-``zeep.Transport`` whose ``SessionHeader`` is passed by hand (``_soapheaders``) to a service made
-with ``create_service``: same compact partner WSDL, same org, same operation, calls interleaved
-in blocks of 10 whose order flips every round (ABBA) so drift hits both alike. The ratio is
-SalesforceTransport / plain (goal <= 1.02), with a 95% bootstrap interval over blocks. Most of a
-call is zeep (building and parsing XML) and the stand-in org's own Python, so the ratio is
-diluted: it says what a user pays per call on loopback, not how much slower the transport's code
-is. The ``query (1 MB answer)`` row is the same comparison with a 1 MB answer (32 contacts of
-32,000-character descriptions, uploaded through the API by a third client before timing). The
-overhead table times the transport's non-I/O work without any network: the pure functions on a
-real envelope, and the whole I/O-free call policy (:func:`zeep_sfrefresh._flow.soap_call`) fed a
-200 answer, minus the ``etree.tostring`` that zeep's own transport performs too; and what the
-plain client pays instead, zeep serialising ``_soapheaders`` into each envelope.
+Wall time per call of ``SalesforceTransport`` against a plain ``zeep.Transport`` whose
+``SessionHeader`` is set by hand (``_soapheaders``) on a service made with ``create_service``:
+same compact partner WSDL, same org, same operation. The org is a stand-in org in a process of
+its own (the client has its process and GIL to itself). In each round every client makes the
+same number of calls, taking turns call by call in an order that reverses every turn and every
+round; a client's time is the median of its calls in a round, and each figure is the median
+(and min-max) over rounds of those medians. A ratio is taken within each round (both clients
+measured over the same stretch of time), then summarised the same way. Goal for
+SalesforceTransport / plain: <= 1.02. Each ratio comes twice: of wall times, and of the CPU
+time the client's process spent in its calls (``time.process_time``: the client's own work,
+the org's being in its process; other programs' load on the machine, which stretches wall
+times and widens their ranges, barely moves it).
+
+The rows: ``query`` of 10 records and ``getServerTimestamp`` through ``zeep.Client``, each also
+with ``requests.Session.trust_env = False`` on both clients' sessions (no proxy, netrc or
+CA-bundle lookup in the environment on each request), whose effect is the trust_env table: the
+time per call with it off over the time with it on, per client and per round; ``query (1 MB
+answer)`` (32 contacts of 32,000-character descriptions, uploaded through the API by another
+client before timing); and ``post_xml`` alone, each transport sending a prebuilt
+``getServerTimestamp`` envelope (no zeep envelope building or answer parsing, so the
+transport's share of a call is least diluted). Most of a call through zeep is zeep (building and
+parsing XML) and the stand-in org, so the ratio says what a user pays per call on loopback, not
+how much slower the transport's own code is.
+
+The overhead table times the transport's non-I/O work without any network: the pure functions
+on a real envelope, and the whole I/O-free call policy (:func:`zeep_sfrefresh._flow.soap_call`)
+fed a 200 answer, minus the ``etree.tostring`` that zeep's own transport performs too; and what
+the plain client pays instead, zeep serialising ``_soapheaders`` into each envelope. Each is
+the median (min-max) over repeats of a timed loop.
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
 import sys
 import time
-from collections.abc import Callable, Generator
-from dataclasses import asdict
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
+import requests
 import zeep
 from _common import (
     SMALL_QUERY,
     Counts,
     Figure,
-    Summary,
-    best_seconds,
-    bootstrap_ratio,
+    RemoteOrg,
+    Spread,
     human_time,
     make_oauth,
     markdown_table,
+    ms,
+    paired_rounds,
+    ratios,
+    repeat_seconds,
     run_alone,
-    section,
 )
 from lxml import etree
 
 from zeep_sfrefresh import PARTNER_WSDL, SALESFORCE_DOMAINS, SOAP_APIS, SalesforceTransport
 from zeep_sfrefresh._apis import api_for_address
-from zeep_sfrefresh._envelope import set_session_id
+from zeep_sfrefresh._envelope import serialize_with_session_id, set_session_id
 from zeep_sfrefresh._faults import invalid_session_fault
 from zeep_sfrefresh._flow import Step, Verdict, soap_call
 from zeep_sfrefresh._routing import DestinationPolicy, route_to_instance
 from zeep_sfrefresh._tokens import Generation
-from zeep_sfrefresh.testing import StandInOrg, wire
+from zeep_sfrefresh.testing import wire
 
 PARTNER_NS = SOAP_APIS["u"].namespace
 SOBJECT_NS = wire.SOBJECT_NS
@@ -58,6 +78,23 @@ BULK_NAME = "Bulk"
 BULK_QUERY = "SELECT Id, Description FROM Contact WHERE LastName = 'Bulk'"
 BULK_RECORDS = 32
 BULK_DESCRIPTION = 32_000
+SOAP_HEADERS = {"SOAPAction": '""', "Content-Type": "text/xml; charset=utf-8"}
+
+CLIENTS = {
+    "plain": "plain zeep",
+    "sf": "SalesforceTransport",
+    "plain_no_env": "plain zeep, trust_env=False",
+    "sf_no_env": "SalesforceTransport, trust_env=False",
+}
+"""The clients of a row, by key: a plain zeep.Transport and a SalesforceTransport, each with
+requests' default session and with one whose ``trust_env`` is False."""
+RATIOS = {
+    "sf_vs_plain": ("sf", "plain"),
+    "sf_vs_plain_no_env": ("sf_no_env", "plain_no_env"),
+    "plain_no_env_vs_env": ("plain_no_env", "plain"),
+    "sf_no_env_vs_env": ("sf_no_env", "sf"),
+}
+"""Ratios taken round by round: key -> (numerator client, denominator client)."""
 
 
 def create_bulk_contacts(client: zeep.Client) -> None:
@@ -78,104 +115,182 @@ def create_bulk_contacts(client: zeep.Client) -> None:
     assert all(result.success for result in results), "bulk create failed"
 
 
-def time_interleaved(
-    calls: dict[str, Callable[[], object]], rounds: int, block: int
-) -> dict[str, list[list[float]]]:
-    """Per-call seconds of each callable, in blocks of ``block``, order flipped every round."""
-    names = list(calls)
-    blocks: dict[str, list[list[float]]] = {name: [] for name in names}
-    clock = time.perf_counter
-    for number in range(rounds):
-        order = names if number % 2 == 0 else names[::-1]
-        for name in order:
-            call = calls[name]
-            times = []
-            for _ in range(block):
-                started = clock()
-                call()
-                times.append(clock() - started)
-            blocks[name].append(times)
-    return blocks
+def session(trust_env: bool) -> requests.Session:
+    """A requests session; ``trust_env=False`` skips requests' environment lookups."""
+    made = requests.Session()
+    made.trust_env = trust_env
+    return made
+
+
+@dataclass
+class Client:
+    """One timed client: its zeep client, its service proxy and its transport."""
+
+    client: zeep.Client
+    service: Any
+    transport: zeep.Transport
+
+
+def clients(org: RemoteOrg, token: dict[str, Any]) -> dict[str, Client]:
+    """The four clients of :data:`CLIENTS`, on one token and one org."""
+    made = {}
+    for key in CLIENTS:
+        trust_env = not key.endswith("_no_env")
+        transport: zeep.Transport
+        if key.startswith("sf"):
+            oauth = make_oauth(org, token)
+            oauth.trust_env = trust_env
+            transport = SalesforceTransport(oauth, session=session(trust_env))
+            client = zeep.Client(PARTNER_WSDL, transport=transport)
+            service = client.service
+        else:
+            transport = zeep.Transport(session=session(trust_env))
+            client = zeep.Client(PARTNER_WSDL, transport=transport)
+            service = client.create_service(BINDING, org.url + org.soap_path())
+        made[key] = Client(client, service, transport)
+    return made
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One row of the figure: what each client calls, and how many times."""
+
+    label: str
+    answer_bytes: int
+    calls: dict[str, Callable[[], object]]
+    rounds: int
+    block: int
+
+
+def operations(org: RemoteOrg, token: dict[str, str], counts: Counts) -> list[Operation]:
+    """The figure's rows, on four fresh clients (the bulk records made by a fifth)."""
+    made = clients(org, token)
+    header = {"SessionHeader": {"sessionId": token["access_token"]}}
+
+    def zeep_calls(
+        call: Callable[[Any, dict[str, Any]], object], keys: Sequence[str] = tuple(CLIENTS)
+    ) -> dict[str, Callable[[], object]]:
+        """``call(service, soapheaders)`` for each client; only the plain ones get a header."""
+
+        def bound(service: Any, extra: dict[str, Any]) -> Callable[[], object]:
+            return lambda: call(service, extra)
+
+        return {
+            key: bound(made[key].service, {} if key.startswith("sf") else header) for key in keys
+        }
+
+    def post_xml_calls() -> dict[str, Callable[[], object]]:
+        """``transport.post_xml`` of a prebuilt envelope (a fresh copy each call)."""
+        calls: dict[str, Callable[[], object]] = {}
+        for key, one in made.items():
+            plain = not key.startswith("sf")
+            envelope = one.client.create_message(
+                one.service, "getServerTimestamp", **({"_soapheaders": header} if plain else {})
+            )
+            address = one.service._binding_options["address"]
+
+            def call(
+                transport: zeep.Transport = one.transport,
+                address: str = address,
+                envelope: etree._Element = envelope,
+            ) -> None:
+                answer = transport.post_xml(address, copy.deepcopy(envelope), SOAP_HEADERS)
+                if answer.status_code != 200:
+                    raise AssertionError(f"post_xml answered {answer.status_code}")
+
+            calls[key] = call
+        return calls
+
+    # A fifth client uploads the 1 MB of records: on loopback, a keep-alive connection that has
+    # uploaded 1 MB downloads the next 1 MB answers ~20% faster, which favoured whichever timed
+    # client made the upload (a ratio of 0.80 when it was SalesforceTransport's).
+    create_bulk_contacts(
+        zeep.Client(PARTNER_WSDL, transport=SalesforceTransport(make_oauth(org, token)))
+    )
+    sf = made["sf"].client
+    with sf.settings(raw_response=True):
+        bulk_bytes = len(sf.service.query(BULK_QUERY).content)
+        small_bytes = len(sf.service.query(SMALL_QUERY).content)
+        stamp_bytes = len(sf.service.getServerTimestamp().content)
+    rounds, block = counts.happy_rounds, counts.happy_block
+    return [
+        Operation(
+            "query (10 records)",
+            small_bytes,
+            zeep_calls(lambda service, extra: service.query(SMALL_QUERY, _soapheaders=extra)),
+            rounds,
+            block,
+        ),
+        Operation(
+            "getServerTimestamp",
+            stamp_bytes,
+            zeep_calls(lambda service, extra: service.getServerTimestamp(_soapheaders=extra)),
+            rounds,
+            block,
+        ),
+        Operation(
+            "query (1 MB answer)",
+            bulk_bytes,
+            zeep_calls(
+                lambda service, extra: service.query(BULK_QUERY, _soapheaders=extra),
+                ("plain", "sf"),
+            ),
+            counts.bulk_rounds,
+            counts.bulk_block,
+        ),
+        Operation(
+            "post_xml alone (getServerTimestamp envelope)",
+            stamp_bytes,
+            post_xml_calls(),
+            rounds,
+            block,
+        ),
+    ]
+
+
+def spreads(medians: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+    """Each client's round medians as a spread (for the JSON)."""
+    return {key: asdict(Spread.of(times)) for key, times in medians.items()}
+
+
+def paired_ratios(medians: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+    """The ratios of :data:`RATIOS` whose clients were measured, round by round, as spreads."""
+    return {
+        key: asdict(Spread.of(ratios(medians[top], medians[bottom])))
+        for key, (top, bottom) in RATIOS.items()
+        if top in medians and bottom in medians
+    }
 
 
 def happy_path(counts: Counts) -> dict[str, Any]:
     """Figure 1: SalesforceTransport against a plain zeep.Transport, same org and operation."""
-    with StandInOrg() as org:
+    rows = []
+    overhead: dict[str, Any] = {}
+    with RemoteOrg() as org:
         token = org.issue_token()
-        session_header = {"SessionHeader": {"sessionId": token["access_token"]}}
-        sf_client = zeep.Client(PARTNER_WSDL, transport=SalesforceTransport(make_oauth(org, token)))
-        plain_client = zeep.Client(PARTNER_WSDL, transport=zeep.Transport())
-        sf = sf_client.service
-        plain = plain_client.create_service(BINDING, org.url + org.soap_path())
-        # A third client uploads the 1 MB of records: on loopback, a keep-alive connection that
-        # has uploaded 1 MB downloads the next 1 MB answers ~20% faster, which favoured whichever
-        # timed client made the upload (a ratio of 0.80 when it was SalesforceTransport's).
-        create_bulk_contacts(
-            zeep.Client(PARTNER_WSDL, transport=SalesforceTransport(make_oauth(org, token)))
-        )
-        with sf_client.settings(raw_response=True):
-            bulk_bytes = len(sf.query(BULK_QUERY).content)
-            small_bytes = len(sf.query(SMALL_QUERY).content)
-            stamp_bytes = len(sf.getServerTimestamp().content)
-        operations: list[tuple[str, int, dict[str, Callable[[], object]], int, int]] = [
-            (
-                "query (10 records)",
-                small_bytes,
-                {
-                    "plain": lambda: plain.query(SMALL_QUERY, _soapheaders=session_header),
-                    "sf": lambda: sf.query(SMALL_QUERY),
-                },
-                counts.happy_rounds,
-                counts.happy_block,
-            ),
-            (
-                "getServerTimestamp",
-                stamp_bytes,
-                {
-                    "plain": lambda: plain.getServerTimestamp(_soapheaders=session_header),
-                    "sf": lambda: sf.getServerTimestamp(),
-                },
-                counts.happy_rounds,
-                counts.happy_block,
-            ),
-            (
-                "query (1 MB answer)",
-                bulk_bytes,
-                {
-                    "plain": lambda: plain.query(BULK_QUERY, _soapheaders=session_header),
-                    "sf": lambda: sf.query(BULK_QUERY),
-                },
-                counts.bulk_rounds,
-                counts.bulk_block,
-            ),
-        ]
-        rows = []
-        for label, answer_bytes, calls, rounds, block in operations:
-            for call in calls.values():  # warm up: connections, zeep's caches
+        for operation in operations(org, token, counts):
+            for call in operation.calls.values():  # warm up: connections, zeep's caches
                 for _ in range(3):
                     call()
             posts_before = org.soap_posts
-            blocks = time_interleaved(calls, rounds, block)
-            assert org.soap_posts - posts_before == 2 * rounds * block, "unexpected extra posts"
-            sf_times = [t for b in blocks["sf"] for t in b]
-            plain_times = [t for b in blocks["plain"] for t in b]
-            low, high = bootstrap_ratio(blocks["sf"], blocks["plain"])
-            plain_summary, sf_summary = Summary.of(plain_times), Summary.of(sf_times)
+            paired = paired_rounds(operation.calls, operation.rounds, operation.block)
+            posts = org.soap_posts - posts_before
+            expected = len(operation.calls) * operation.rounds * operation.block
+            assert posts == expected, f"{posts} SOAP posts where {expected} were made"
             rows.append(
                 {
-                    "operation": label,
-                    "answer_bytes": answer_bytes,
-                    "rounds": rounds,
-                    "block": block,
-                    "plain": asdict(plain_summary),
-                    "sf": asdict(sf_summary),
-                    "ratio_median": sf_summary.median_us / plain_summary.median_us,
-                    "ratio_median_ci95": [low, high],
-                    "ratio_mean": sf_summary.mean_us / plain_summary.mean_us,
+                    "operation": operation.label,
+                    "answer_bytes": operation.answer_bytes,
+                    "rounds": operation.rounds,
+                    "block": operation.block,
+                    "seconds": spreads(paired.wall),
+                    "cpu_seconds": spreads(paired.cpu),
+                    "ratios": paired_ratios(paired.wall),
+                    "cpu_ratios": paired_ratios(paired.cpu),
                 }
             )
-        overhead = transport_overhead(sf_client, plain, session_header, org, counts)
-        assert not org.internal_errors, org.internal_errors
+        overhead = transport_overhead(org, token, counts)
+        org.check()
     return {"operations": rows, "overhead": overhead}
 
 
@@ -186,28 +301,27 @@ class _Ok:
     content = b""
 
 
-def transport_overhead(
-    client: zeep.Client,
-    plain: Any,
-    session_header: dict[str, Any],
-    org: StandInOrg,
-    counts: Counts,
-) -> dict[str, Any]:
+def transport_overhead(org: RemoteOrg, token: dict[str, str], counts: Counts) -> dict[str, Any]:
     """The transport's non-I/O work per call, timed on real envelopes without any network.
 
     Also what the plain client pays instead: zeep serialising ``_soapheaders`` into each
-    envelope (``create_message`` with the header minus without it).
+    envelope (``create_message`` with the header minus without it). Each step is timed in
+    ``overhead_repeats`` loops; the figures are seconds per call, median and min-max.
     """
-    transport: SalesforceTransport = client.transport
-    token = transport.token
-    current = Generation(token, 1)
-    instance_url = token.instance_url or org.url
+    client = zeep.Client(PARTNER_WSDL, transport=SalesforceTransport(make_oauth(org, token)))
+    plain_client = zeep.Client(PARTNER_WSDL, transport=zeep.Transport())
+    plain = plain_client.create_service(BINDING, org.url + org.soap_path())
+    session_header = {"SessionHeader": {"sessionId": token["access_token"]}}
+    sf_token = client.transport.token
+    access_token = sf_token.access_token
+    current = Generation(sf_token, 1)
+    instance_url = sf_token.instance_url or org.url
     address = client.service._binding_options["address"]
     routed = route_to_instance(address, instance_url)
     policy = DestinationPolicy(tuple(SALESFORCE_DOMAINS), allow_loopback=True)
     envelope = client.create_message(client.service, "query", SMALL_QUERY)
     with_header = copy.deepcopy(envelope)
-    set_session_id(with_header, PARTNER_NS, token.access_token)
+    set_session_id(with_header, PARTNER_NS, access_token)
 
     def run_flow(fresh: etree._Element) -> None:
         flow: Generator[Step, Any, _Ok] = soap_call(
@@ -223,45 +337,40 @@ def transport_overhead(
             return
         raise AssertionError("the call policy did not finish on a 200")
 
-    def per_item(work: Callable[[etree._Element], object], base: etree._Element) -> float:
-        """Best seconds per envelope over fresh deep copies (copying is not timed)."""
-        best = float("inf")
+    def per_item(work: Callable[[etree._Element], object], base: etree._Element) -> list[float]:
+        """Seconds per envelope over fresh deep copies (copying is not timed), per repeat."""
+        times = []
         for _ in range(counts.overhead_repeats):
             copies = [copy.deepcopy(base) for _ in range(counts.overhead_items)]
             started = time.perf_counter()
             for item in copies:
                 work(item)
-            best = min(best, (time.perf_counter() - started) / len(copies))
-        return best
+            times.append((time.perf_counter() - started) / len(copies))
+        return times
 
-    def per_call(work: Callable[[], object]) -> float:
-        return best_seconds(work, counts.overhead_repeats)
+    def per_call(work: Callable[[], object]) -> list[float]:
+        return repeat_seconds(work, counts.overhead_repeats)
 
     def tostring(item: etree._Element) -> bytes:
         return etree.tostring(item, xml_declaration=True, encoding="utf-8")
 
+    flow_label = "whole call policy (flow.soap_call) to a 200, tostring included"
+    tostring_label = "etree.tostring of the envelope (zeep's Transport does it too)"
     timings = {
-        "set_session_id, header added (zeep built no SessionHeader)": per_item(
-            lambda item: set_session_id(item, PARTNER_NS, token.access_token), envelope
+        "serialize_with_session_id, no Header yet (the usual call; tostring included)": per_item(
+            lambda item: serialize_with_session_id(item, PARTNER_NS, access_token), envelope
         ),
-        "set_session_id, value replaced (resend)": per_call(
-            lambda: set_session_id(with_header, PARTNER_NS, token.access_token)
+        "serialize_with_session_id, a Header already there (written into the tree)": per_call(
+            lambda: serialize_with_session_id(with_header, PARTNER_NS, access_token)
         ),
         "api_for_address + route_to_instance": per_call(
             lambda: (api_for_address(address), route_to_instance(address, instance_url))
         ),
         "DestinationPolicy.check": per_call(lambda: policy.check(routed, instance_url)),
         "invalid_session_fault on the 200": per_call(lambda: invalid_session_fault(200, b"")),
-        "whole call policy (flow.soap_call) to a 200, tostring included": per_item(
-            run_flow, envelope
-        ),
-        "etree.tostring of the envelope (zeep's Transport does it too)": per_item(
-            tostring, with_header
-        ),
+        flow_label: per_item(run_flow, envelope),
+        tostring_label: per_item(tostring, with_header),
     }
-    flow_seconds = timings["whole call policy (flow.soap_call) to a 200, tostring included"]
-    tostring_seconds = timings["etree.tostring of the envelope (zeep's Transport does it too)"]
-    plain_client = plain._client
     with_soapheaders = per_call(
         lambda: plain_client.create_message(
             plain, "query", SMALL_QUERY, _soapheaders=session_header
@@ -270,48 +379,77 @@ def transport_overhead(
     without = per_call(lambda: plain_client.create_message(plain, "query", SMALL_QUERY))
     return {
         "envelope_bytes": len(tostring(with_header)),
-        "seconds": timings,
-        "overhead_seconds": flow_seconds - tostring_seconds,
-        "plain_soapheaders_seconds": with_soapheaders - without,
+        "seconds": {label: asdict(Spread.of(times)) for label, times in timings.items()},
+        "overhead_seconds": statistics.median(timings[flow_label])
+        - statistics.median(timings[tostring_label]),
+        "plain_soapheaders_seconds": statistics.median(with_soapheaders)
+        - statistics.median(without),
     }
 
 
-def print_happy_path(result: dict[str, Any]) -> None:
-    section("1. Happy path: time per call through zeep.Client, loopback")
+def render_happy_path(result: dict[str, Any]) -> str:
+    """The figure's tables: time per call and ratios, trust_env's effect, the overhead."""
     rows = []
     for op in result["operations"]:
-        low, high = op["ratio_median_ci95"]
-        rows.append(
-            [
-                op["operation"],
-                f"{op['answer_bytes']:,}",
-                f"{op['plain']['calls']:,}",
-                f"{op['plain']['median_us'] / 1000:.3f} / {op['plain']['mean_us'] / 1000:.3f}",
-                f"{op['sf']['median_us'] / 1000:.3f} / {op['sf']['mean_us'] / 1000:.3f}",
-                f"{op['ratio_median']:.3f} ({low:.3f}-{high:.3f})",
-                f"{op['ratio_mean']:.3f}",
-            ]
-        )
-    print(
+        seconds, wall, cpu = op["seconds"], op["ratios"], op["cpu_ratios"]
+        for suffix, trust_env in (("", "default"), ("_no_env", "False")):
+            if "sf" + suffix not in seconds:
+                continue
+            rows.append(
+                [
+                    op["operation"],
+                    f"{op['answer_bytes']:,}",
+                    f"{op['rounds']} x {op['block']}",
+                    trust_env,
+                    Spread.load(seconds["plain" + suffix]).show(ms),
+                    Spread.load(seconds["sf" + suffix]).show(ms),
+                    Spread.load(wall["sf_vs_plain" + suffix]).show(),
+                    Spread.load(cpu["sf_vs_plain" + suffix]).show(),
+                ]
+            )
+    lines = [
         markdown_table(
             [
                 "operation",
                 "answer bytes",
-                "calls each",
-                "plain zeep median / mean ms",
-                "SalesforceTransport median / mean ms",
-                "ratio of medians (95% CI)",
-                "ratio of means",
+                "rounds x calls",
+                "trust_env",
+                "plain zeep ms",
+                "SalesforceTransport ms",
+                "SalesforceTransport / plain",
+                "same, client CPU",
             ],
             rows,
-        )
-    )
+        ),
+        "",
+        "`requests.Session.trust_env = False` on both sides: time per call with it, over the "
+        "time without it (same round), wall and client CPU:",
+        "",
+        markdown_table(
+            [
+                "operation",
+                "plain zeep",
+                "plain zeep, CPU",
+                "SalesforceTransport",
+                "SalesforceTransport, CPU",
+            ],
+            [
+                [
+                    op["operation"],
+                    Spread.load(op["ratios"]["plain_no_env_vs_env"]).show(),
+                    Spread.load(op["cpu_ratios"]["plain_no_env_vs_env"]).show(),
+                    Spread.load(op["ratios"]["sf_no_env_vs_env"]).show(),
+                    Spread.load(op["cpu_ratios"]["sf_no_env_vs_env"]).show(),
+                ]
+                for op in result["operations"]
+                if "sf_no_env_vs_env" in op["ratios"]
+            ],
+        ),
+    ]
     overhead = result["overhead"]
-    print(
-        f"\nThe transport's own work per call, no network "
-        f"({overhead['envelope_bytes']:,}-byte query envelope):\n"
-    )
-    rows = [[name, human_time(seconds)] for name, seconds in overhead["seconds"].items()]
+    rows = [
+        [name, Spread.load(spread).show(human_time)] for name, spread in overhead["seconds"].items()
+    ]
     rows.append(
         ["**overhead: call policy minus tostring**", human_time(overhead["overhead_seconds"])]
     )
@@ -321,10 +459,23 @@ def print_happy_path(result: dict[str, Any]) -> None:
             human_time(overhead["plain_soapheaders_seconds"]),
         ]
     )
-    print(markdown_table(["step", "time per call"], rows))
+    lines += [
+        "",
+        f"The transport's own work per call, no network ({overhead['envelope_bytes']:,}-byte "
+        "query envelope; median (min-max) over repeats):",
+        "",
+        markdown_table(["step", "time per call"], rows),
+    ]
+    return "\n".join(lines)
 
 
-FIGURE = Figure("happy_path", happy_path, print_happy_path)
+FIGURE = Figure(
+    "happy_path",
+    "1. Happy path: time per call, SalesforceTransport against plain zeep (loopback)",
+    happy_path,
+    render_happy_path,
+    __doc__,
+)
 
 if __name__ == "__main__":
-    sys.exit(run_alone(FIGURE, __doc__))
+    sys.exit(run_alone(FIGURE))

@@ -2,17 +2,19 @@
 
     python benchmarks/memory.py [--quick]
 
-A child process (so the org's memory is not counted) drives ``SalesforceTransport.post_xml``
-directly with one prebuilt ``getServerTimestamp`` envelope against the org, 100,000 calls (5,000
-with ``--quick``), the org expiring every session every 1/20th of the run (20 refreshes). At 0,
-25, 50, 75 and 100% of the calls (after ``gc.collect()``): resident memory from
-``/proc/self/statm``, ``tracemalloc``'s traced memory (Python allocations only; lxml's C
-allocations show in RSS alone) and the number of objects the garbage collector tracks. "0" is
-after building the client and one warm-up call, with tracemalloc on from there. The largest
-growth sites between 25% and 100% come from two tracemalloc snapshots (tracemalloc's and this
-file's bookkeeping left out). What it leaves out: zeep's envelope building and answer parsing
-(not the transport's), and the async transport. tracemalloc slows the client about 3x: the full
-run takes most of the suite's ten minutes.
+A child process (so neither the org's memory nor the benchmark's is counted) drives
+``SalesforceTransport.post_xml`` directly with one prebuilt ``getServerTimestamp`` envelope
+against a stand-in org in a process of its own, 50,000 calls (2,000 with ``--quick``) in 20
+rounds, the org expiring every session before each round (20 refreshes). At 0, 25, 50, 75 and
+100% of the calls (after ``gc.collect()``): resident memory from ``/proc/self/statm``,
+``tracemalloc``'s traced memory (Python allocations only; lxml's C allocations show in RSS
+alone) and the number of objects the garbage collector tracks. "0" is after building the
+client and one warm-up call, with tracemalloc on from there. The largest growth sites between
+25% and 100% come from two tracemalloc snapshots (tracemalloc's and this file's bookkeeping
+left out). The throughput is calls per second in each round, median (min-max) over the 20
+rounds, with tracemalloc on (it slows the client about 3x: this figure is half of the suite's
+full run). What it leaves out: zeep's envelope building and answer parsing (not the
+transport's), and the async transport.
 """
 
 from __future__ import annotations
@@ -24,16 +26,16 @@ import sys
 import sysconfig
 import time
 import tracemalloc
+from dataclasses import asdict
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import zeep
-from _common import MIB, Counts, Figure, markdown_table, run_alone, section
+from _common import MIB, Counts, Figure, RemoteOrg, Spread, markdown_table, run_alone
 from requests_oauthlib import OAuth2Session
 
 from zeep_sfrefresh import PARTNER_WSDL, SalesforceTransport
-from zeep_sfrefresh.testing import StandInOrg
 from zeep_sfrefresh.testing.insecure import INSECURE_TRANSPORT_VARIABLE
 
 SOAP_HEADERS = {"SOAPAction": '""', "Content-Type": "text/xml; charset=utf-8"}
@@ -104,7 +106,7 @@ def memory(counts: Counts) -> dict[str, Any]:
     chunk = total // 20
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
-    with StandInOrg() as org:
+    with RemoteOrg() as org:
         process = context.Process(
             target=_memory_child,
             args=(child, org.url, org.client_id, org.client_secret, org.issue_token()),
@@ -114,7 +116,7 @@ def memory(counts: Counts) -> dict[str, Any]:
         try:
             checkpoints = []
             calls = failed = token_requests = soap_posts = 0
-            seconds = 0.0
+            rates: list[float] = []
 
             def measure(tag: str) -> None:
                 parent.send(("measure", tag))
@@ -135,10 +137,11 @@ def memory(counts: Counts) -> dict[str, Any]:
                 chunk_failed, chunk_seconds = parent.recv()
                 calls += chunk
                 failed += chunk_failed
-                seconds += chunk_seconds
-                # The org keeps a list of every post; empty it so the parent stays small too.
-                token_requests += org.token_requests
-                soap_posts += org.soap_posts
+                rates.append(chunk / chunk_seconds)
+                # The org keeps a list of every post; empty it so its process stays small too.
+                counters = org.counters()
+                token_requests += counters.token_requests
+                soap_posts += counters.soap_posts
                 org.reset_counters()
                 if (number + 1) % 5 == 0:
                     measure("first" if number + 1 == 5 else "last" if number + 1 == 20 else "")
@@ -151,14 +154,14 @@ def memory(counts: Counts) -> dict[str, Any]:
             if process.is_alive():
                 process.kill()
                 process.join()
-        assert not org.internal_errors, org.internal_errors
+        org.check()
     return {
         "calls": total,
         "expiries": 20,
         "failed_calls": failed,
         "token_requests": token_requests,
         "soap_posts": soap_posts,
-        "calls_per_second": total / seconds,
+        "calls_per_second": asdict(Spread.of(rates)),
         "checkpoints": checkpoints,
         "growth_25_to_100": [
             {"where": where, "size_diff": size, "count_diff": count}
@@ -180,46 +183,58 @@ def short_path(where: str) -> str:
     return where
 
 
-def print_memory(result: dict[str, Any]) -> None:
-    section(
-        f"5. Memory over {result['calls']:,} calls of SalesforceTransport.post_xml "
-        f"(getServerTimestamp, prebuilt envelope, {result['expiries']} expiries)"
-    )
+def render_memory(result: dict[str, Any]) -> str:
+    """The checkpoints, the run's counts and throughput, the largest growth sites."""
     base = next(row for row in result["checkpoints"] if row["calls"] == result["calls"] // 4)
-    print(
-        markdown_table(
-            ["calls", "RSS MiB", "traced MiB", "gc objects", "RSS vs 25%", "traced vs 25%"],
-            [
+    rate = Spread.load(result["calls_per_second"]).show(lambda value: f"{value:,.0f}")
+    return "\n".join(
+        [
+            f"{result['calls']:,} calls of `SalesforceTransport.post_xml` (getServerTimestamp, "
+            f"prebuilt envelope), {result['expiries']} expiries:",
+            "",
+            markdown_table(
+                ["calls", "RSS MiB", "traced MiB", "gc objects", "RSS vs 25%", "traced vs 25%"],
                 [
-                    f"{row['calls']:,}",
-                    f"{row['rss_bytes'] / MIB:.2f}",
-                    f"{row['traced_bytes'] / MIB:.3f}",
-                    f"{row['gc_objects']:,}",
-                    f"{(row['rss_bytes'] - base['rss_bytes']) / 1024:+.0f} KiB",
-                    f"{(row['traced_bytes'] - base['traced_bytes']) / 1024:+.1f} KiB",
-                ]
-                for row in result["checkpoints"]
-            ],
-        )
-    )
-    print(
-        f"\n{result['calls']:,} calls, {result['failed_calls']} failed, "
-        f"{result['token_requests']} token requests, {result['soap_posts']:,} SOAP posts, "
-        f"{result['calls_per_second']:,.0f} calls/s (tracemalloc on)."
-    )
-    print("Largest traced growth between 25% and 100% of the calls:\n")
-    print(
-        markdown_table(
-            ["where", "bytes", "blocks"],
-            [
-                [short_path(row["where"]), f"{row['size_diff']:+,}", f"{row['count_diff']:+,}"]
-                for row in result["growth_25_to_100"]
-            ],
-        )
+                    [
+                        f"{row['calls']:,}",
+                        f"{row['rss_bytes'] / MIB:.2f}",
+                        f"{row['traced_bytes'] / MIB:.3f}",
+                        f"{row['gc_objects']:,}",
+                        f"{(row['rss_bytes'] - base['rss_bytes']) / 1024:+.0f} KiB",
+                        f"{(row['traced_bytes'] - base['traced_bytes']) / 1024:+.1f} KiB",
+                    ]
+                    for row in result["checkpoints"]
+                ],
+            ),
+            "",
+            f"{result['calls']:,} calls, {result['failed_calls']} failed, "
+            f"{result['token_requests']} token requests, {result['soap_posts']:,} SOAP posts; "
+            f"{rate} calls/s per round (tracemalloc on).",
+            "",
+            "Largest traced growth between 25% and 100% of the calls:",
+            "",
+            markdown_table(
+                ["where", "bytes", "blocks"],
+                [
+                    [
+                        short_path(row["where"]),
+                        f"{row['size_diff']:+,}",
+                        f"{row['count_diff']:+,}",
+                    ]
+                    for row in result["growth_25_to_100"]
+                ],
+            ),
+        ]
     )
 
 
-FIGURE = Figure("memory", memory, print_memory)
+FIGURE = Figure(
+    "memory",
+    "5. Memory over many calls of one transport",
+    memory,
+    render_memory,
+    __doc__,
+)
 
 if __name__ == "__main__":
-    sys.exit(run_alone(FIGURE, __doc__))
+    sys.exit(run_alone(FIGURE))

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 import requests
 from lxml import etree
-from requests_oauthlib import OAuth2Session
 
 from ._callouts import TokenRequest, callout_path, token_request_flow
 from ._core import Core, SalesforceOptions, build_core
@@ -24,6 +23,7 @@ from ._stores import FileTokenStore
 from ._tokens import Token
 
 if TYPE_CHECKING:
+    from requests_oauthlib import OAuth2Session
     from typing_extensions import Self
 
     from ._grants import Grant

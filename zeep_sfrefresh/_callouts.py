@@ -16,7 +16,6 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
-from xml.sax.saxutils import escape
 
 from ._faults import INVALID_SESSION_ID, MAX_FAULT_BYTES, invalid_session_fault
 from ._flow import HttpResponse, Outcome, Send, Step, check_sendable, resend_once
@@ -24,6 +23,7 @@ from ._routing import DestinationPolicy
 from ._tokens import Generation, Token
 
 __all__ = [
+    "DEFAULT_API_VERSION",
     "MERGE_FIELD",
     "TokenRequest",
     "callout_path",
@@ -31,6 +31,9 @@ __all__ = [
     "route_any_path",
     "token_request_flow",
 ]
+
+DEFAULT_API_VERSION = "66.0"
+"""The REST API version a REST session puts in front of a relative path."""
 
 MERGE_FIELD = "{!$Credential.OAuthToken}"
 """Apex's merge field for a Named Credential's access token; callouts fill it in."""
@@ -55,7 +58,11 @@ def callout_path(url: str, name: str) -> str:
 
 
 def _fill(text: str, access_token: str, *, xml: bool) -> str:
-    return text.replace(MERGE_FIELD, escape(access_token) if xml else access_token)
+    if not xml:
+        return text.replace(MERGE_FIELD, access_token)
+    from xml.sax.saxutils import escape  # callouts only: xml.sax stays out of the import
+
+    return text.replace(MERGE_FIELD, escape(access_token))
 
 
 def _origin(url: str) -> tuple[str, str | None, int | None]:

@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import requests
-from requests_oauthlib import OAuth2Session
 
 from ._breaker import DEFAULT_BREAKER, CircuitBreaker
 from ._events import RefreshListener
@@ -27,6 +26,11 @@ from ._refresh import DEFAULT_OVERLAP_WAIT, Refresher
 from ._routing import SALESFORCE_DOMAINS, DestinationPolicy
 from ._stores import MemoryTokenStore, TokenStore
 from ._tokens import Token
+
+if TYPE_CHECKING:
+    # At run time imported where a transport is built: ``import zeep_sfrefresh`` leaves
+    # requests-oauthlib to the application, which imports it to make its OAuth2Session.
+    from requests_oauthlib import OAuth2Session
 
 __all__ = ["Core", "SalesforceOptions", "build_core", "check_session"]
 
@@ -68,6 +72,8 @@ class Core:
 
 def _check_credential(oauth: object) -> None:
     """Refuse, with a TypeError that says what is accepted, anything but a credential."""
+    from requests_oauthlib import OAuth2Session
+
     if isinstance(oauth, OAuth2Session) or callable(getattr(oauth, "fetch", None)):
         return
     hint = ""
@@ -84,6 +90,8 @@ def _check_credential(oauth: object) -> None:
 
 def check_session(session: object) -> None:
     """Refuse an ``OAuth2Session`` where a transport wants a plain session for SOAP traffic."""
+    from requests_oauthlib import OAuth2Session
+
     if isinstance(session, OAuth2Session):
         raise TypeError(
             "session= takes a plain requests.Session: an OAuth2Session would put its Bearer "
@@ -93,6 +101,8 @@ def check_session(session: object) -> None:
 
 
 def _refresher(oauth: OAuth2Session | Grant, options: SalesforceOptions) -> Refresher:
+    from requests_oauthlib import OAuth2Session
+
     store = options.get("store")
     listener = options.get("listener")
     overlap_wait = options.get("overlap_wait", DEFAULT_OVERLAP_WAIT)

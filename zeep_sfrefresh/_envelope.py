@@ -9,13 +9,14 @@ no session id may stay behind in it.
 
 from __future__ import annotations
 
-from xml.sax.saxutils import escape
-
 from lxml import etree
 
 __all__ = ["serialize_with_session_id", "set_session_id"]
 
-_QUOTE = {'"': "&quot;"}
+
+def _escape(text: str) -> str:
+    """XML-escape element text as lxml does (``xml.sax.saxutils`` costs an import)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _split(tag: object) -> tuple[str | None, str]:
@@ -140,9 +141,9 @@ def _serialize_with_new_header(
     body = data.find(opening + b"Body")
     if body < 0:
         return None
-    attribute = escape(namespace, _QUOTE)
+    attribute = _escape(namespace).replace('"', "&quot;")
     header = (
         f'<{prefix}:Header><SessionHeader xmlns="{attribute}">'
-        f"<sessionId>{escape(session_id)}</sessionId></SessionHeader></{prefix}:Header>"
+        f"<sessionId>{_escape(session_id)}</sessionId></SessionHeader></{prefix}:Header>"
     ).encode()
     return data[:body] + header + data[body:]

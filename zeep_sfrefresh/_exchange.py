@@ -26,16 +26,18 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
-from oauthlib.oauth2.rfc6749.errors import InsecureTransportError, MissingTokenError, OAuth2Error
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from ._errors import TokenRefreshError
 from ._redaction import redact
 from ._tokens import Token
+
+if TYPE_CHECKING:
+    from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
 __all__ = ["TOKEN_PATH", "AnswerWatcher", "parse_retry_after", "public_url", "request_token"]
 
@@ -205,6 +207,14 @@ def request_token(
 ) -> Token:
     """Run one token request (``call`` makes it, passing the watcher as ``auth``) within
     ``timeout`` seconds in all, and map every failure to one :class:`TokenRefreshError`."""
+    # Here, not at the top: ``import zeep_sfrefresh`` leaves oauthlib to the first token
+    # request (``call`` goes through requests-oauthlib, which imports it anyway).
+    from oauthlib.oauth2.rfc6749.errors import (
+        InsecureTransportError,
+        MissingTokenError,
+        OAuth2Error,
+    )
+
     watcher = AnswerWatcher(inner_auth)
     where = public_url(url)
 

@@ -22,19 +22,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Protocol
-
-from oauthlib.oauth2 import (
-    BackendApplicationClient,
-    LegacyApplicationClient,
-    ServiceApplicationClient,
-)
-from requests_oauthlib import OAuth2Session
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import RefreshInProgressError, TokenRefreshError
 from ._exchange import TOKEN_PATH, request_token
 from ._forks import reset_in_child
 from ._tokens import Token, fingerprint
+
+if TYPE_CHECKING:
+    # At run time imported where a session is made: ``import zeep_sfrefresh`` leaves
+    # requests-oauthlib (and all of oauthlib) to the first credential object's token request.
+    from requests_oauthlib import OAuth2Session
 
 __all__ = [
     "DEFAULT_LOGIN_URL",
@@ -255,6 +253,9 @@ class JwtBearer(_FetchTokenGrant):
         )
 
     def _session(self) -> OAuth2Session:
+        from oauthlib.oauth2 import ServiceApplicationClient
+        from requests_oauthlib import OAuth2Session
+
         client = ServiceApplicationClient(
             self.client_id,
             private_key=self._private_key,
@@ -296,6 +297,9 @@ class ClientCredentials(_FetchTokenGrant):
         return f"ClientCredentials(client_id={self.client_id!r}, token_url={self.token_url!r})"
 
     def _session(self) -> OAuth2Session:
+        from oauthlib.oauth2 import BackendApplicationClient
+        from requests_oauthlib import OAuth2Session
+
         return OAuth2Session(client=BackendApplicationClient(self.client_id))
 
     def _fetch_kwargs(self) -> dict[str, Any]:
@@ -335,6 +339,9 @@ class UsernamePassword(_FetchTokenGrant):
         )
 
     def _session(self) -> OAuth2Session:
+        from oauthlib.oauth2 import LegacyApplicationClient
+        from requests_oauthlib import OAuth2Session
+
         return OAuth2Session(client=LegacyApplicationClient(self.client_id))
 
     def _fetch_kwargs(self) -> dict[str, Any]:

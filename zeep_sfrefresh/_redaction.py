@@ -17,6 +17,7 @@ handlers instead.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 
@@ -46,31 +47,37 @@ _SECRET_FIELDS = "|".join(
     )
 )
 
-_PATTERNS = (
-    # 'refresh_token': '...', "access_token":"...", refresh_token=...&, sessionId: ...
-    re.compile(
-        rf"""(?P<keep>(?<![\w])['"]?(?:{_SECRET_FIELDS})['"]?\s*(?::|=)\s*['"]?)"""
-        r"""(?P<secret>[^'"&\s,;}<>\]]+)""",
-        re.IGNORECASE,
-    ),
-    # Authorization headers and their reprs.
-    re.compile(r"(?P<keep>\b(?:Bearer|Basic|OAuth)\s+)(?P<secret>[A-Za-z0-9._~+/=!%-]{8,})"),
-    # A Salesforce access token anywhere: an org id, "!", the session part.
-    re.compile(r"(?P<keep>)(?P<secret>\b00D[A-Za-z0-9]{12,15}![A-Za-z0-9._-]+)"),
-    # A JWT anywhere (assertions, JWT-based access tokens, id tokens).
-    re.compile(r"(?P<keep>)(?P<secret>\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)"),
-    # A PEM private key block.
-    re.compile(
-        r"(?P<keep>-----BEGIN [A-Z ]*PRIVATE KEY-----)(?P<secret>.*?)(?=-----END)", re.DOTALL
-    ),
-    # <sessionId>...</sessionId> with any prefix, in envelopes and login answers.
-    re.compile(r"(?P<keep><(?:[\w.-]+:)?sessionId\b[^>]*>)(?P<secret>[^<]+)"),
-    # What fault texts echo after a label: "missing session key: ...", "session hash: ...".
-    re.compile(
-        r"(?P<keep>\bsession[ _-]?(?:key|hash|id|token)\s*[:=]\s*)(?P<secret>[^\s<>'\";,)]+)",
-        re.IGNORECASE,
-    ),
-)
+
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], ...]:
+    # Compiled at the first redaction, not at import: the happy path (no DEBUG logging, no
+    # error answer) never redacts.
+    return (
+        # 'refresh_token': '...', "access_token":"...", refresh_token=...&, sessionId: ...
+        re.compile(
+            rf"""(?P<keep>(?<![\w])['"]?(?:{_SECRET_FIELDS})['"]?\s*(?::|=)\s*['"]?)"""
+            r"""(?P<secret>[^'"&\s,;}<>\]]+)""",
+            re.IGNORECASE,
+        ),
+        # Authorization headers and their reprs.
+        re.compile(r"(?P<keep>\b(?:Bearer|Basic|OAuth)\s+)(?P<secret>[A-Za-z0-9._~+/=!%-]{8,})"),
+        # A Salesforce access token anywhere: an org id, "!", the session part.
+        re.compile(r"(?P<keep>)(?P<secret>\b00D[A-Za-z0-9]{12,15}![A-Za-z0-9._-]+)"),
+        # A JWT anywhere (assertions, JWT-based access tokens, id tokens).
+        re.compile(r"(?P<keep>)(?P<secret>\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)"),
+        # A PEM private key block.
+        re.compile(
+            r"(?P<keep>-----BEGIN [A-Z ]*PRIVATE KEY-----)(?P<secret>.*?)(?=-----END)", re.DOTALL
+        ),
+        # <sessionId>...</sessionId> with any prefix, in envelopes and login answers.
+        re.compile(r"(?P<keep><(?:[\w.-]+:)?sessionId\b[^>]*>)(?P<secret>[^<]+)"),
+        # What fault texts echo after a label: "missing session key: ...", "session hash: ...".
+        re.compile(
+            r"(?P<keep>\bsession[ _-]?(?:key|hash|id|token)\s*[:=]\s*)(?P<secret>[^\s<>'\";,)]+)",
+            re.IGNORECASE,
+        ),
+    )
+
 
 REDACTED_LOGGER_PREFIXES = (
     "requests_oauthlib",
@@ -86,7 +93,7 @@ REDACTED_LOGGER_PREFIXES = (
 
 def redact(text: str) -> str:
     """Return ``text`` with every secret-shaped part replaced by ``***``."""
-    for pattern in _PATTERNS:
+    for pattern in _patterns():
         text = pattern.sub(lambda match: match.group("keep") + MASK, text)
     return text
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 import requests
 from requests.auth import AuthBase
 
-from ._callouts import TokenRequest, token_request_flow
+from ._callouts import DEFAULT_API_VERSION, TokenRequest, token_request_flow
 from ._flow import Outcome, Send, Step, settle
 from ._forks import reset_in_child
 
@@ -29,9 +29,6 @@ if TYPE_CHECKING:
     from ._core import Core
 
 __all__ = ["DEFAULT_API_VERSION", "RestAuth", "RestSession", "rest_outcome", "rest_url"]
-
-DEFAULT_API_VERSION = "66.0"
-"""The REST API version :class:`RestSession` puts in front of a relative path."""
 
 _OUTCOME = "_zeep_sfrefresh_outcome"
 

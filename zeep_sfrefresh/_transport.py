@@ -15,20 +15,21 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 from lxml import etree
-from requests_oauthlib import OAuth2Session
 from zeep.transports import Transport
 
 from ._base import TransportBase, scrub_answer
+from ._callouts import DEFAULT_API_VERSION
 from ._core import check_session
 from ._flow import Send, drive
 from ._forks import reset_in_child
-from ._rest import DEFAULT_API_VERSION, RestAuth, RestSession
 
 if TYPE_CHECKING:
+    from requests_oauthlib import OAuth2Session
     from typing_extensions import Unpack
 
     from ._core import SalesforceOptions
     from ._grants import Grant
+    from ._rest import RestAuth, RestSession
 
 __all__ = ["SalesforceTransport"]
 
@@ -141,12 +142,16 @@ class SalesforceTransport(TransportBase, Transport):
         ``Authorization: Bearer`` on requests to the token's instance (never another host),
         one refresh through this transport's refresher and one resend on a 401
         ``INVALID_SESSION_ID``. See :mod:`zeep_sfrefresh._rest`."""
+        from ._rest import RestAuth  # REST only: not imported with the transport
+
         return RestAuth(self._core)
 
     def rest_session(self, *, api_version: str = DEFAULT_API_VERSION) -> RestSession:
         """A ``requests.Session`` with :meth:`rest_auth`, whose relative URLs go to the
         token's current instance (``session.get("query", params={"q": soql})``); it starts
         with this transport's ``verify``, ``cert`` and ``proxies``."""
+        from ._rest import RestSession
+
         session = RestSession(self._core, api_version=api_version)
         session.verify = self.session.verify
         session.cert = self.session.cert
