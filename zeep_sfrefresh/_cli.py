@@ -15,6 +15,7 @@ usage errors exit 2, as argparse's do. Plain http is spoken only to an org on th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
@@ -239,12 +240,13 @@ def _require(args: argparse.Namespace, *names: str) -> None:
         raise CliError(f"missing {', '.join(missing)}")
 
 
-def _allow_plain_http(*urls: str | None) -> None:
+def _allow_plain_http(args: argparse.Namespace, *urls: str | None) -> None:
     """Let oauthlib and the transport use http for an org on this machine, and only there.
 
     oauthlib refuses http token URLs unless ``OAUTHLIB_INSECURE_TRANSPORT`` is set; the
-    stand-in org serves plain http on loopback. Setting it in this process for a loopback
-    org spares the user doing it by hand; an http URL elsewhere is refused.
+    stand-in org serves plain http on loopback. For a loopback org the variable is set for
+    the rest of this command only (:func:`allow_insecure_transport`, left when the command
+    ends), sparing the user doing it by hand; an http URL elsewhere is refused.
     """
     loopback = False
     for url in filter(None, urls):
@@ -255,8 +257,11 @@ def _allow_plain_http(*urls: str | None) -> None:
         if host not in _LOOPBACK_HOSTS and not host.startswith("127."):
             raise CliError(f"{url} is plain http: only https, or http to this machine, is used")
         loopback = True
-    if loopback:
-        os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+    if loopback and not args.plain_http_allowed:
+        from .testing.insecure import allow_insecure_transport
+
+        args.command_scope.enter_context(allow_insecure_transport())
+        args.plain_http_allowed = True
 
 
 def _describe(token: Token) -> str:
@@ -293,7 +298,7 @@ def _login(args: argparse.Namespace, out: TextIO) -> int:
     _require(args, "client_id")
     login_url = (args.login_url or DEFAULT_LOGIN_URL).rstrip("/")
     token_url = login.token_url(login_url)
-    _allow_plain_http(login_url)
+    _allow_plain_http(args, login_url)
     secret = _client_secret(args)
     if args.device:
         device = login.start_device_login(token_url, client_id=args.client_id, scope=args.scope)
@@ -333,7 +338,7 @@ def _login(args: argparse.Namespace, out: TextIO) -> int:
             show=show,
             wait=args.wait,
         )
-    _allow_plain_http(token.instance_url)
+    _allow_plain_http(args, token.instance_url)
     settings = TokenFileSettings(
         "refresh_token",
         args.client_id,
@@ -376,7 +381,7 @@ def _import_sfdx(args: argparse.Namespace, store: FileTokenStore, out: TextIO) -
         auth = login.parse_sfdx_auth_url(_sfdx_auth_url(args.sfdx_auth_url_file))
     except ValueError as exc:
         raise CliError(f"{args.sfdx_auth_url_file}: {exc}") from None
-    _allow_plain_http(auth.instance_url)
+    _allow_plain_http(args, auth.instance_url)
     token_url = login.token_url(auth.instance_url)
     # Locked from before the token request until the answer is saved: a rotated refresh
     # token is never held only in memory while another process could write the file.
@@ -449,7 +454,7 @@ def _token(args: argparse.Namespace, out: TextIO) -> int:
     described = _grant(args)
     assert described is not None  # the parser requires --jwt or --client-credentials
     grant, settings = described
-    _allow_plain_http(settings.token_url)
+    _allow_plain_http(args, settings.token_url)
     store = FileTokenStore(args.token_file)
     token = grant.fetch(None)
     _save(store, token, settings)
@@ -465,7 +470,7 @@ def _credential(args: argparse.Namespace, store: FileTokenStore) -> OAuth2Sessio
     settings, else (a token file without settings) ``--client-id`` and ``--login-url``."""
     described = _grant(args)
     if described is not None:
-        _allow_plain_http(described[1].token_url)
+        _allow_plain_http(args, described[1].token_url)
         return described[0]
     settings = store.load_settings()
     stored = store.load()
@@ -475,7 +480,7 @@ def _credential(args: argparse.Namespace, store: FileTokenStore) -> OAuth2Sessio
         from . import _login as login
 
         token_url = login.token_url(args.login_url or DEFAULT_LOGIN_URL)
-        _allow_plain_http(token_url, stored.token.get("instance_url"))
+        _allow_plain_http(args, token_url, stored.token.get("instance_url"))
         refresh_kwargs = {"client_id": args.client_id}
         secret = _client_secret(args)
         if secret:
@@ -488,6 +493,7 @@ def _credential(args: argparse.Namespace, store: FileTokenStore) -> OAuth2Sessio
         )
     if settings is not None:
         _allow_plain_http(
+            args,
             settings.get("token_url"),
             settings.get("login_url"),
             None if stored is None else stored.token.get("instance_url"),
@@ -756,7 +762,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             from ._demo import run_demo
 
             return run_demo(out)
-        return _COMMANDS[args.command](args, out)
+        with contextlib.ExitStack() as scope:  # what the command sets up, undone at its end
+            args.command_scope = scope
+            args.plain_http_allowed = False
+            return _COMMANDS[args.command](args, out)
     except KeyboardInterrupt:
         print(f"zeep-sfrefresh {args.command}: interrupted", file=sys.stderr)
         return 130
