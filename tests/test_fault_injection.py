@@ -51,6 +51,7 @@ from zeep_sfrefresh import (
     SessionNotRefreshableError,
     SfRefreshError,
     TokenRefreshError,
+    TokenStore,
     TokenStoreError,
 )
 from zeep_sfrefresh._breaker import MAX_RETRY_AFTER
@@ -1045,10 +1046,13 @@ CHILD_DEADLINE = 20.0
 Report = dict[str, Any]
 
 
-def _client(org: StandInOrg, store_path: Path) -> tuple[zeep.Client, SalesforceTransport]:
-    """A sync client on a fresh token, sharing ``store_path``, as the harness builds one."""
+def _client(org: StandInOrg, store: Path | TokenStore) -> tuple[zeep.Client, SalesforceTransport]:
+    """A sync client on a fresh token, sharing ``store`` (a path: a FileTokenStore there), as
+    the harness builds one."""
     oauth = make_oauth(org, org.issue_token(), [])
-    transport = SalesforceTransport(oauth, store=FileTokenStore(store_path), token_timeout=20)
+    if isinstance(store, Path):
+        store = FileTokenStore(store)
+    transport = SalesforceTransport(oauth, store=store, token_timeout=20)
     client = zeep.Client(PARTNER_WSDL, transport=transport, settings=zeep.Settings(forbid_dtd=True))
     return client, transport
 
@@ -1165,11 +1169,16 @@ def test_child_forked_after_use_refreshes_through_the_store(
 
 @_FORKS
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["file", "redis"])
 def test_child_forked_during_a_refresh_neither_deadlocks_nor_refreshes_again(
-    sf_org: StandInOrg, tmp_path: Path
+    sf_org: StandInOrg, tmp_path: Path, request: pytest.FixtureRequest, kind: str
 ) -> None:
     path = tmp_path / "token.json"
-    client, transport = _client(sf_org, path)
+    store: TokenStore = FileTokenStore(path)
+    if kind == "redis":  # the child waits on the change stream with connections of its own
+        server: RedisServer = request.getfixturevalue("redis_server")
+        store = RedisTokenStore(server.client(), "{sf:token}")
+    client, transport = _client(sf_org, store)
     assert _call(client, transport)["ok"]
     sf_org.expire_all_sessions()
     release = sf_org.hold_token_requests()
@@ -1185,7 +1194,7 @@ def test_child_forked_during_a_refresh_neither_deadlocks_nor_refreshes_again(
         wait_for(lambda: sf_org.token_requests == 1)
         posts = sf_org.soap_posts
         child = Child(lambda: _call(client, transport))
-        # Let the child meet the expiry and queue on the store's lock, then end the refresh.
+        # Let the child meet the expiry and wait for the store to change, then end the refresh.
         deadline = time.monotonic() + 10
         while sf_org.soap_posts <= posts and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -1200,7 +1209,10 @@ def test_child_forked_during_a_refresh_neither_deadlocks_nor_refreshes_again(
     assert outcome[0]["ok"], outcome
     _assert_child_ok(report, code)
     assert report is not None
-    assert report["access_token"] == outcome[0]["access_token"] == _stored_access_token(path)
+    stored = store.load()
+    assert stored is not None
+    assert report["access_token"] == outcome[0]["access_token"]
+    assert report["access_token"] == fingerprint(stored.token["access_token"])
     assert sf_org.token_requests == 1
     assert sf_org.internal_errors == []
 

@@ -9,6 +9,8 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -173,3 +175,81 @@ def test_memory_store_is_shared_per_session() -> None:
     first, second = requests.Session(), requests.Session()
     assert MemoryTokenStore.for_session(first) is MemoryTokenStore.for_session(first)
     assert MemoryTokenStore.for_session(first) is not MemoryTokenStore.for_session(second)
+
+
+# --- waiting for another worker's token without the lock ------------------------------------
+
+
+def _seeded(path: Path, **options: float) -> FileTokenStore:
+    store = FileTokenStore(path, **options)
+    with store.lock():
+        store.save(TOKEN, replaces=None)
+    return store
+
+
+def test_try_lock_takes_a_free_lock_only_on_the_expected_version(tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    store, other = _seeded(path), FileTokenStore(path)  # two workers
+    with store.try_lock(1) as held:
+        assert held
+        with other.try_lock(1) as busy:
+            assert not busy  # at once: it never waits
+    with store.try_lock(2) as held:
+        assert not held  # the token moved past the version this worker would refresh
+        with other.try_lock(1) as free:
+            assert free  # and the lock was not left held
+    with store.lock():
+        store.save(TOKEN, replaces=1)
+    with store.try_lock(1) as held:
+        assert not held
+
+
+def test_try_lock_does_not_wait_for_another_process(tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    store = _seeded(path, lock_wait=30)
+    child = _hold_lock_in_child(path)
+    try:
+        started = time.monotonic()
+        with store.try_lock(1) as held:
+            assert not held
+        assert time.monotonic() - started < 5  # not lock_wait
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_wait_for_change_ends_when_another_worker_writes(tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    store, writer = _seeded(path), FileTokenStore(path)
+
+    def write_later() -> None:
+        time.sleep(0.2)
+        with writer.lock():
+            writer.save({**TOKEN, "access_token": "NEW"}, replaces=1)
+
+    thread = threading.Thread(target=write_later)
+    thread.start()
+    started = time.monotonic()
+    store.wait_for_change(1, timeout=20)
+    waited = time.monotonic() - started
+    thread.join()
+    loaded = store.load()
+    assert 0.1 < waited < 10
+    assert loaded is not None
+    assert loaded.version == 2
+
+
+def test_wait_for_change_is_bounded_and_sees_a_change_already_made(tmp_path: Path) -> None:
+    store = _seeded(tmp_path / "token.json", poll_interval=0.001)
+    started = time.monotonic()
+    store.wait_for_change(1, timeout=0.3)  # nothing changes
+    assert 0.3 <= time.monotonic() - started < 5
+    started = time.monotonic()
+    store.wait_for_change(0, timeout=20)  # version 1 is already not 0
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("options", [{"poll_interval": 0}, {"lock_wait": -1}])
+def test_waits_must_be_positive(tmp_path: Path, options: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        FileTokenStore(tmp_path / "token.json", **options)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
+import redis
 
 from zeep_sfrefresh import RedisTokenStore, TokenStoreConflictError, TokenStoreError
 from zeep_sfrefresh.testing.redis_server import RedisServer
@@ -106,3 +108,144 @@ def test_repr_and_errors_hold_no_token(redis_server: RedisServer) -> None:
     with pytest.raises(TokenStoreError) as info:
         store.load()
     assert "SECRET" not in str(info.value) + repr(info.value) + repr(store)
+
+
+# --- waiting for another worker's token without the lock ------------------------------------
+
+
+def _seeded(server: RedisServer, key: str = "k", **options: float) -> RedisTokenStore:
+    store = RedisTokenStore(server.client(), key, **options)
+    with store.lock():
+        store.save(TOKEN, replaces=None)
+    return store
+
+
+def test_a_token_write_is_announced_on_the_change_stream(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    store = _seeded(redis_server, "{sf:token:prod}")
+    assert store.changes_key == "{sf:token:prod}:changes"  # same slot as the hash
+    with store.lock():
+        store.write_intent(None, version=1)  # an intent is not a new token: no entry
+        store.save({**TOKEN, "access_token": "NEW"}, replaces=1)
+    assert client.xrange(store.changes_key) == [
+        (b"1-0", {b"version": b"1"}),
+        (b"2-0", {b"version": b"2"}),
+    ]
+    for version in range(3, 20):
+        with store.lock():
+            store.save(TOKEN, replaces=version - 1)
+    assert client.xlen(store.changes_key) == 8  # trimmed: only waiters read it
+
+
+def test_a_stream_ahead_of_a_reseeded_hash_starts_over(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    store = _seeded(redis_server)
+    with store.lock():
+        store.save(TOKEN, replaces=1)
+    client.delete("k")  # re-seeded by hand: versions start again at 1
+    with store.lock():
+        assert store.save(TOKEN, replaces=None) == 1
+    assert client.xrange(store.changes_key) == [(b"1-0", {b"version": b"1"})]
+
+
+def test_try_lock_takes_a_free_lock_only_on_the_expected_version(redis_server: RedisServer) -> None:
+    store = _seeded(redis_server, lock_timeout=3)
+    other = RedisTokenStore(redis_server.client(), "k")
+    with store.try_lock(1) as held:
+        assert held
+        assert redis_server.client().pttl("k:lock") > 0  # with a lease, as lock() takes it
+        store.write_intent(None, version=1)  # the held lock is this thread's, as with lock()
+        with other.try_lock(1) as busy:
+            assert not busy  # at once: it never waits
+    assert redis_server.client().exists("k:lock") == 0  # released
+    with store.try_lock(2) as held:
+        assert not held  # the token moved past the version this worker would refresh
+        assert redis_server.client().exists("k:lock") == 0
+    with store.lock():
+        store.save(TOKEN, replaces=1)
+    with store.try_lock(1) as held:
+        assert not held
+
+
+def test_a_lock_taken_by_try_lock_keeps_its_lease(redis_server: RedisServer) -> None:
+    store = _seeded(redis_server, lock_timeout=0.6)
+    with store.try_lock(1) as held:
+        assert held
+        time.sleep(1.0)  # longer than the lease: the watchdog renews it
+        store.write_intent(None, version=1)
+    assert redis_server.client().exists("k:lock") == 0
+
+
+@pytest.mark.parametrize("decode_responses", [False, True])
+def test_wait_for_change_is_woken_by_the_write(
+    redis_server: RedisServer, decode_responses: bool
+) -> None:
+    store = RedisTokenStore(redis_server.client(decode_responses=decode_responses), "k")
+    with store.lock():
+        store.save(TOKEN, replaces=None)
+    writer = RedisTokenStore(redis_server.client(), "k")
+
+    def write_later() -> None:
+        time.sleep(0.2)
+        with writer.lock():
+            writer.save({**TOKEN, "access_token": "NEW"}, replaces=1)
+
+    thread = threading.Thread(target=write_later)
+    thread.start()
+    started = time.monotonic()
+    store.wait_for_change(1, timeout=20)
+    waited = time.monotonic() - started
+    thread.join()
+    loaded = store.load()
+    assert 0.1 < waited < 10
+    assert loaded is not None
+    assert loaded.version == 2
+
+
+def test_wait_for_change_is_bounded_and_sees_a_change_already_made(
+    redis_server: RedisServer,
+) -> None:
+    store = _seeded(redis_server)
+    started = time.monotonic()
+    store.wait_for_change(1, timeout=0.3)  # nothing changes
+    assert 0.3 <= time.monotonic() - started < 5
+    started = time.monotonic()
+    store.wait_for_change(0, timeout=20)  # version 1 was written before it waited
+    assert time.monotonic() - started < 5
+
+
+def test_redis_down_while_waiting_is_a_clear_error(redis_server: RedisServer) -> None:
+    store = _seeded(redis_server, lock_wait=1)
+    redis_server.stop()
+    with pytest.raises(TokenStoreError, match="Redis could not watch"):
+        store.wait_for_change(1, timeout=1)
+    with pytest.raises(TokenStoreError, match="Redis could not lock"), store.try_lock(1):
+        pass
+
+
+@pytest.mark.parametrize("options", [{"poll_interval": 0}, {"lock_wait": -1}, {"lock_timeout": 0}])
+def test_waits_must_be_positive(redis_server: RedisServer, options: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        RedisTokenStore(redis_server.client(), "k", **options)
+
+
+def test_a_user_without_the_change_stream_still_writes_and_waits(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The change stream is a hint: an ACL that grants the hash and the lock but not the
+    stream must not fail a token write, and waiting degrades to looking again."""
+    redis_server.client().acl_setuser(
+        "worker", enabled=True, passwords=["+pw"], keys=["k", "k:lock"], commands=["+@all"]
+    )
+    url = f"redis://worker:pw@127.0.0.1:{redis_server.port}/0"
+    store = RedisTokenStore(redis.Redis.from_url(url, socket_timeout=2), "k")
+    with store.lock():
+        assert store.save(TOKEN, replaces=None) == 1
+        assert store.save(TOKEN, replaces=1) == 2  # its announcement was refused, not the write
+    assert redis_server.client().exists(store.changes_key) == 0
+    assert "could not announce version 2" in caplog.text
+    for _ in range(2):
+        started = time.monotonic()
+        store.wait_for_change(2, timeout=0.2)
+        assert 0.2 <= time.monotonic() - started < 5
+    assert caplog.text.count("refused to read") == 1

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +207,120 @@ def test_store_in_repr_without_secrets(harness: Build, tmp_path: Path, sf_org: S
     assert "FileTokenStore" in text
     assert h.issued["access_token"] not in text
     assert h.issued["refresh_token"] not in text
+
+
+# --- workers that wait for another worker's refresh -------------------------------------------
+
+
+class CountingFileStore(FileTokenStore):
+    """Counts how often this worker holds the store's lock."""
+
+    taken = 0
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        with super().lock():
+            self.taken += 1
+            yield
+
+    @contextmanager
+    def try_lock(self, version: int) -> Iterator[bool]:
+        with super().try_lock(version) as held:
+            self.taken += held
+            yield held
+
+
+class CountingRedisStore(RedisTokenStore):
+    taken = 0
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        with super().lock():
+            self.taken += 1
+            yield
+
+    @contextmanager
+    def try_lock(self, version: int) -> Iterator[bool]:
+        with super().try_lock(version) as held:
+            self.taken += held
+            yield held
+
+
+class PlainStore:
+    """A store of one's own with only the four required methods (no try_lock, no
+    wait_for_change): it gets the refresher's default behaviour."""
+
+    def __init__(self, path: Path) -> None:
+        self._inner = FileTokenStore(path)
+        self.lock = self._inner.lock
+        self.load = self._inner.load
+        self.save = self._inner.save
+        self.write_intent = self._inner.write_intent
+
+
+@pytest.mark.parametrize("kind", ["file", "redis"])
+def test_a_worker_waiting_for_another_refresh_adopts_without_the_lock(
+    harness: Build, tmp_path: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    def store() -> CountingFileStore | CountingRedisStore:
+        if kind == "file":
+            return CountingFileStore(tmp_path / "token.json")
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return CountingRedisStore(server.client(), "{sf:token}")
+
+    a_store, b_store = store(), store()
+    a, b = harness(store=a_store), harness(store=b_store)
+    a.org.rotation = True
+    a.org.expire_all_sessions()
+    release = a.org.hold_token_requests()
+    a_store.taken = b_store.taken = 0
+    first = InBackground(a.client.service.getServerTimestamp)
+    wait_for(lambda: a.org.token_requests == 1)  # a holds the lock, in its token request
+    posts = a.org.soap_posts
+    second = InBackground(b.client.service.getServerTimestamp)
+    wait_for(lambda: a.org.soap_posts == posts + 1)  # b met the expiry and waits
+    time.sleep(0.1)
+    assert second.running
+    release.set()
+    assert first.join().error is None, first.error
+    assert second.join().error is None, second.error
+    assert (a.org.token_requests, a.org.family_revocations) == (1, 0)
+    assert b.transport.token.access_token == a.transport.token.access_token
+    assert (a_store.taken, b_store.taken) == (1, 0)  # b never took the lock to adopt
+    assert b.saved == []
+
+
+def test_a_store_of_ones_own_without_the_optional_methods_still_refreshes_once(
+    harness: Build, tmp_path: Path
+) -> None:
+    path = tmp_path / "token.json"
+    a, b = harness(store=PlainStore(path)), harness(store=PlainStore(path))
+    a.org.rotation = True
+    a.org.expire_all_sessions()
+    release = a.org.hold_token_requests()
+    first = InBackground(a.client.service.getServerTimestamp)
+    wait_for(lambda: a.org.token_requests == 1)
+    second = InBackground(b.client.service.getServerTimestamp)  # queues on the lock
+    time.sleep(0.1)
+    release.set()
+    assert first.join().error is None, first.error
+    assert second.join().error is None, second.error
+    assert (a.org.token_requests, a.org.family_revocations) == (1, 0)
+    assert b.transport.token.access_token == a.transport.token.access_token
+
+
+def test_waiting_for_a_lock_held_without_a_new_token_is_bounded(
+    harness: Build, tmp_path: Path
+) -> None:
+    path = tmp_path / "token.json"
+    h = harness(store=FileTokenStore(path, lock_wait=0.3))
+    other = FileTokenStore(path)  # another worker, stuck holding the lock
+    h.org.expire_all_sessions()
+    with other.lock():
+        started = time.monotonic()
+        with pytest.raises(TokenStoreError, match=r"could not take the lock .* within 0\.3 s"):
+            h.client.service.getServerTimestamp()
+        assert time.monotonic() - started < 10
+    assert h.org.token_requests == 0
+    h.client.service.getServerTimestamp()  # the lock is free again: this worker refreshes
+    assert h.org.token_requests == 1

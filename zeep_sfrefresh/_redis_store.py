@@ -4,13 +4,22 @@ The token, its version and any :class:`RefreshIntent` live in one Redis hash (fi
 ``version``, ``token``, ``intent``) at ``key``; the refresh lock is redis-py's ``Lock`` at
 ``<key>:lock``. Writes are Lua scripts, so they are atomic: a token write is a
 compare-and-set on the version, and an intent write also checks that the writer still owns
-the lock. On a cluster both keys must live in one slot: wrap the key in braces
+the lock. On a cluster the keys must live in one slot: wrap the key in braces
 (``{sf:token:prod}``).
 
 The lock expires after ``lock_timeout`` seconds so a dead worker cannot block the fleet. A
 live holder keeps it: a watchdog thread renews the lease every third of ``lock_timeout``
 while the holder works. If the holder stalls anyway (a stopped process, a long GC pause),
 the write-ahead intent tells the next lock holder that the refresh token may be in use.
+
+After every token write the writer appends its version to a small stream, ``<key>:changes``
+(entry ID ``<version>-0``). A worker waiting for another worker's refresh
+(:meth:`RedisTokenStore.wait_for_change`) blocks in ``XREAD`` from the version it holds, so
+it learns of the new token the moment it is stored, and of one stored before it started
+waiting at once: no gap to close, no polling of the lock. Unlike a pub/sub subscription this
+needs no connection of its own (nothing to set up per wait, or to keep from crossing a fork).
+The entry is only a wake-up call, written after the compare-and-set in a script of its own:
+a server that refuses it (an ACL without the stream key) costs waiters speed, never a write.
 """
 
 from __future__ import annotations
@@ -18,20 +27,28 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 try:
     import redis
-    from redis.exceptions import LockError, LockNotOwnedError, RedisError
+    from redis.exceptions import LockError, LockNotOwnedError, RedisError, ResponseError
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess without redis
     raise ImportError(
         "RedisTokenStore needs redis-py: pip install 'zeep-sfrefresh[redis]'"
     ) from exc
 
 from ._errors import TokenStoreConflictError, TokenStoreError
-from ._stores import DEFAULT_LOCK_WAIT, RefreshIntent, StoredToken
+from ._stores import (
+    DEFAULT_LOCK_WAIT,
+    DEFAULT_POLL_INTERVAL,
+    RefreshIntent,
+    StoredToken,
+    poll_until,
+)
 
 __all__ = ["DEFAULT_LOCK_TIMEOUT", "RedisTokenStore"]
 
@@ -48,6 +65,28 @@ if found ~= ARGV[1] then return {0, found} end
 redis.call('HSET', KEYS[1], 'version', ARGV[2], 'token', ARGV[3])
 redis.call('HDEL', KEYS[1], 'intent')
 return {1, ARGV[2]}
+"""
+
+# KEYS[1] = change stream; ARGV = the version just written. Entry IDs must grow: a stream
+# ahead of the version (the hash was re-seeded by hand) is started over.
+_ANNOUNCE = """
+local id = ARGV[1] .. '-0'
+local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '8', id, 'version', ARGV[1])
+if type(added) == 'table' and added.err then
+    redis.call('DEL', KEYS[1])
+    redis.call('XADD', KEYS[1], 'MAXLEN', '8', id, 'version', ARGV[1])
+end
+return 1
+"""
+
+# KEYS[1] = hash, KEYS[2] = lock; ARGV = version, lock token, lease in ms. Takes the lock
+# (as redis-py's Lock would) only while the token is still that version.
+_LOCK_IF_VERSION = """
+local found = redis.call('HGET', KEYS[1], 'version')
+if not found then found = '' end
+if found ~= ARGV[1] then return 0 end
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
+return 0
 """
 
 # KEYS[1] = hash, KEYS[2] = lock; ARGV = version, lock token, intent JSON ("" clears it).
@@ -106,6 +145,9 @@ class RedisTokenStore:
     :param lock_timeout: seconds after which Redis frees a lock whose holder died; a live
         holder renews it every ``lock_timeout / 3`` seconds.
     :param lock_wait: seconds to wait for the lock before giving up with TokenStoreError.
+    :param poll_interval: seconds before :meth:`lock` tries a busy lock again, at first;
+        the pauses double up to ``MAX_POLL_INTERVAL`` (50 ms). Workers waiting for another
+        worker's token do not poll for it: its write wakes them (:meth:`wait_for_change`).
 
     Redis errors become :class:`TokenStoreError`: the store fails closed (no refresh without
     coordination) and nothing retries in a loop.
@@ -118,18 +160,27 @@ class RedisTokenStore:
         *,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         lock_wait: float = DEFAULT_LOCK_WAIT,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
         if not key:
             raise ValueError("key must be a non-empty Redis key name")
-        if lock_timeout <= 0 or lock_wait <= 0:
-            raise ValueError("lock_timeout and lock_wait must be positive numbers of seconds")
+        if lock_timeout <= 0 or lock_wait <= 0 or poll_interval <= 0:
+            raise ValueError(
+                "lock_timeout, lock_wait and poll_interval must be positive numbers of seconds"
+            )
         self._client = client
         self.key = key
         self.lock_key = f"{key}:lock"
+        self.changes_key = f"{key}:changes"
         self.lock_timeout = lock_timeout
         self.lock_wait = lock_wait
+        self.poll_interval = poll_interval
         self._compare_and_set = client.register_script(_COMPARE_AND_SET)
         self._write_intent = client.register_script(_WRITE_INTENT)
+        self._lock_if_version = client.register_script(_LOCK_IF_VERSION)
+        self._announce_script = client.register_script(_ANNOUNCE)
+        self._notified = True
+        """False once the server refused to read the change stream: waits are then sleeps."""
         self._held = threading.local()  # the lock this thread holds, for write_intent
 
     def __repr__(self) -> str:
@@ -138,23 +189,85 @@ class RedisTokenStore:
     def _unavailable(self, action: str, exc: RedisError) -> TokenStoreError:
         return TokenStoreError(f"Redis could not {action} {self.key!r} ({type(exc).__name__})")
 
+    def _new_lock(self) -> redis.lock.Lock:
+        # thread_local=False: the lease keeper renews it from another thread.
+        lock: redis.lock.Lock = self._client.lock(
+            self.lock_key, timeout=self.lock_timeout, thread_local=False
+        )
+        return lock
+
     @contextmanager
     def lock(self) -> Iterator[None]:
-        # thread_local=False: the lease keeper renews it from another thread.
-        lock = self._client.lock(
-            self.lock_key,
-            timeout=self.lock_timeout,
-            blocking_timeout=self.lock_wait,
-            thread_local=False,
-        )
+        lock = self._new_lock()
         try:
-            acquired = lock.acquire()
+            acquired = poll_until(
+                lambda: bool(lock.acquire(blocking=False)),
+                time.monotonic() + self.lock_wait,
+                self.poll_interval,
+            )
         except RedisError as exc:
             raise self._unavailable("lock", exc) from exc
         if not acquired:
             raise TokenStoreError(
                 f"could not take the Redis lock {self.lock_key!r} within {self.lock_wait:g} s"
             )
+        with self._holding(lock):
+            yield
+
+    @contextmanager
+    def try_lock(self, version: int) -> Iterator[bool]:
+        """Hold the lock for the block (True) if it is free and the token is still
+        ``version``, both checked in one script; otherwise False at once, not holding it.
+        A worker never takes the lock just to find another worker's token."""
+        token = uuid.uuid1().hex.encode()  # what redis-py's Lock would use
+        try:
+            taken = self._lock_if_version(
+                keys=[self.key, self.lock_key],
+                args=[str(version), token, int(self.lock_timeout * 1000)],
+            )
+        except RedisError as exc:
+            raise self._unavailable("lock", exc) from exc
+        if int(taken) != 1:
+            yield False
+            return
+        lock = self._new_lock()
+        lock.local.token = token  # the Lock now releases and renews the lease we took
+        with self._holding(lock):
+            yield True
+
+    def wait_for_change(self, version: int, timeout: float) -> None:
+        """Return once a token newer than ``version`` is stored, or after ``timeout`` seconds.
+
+        It blocks in ``XREAD`` on :attr:`changes_key` from entry ``<version>-0``: a newer
+        version written before the call ends it at once, one written during it wakes it.
+        Each ``XREAD`` blocks at most 100 ms, well within any sane ``socket_timeout``. A
+        server that refuses (an ACL without the stream key, a proxy without streams) is
+        logged once; waits then simply last ``timeout``."""
+        deadline = time.monotonic() + timeout
+        if not self._notified:
+            time.sleep(timeout)
+            return
+        try:
+            while (remaining := deadline - time.monotonic()) > 0:
+                block = max(1, round(min(remaining, 0.1) * 1000))
+                if self._client.xread({self.changes_key: f"{version}-0"}, count=1, block=block):
+                    return
+        except ResponseError as exc:
+            self._notified = False
+            logger.warning(
+                "Redis refused to read %r (%s); waiting workers poll instead (grant the key "
+                "in the ACL, like %r)",
+                self.changes_key,
+                exc,
+                self.key,
+            )
+            time.sleep(max(0.0, deadline - time.monotonic()))
+        except RedisError as exc:
+            raise self._unavailable("watch", exc) from exc
+
+    @contextmanager
+    def _holding(self, lock: redis.lock.Lock) -> Iterator[None]:
+        """Keep ``lock`` (already taken) for the block: renew its lease, release it after."""
         self._held.lock = lock
         try:
             with _LeaseKeeper(lock, self.lock_timeout / 3):
@@ -208,7 +321,22 @@ class RedisTokenStore:
                 f"Redis key {self.key!r} holds version {_text(found) or None}, not {replaces}: "
                 "another writer replaced the token"
             )
+        self._announce(version)
         return version
+
+    def _announce(self, version: int) -> None:
+        """Wake the workers waiting for this token (:meth:`wait_for_change`). The token is
+        stored already: a failure here only leaves them to find it at their next look."""
+        try:
+            self._announce_script(keys=[self.changes_key], args=[str(version)])
+        except RedisError as exc:
+            logger.warning(
+                "could not announce version %d on %r (%s); waiting workers find it at their "
+                "next look",
+                version,
+                self.changes_key,
+                exc,
+            )
 
     def write_intent(self, intent: RefreshIntent | None, *, version: int) -> None:
         lock = getattr(self._held, "lock", None)

@@ -6,9 +6,14 @@ session it asks :meth:`Refresher.refresh_after` for a newer one:
 1. Under this process's lock, a newer generation may already be here (another thread
    refreshed): take it, no I/O. If instead the refresh of that very token just failed,
    the caller gets that failure, not a second doomed request.
-2. Otherwise, under the store's lock, re-read the store. If this process holds a token the
-   store lacks (its write failed), write it first. A stored token of a newer version was
-   refreshed by another worker: adopt it, no token request.
+2. Read the store without its lock: a stored token of a newer version was refreshed by
+   another worker: adopt it, no lock, no token request. Otherwise take the store's lock;
+   while another worker holds it, wait for the store to change and adopt the token that
+   worker stores (:meth:`Refresher._store_lock`). The lock is only taken to refresh, so
+   one expiry costs the fleet one lock hold however many workers meet it, instead of each
+   queueing on the lock to read what the first one wrote. Under the lock, re-read the
+   store: if this process holds a token the store lacks (its write failed), write it
+   first; a newer stored token is adopted, as above.
 3. Otherwise decide whether the refresh token may be sent (:func:`plan_request`): not if
    it is spent (refused for good, or unanswered twice), and not while another worker's
    request with it may be in flight (its :class:`RefreshIntent` is in the store): wait,
@@ -35,7 +40,8 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -54,7 +60,14 @@ from ._events import EventKind, RefreshEvent, RefreshListener, worker_name
 from ._faults import INVALID_SESSION_ID
 from ._forks import reset_in_child
 from ._grants import Grant
-from ._stores import RefreshIntent, StoredToken, TokenStore
+from ._stores import (
+    DEFAULT_LOCK_WAIT,
+    DEFAULT_POLL_INTERVAL,
+    MAX_POLL_INTERVAL,
+    RefreshIntent,
+    StoredToken,
+    TokenStore,
+)
 from ._tokens import Generation, Token, fingerprint
 
 __all__ = ["DEFAULT_OVERLAP_WAIT", "MAX_ATTEMPTS", "Plan", "Refresher", "plan_request"]
@@ -361,7 +374,9 @@ class Refresher:
         waited_for: RefreshIntent | None = None
         for _ in range(_MAX_ROUNDS):
             overlap: RefreshInProgressError | None = None
-            with self._store.lock():
+            with self._store_lock(sent) as newer:
+                if newer is not None:
+                    return self._adopt(newer), "adopted"
                 stored = self._catch_up(self._load())
                 if stored.version != self._version:
                     token = self._accept(stored)  # refuses an older version
@@ -410,6 +425,54 @@ class Refresher:
         raise TokenRefreshError(
             "other workers' refreshes kept changing the store; not refreshing this time"
         )
+
+    @contextmanager
+    def _store_lock(self, sent: Token) -> Iterator[Token | None]:
+        """Hold the store's lock for the block (None), unless the store holds, or gets while
+        the lock is busy, a token newer than ``sent``: then yield it (accepted), unlocked.
+
+        The lock is for refreshing. A worker that only needs the token another worker is
+        refreshing learns of it by a plain read, or by :func:`_wait_for_change` (returning
+        when the store changed: the Redis writer wakes it, the file store is looked at from
+        every few ms on), never by queueing on the lock. ``try_lock`` takes the lock only
+        while the stored version is still the one read, so the worker that wins it is one
+        that must refresh (or must find why not: an intent, a spent token). Waits are
+        bounded by the store's ``lock_wait``. Without ``try_lock`` (a store of your own),
+        the lock is waited for.
+
+        A store with ``wait_for_change`` ends a pause as soon as the token changes (looking
+        at itself from its ``poll_interval`` on), so the pause only sets how often the lock
+        is tried again in case its holder ends without a token: every MAX_POLL_INTERVAL, as
+        a try costs more than a look (filelock's machinery, Redis round trips) and is only
+        useful then. Without it, pauses start at the store's ``poll_interval`` and double.
+        """
+        store = self._store
+        lock_wait = float(getattr(store, "lock_wait", DEFAULT_LOCK_WAIT))
+        if hasattr(store, "wait_for_change"):
+            delay = MAX_POLL_INTERVAL
+        else:
+            delay = float(getattr(store, "poll_interval", DEFAULT_POLL_INTERVAL))
+        deadline = time.monotonic() + lock_wait
+        while True:
+            stored = self._load()
+            if (
+                stored.version > self._version
+                and stored.token.get("access_token") != sent.access_token
+            ):
+                yield self._accept(self._catch_up(stored))  # _catch_up: log an unstored loss
+                return
+            with _try_lock(store, stored.version) as held:
+                if held:
+                    yield None
+                    return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TokenStoreError(
+                    f"could not take the lock of {store!r} within {lock_wait:g} s (another "
+                    "worker held it for longer than a refresh takes, without storing a token)"
+                )
+            _wait_for_change(store, stored.version, min(delay, remaining))
+            delay = min(delay * 2, MAX_POLL_INTERVAL)
 
     def _exchange(
         self, sent: Token, stored: StoredToken, fp: str | None, attempt: int, reason: str
@@ -494,7 +557,8 @@ class Refresher:
 
     def _await_change(self, seen: StoredToken, *, intent_too: bool) -> StoredToken | None:
         """Poll the store (without its lock) until its version (or, with ``intent_too``, its
-        intent) differs from ``seen``; None when nothing changed within ``overlap_wait``."""
+        intent) differs from ``seen``; None when nothing changed within ``overlap_wait``.
+        A new version ends each pause at once where the store has ``wait_for_change``."""
         logger.info("another refresh of this token may be running; waiting for its token")
         deadline = time.monotonic() + self._overlap_wait
         delay = 0.05
@@ -505,7 +569,7 @@ class Refresher:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            time.sleep(min(delay, remaining))
+            _wait_for_change(self._store, seen.version, min(delay, remaining))
             delay = min(delay * 2, 1.0)
 
     # --- sessions a refresh cannot save -------------------------------------------------------
@@ -585,6 +649,29 @@ class Refresher:
             self._listener(event)
         except Exception:
             logger.exception("the refresh listener raised on a %s event", kind)
+
+
+def _try_lock(store: TokenStore, version: int) -> AbstractContextManager[bool]:
+    """``store.try_lock(version)``; for a store without it, its ``lock()`` (waited for)."""
+    try_lock = getattr(store, "try_lock", None)
+    if try_lock is not None:
+        return cast(AbstractContextManager[bool], try_lock(version))
+    return _waited_lock(store)
+
+
+@contextmanager
+def _waited_lock(store: TokenStore) -> Iterator[bool]:
+    with store.lock():
+        yield True
+
+
+def _wait_for_change(store: TokenStore, version: int, timeout: float) -> None:
+    """``store.wait_for_change(version, timeout)``; for a store without it, a sleep."""
+    wait = getattr(store, "wait_for_change", None)
+    if wait is None:
+        time.sleep(timeout)
+    else:
+        wait(version, timeout)
 
 
 def _refusal(exc: TokenRefreshError) -> str:

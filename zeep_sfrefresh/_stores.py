@@ -8,6 +8,13 @@ a compare-and-set write that cannot overwrite a newer token, and a write-ahead
 :class:`RefreshIntent` saying that the stored refresh token is being (or was) used, so no
 worker sends it twice.
 
+When many workers meet one expiry, one of them refreshes and the others only need its token.
+A store may let them learn of it without queueing on the lock: ``try_lock(version)`` takes the
+lock only while the token is still ``version`` and never waits, and
+``wait_for_change(version, timeout)`` returns as soon as another version may be stored (the
+file store looks at its file, the Redis store is woken by the writer). Waiters then adopt
+the new token without the lock, so an expiry costs the fleet one lock hold, not one per worker.
+
 The refresh algorithm itself lives once, in :mod:`zeep_sfrefresh._refresh`; stores only keep
 bytes. A store of your own (a database row, say) implements :class:`TokenStore`.
 """
@@ -21,8 +28,9 @@ import os
 import stat
 import tempfile
 import threading
+import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +44,8 @@ from ._tokens import fingerprint
 
 __all__ = [
     "DEFAULT_LOCK_WAIT",
+    "DEFAULT_POLL_INTERVAL",
+    "MAX_POLL_INTERVAL",
     "FileTokenStore",
     "IntentState",
     "MemoryTokenStore",
@@ -46,6 +56,15 @@ __all__ = [
 
 DEFAULT_LOCK_WAIT = 30.0
 """Seconds a refresher waits for a store's lock before giving up with TokenStoreError."""
+
+DEFAULT_POLL_INTERVAL = 0.002
+"""Seconds before a waiting worker looks again at a busy lock or an unchanged store, at first.
+
+Each further wait doubles, up to :data:`MAX_POLL_INTERVAL`: a refresh that takes a few
+milliseconds is noticed within a few milliseconds, and a long one costs a look every 50 ms."""
+
+MAX_POLL_INTERVAL = 0.05
+"""The longest pause between two looks at a busy lock or an unchanged store (seconds)."""
 
 IntentState = Literal["sending", "unanswered", "spent"]
 """``sending``: a token request with the refresh token may be in flight (or its sender died).
@@ -124,10 +143,26 @@ class TokenStore(Protocol):
     """What a token store must do. Implement it to keep tokens somewhere of your own.
 
     The refresher calls :meth:`load`, :meth:`save` and :meth:`write_intent` while holding
-    :meth:`lock`, except :meth:`load` when it waits for another worker's refresh, and
-    :meth:`save` when it stores a token whose first write failed (the version check keeps
-    that safe). Every method raises :class:`TokenStoreError` (or a subclass) on failure,
-    never a backend's own exception.
+    :meth:`lock`, except :meth:`load` when it looks for (or waits for) another worker's
+    token, and :meth:`save` when it stores a token whose first write failed (the version
+    check keeps that safe). Every method raises :class:`TokenStoreError` (or a subclass) on
+    failure, never a backend's own exception.
+
+    Two more methods are optional (both built-in file and Redis stores have them); without
+    them a worker that meets an expiry reads the store, and if no newer token is there yet,
+    waits on :meth:`lock` and reads it again under the lock:
+
+    * ``try_lock(version: int) -> AbstractContextManager[bool]``: hold the lock for the
+      block and yield True if it is free and the stored version is still ``version``;
+      otherwise yield False at once, without it (checked atomically where the store can).
+    * ``wait_for_change(version: int, timeout: float) -> None``: return once the stored
+      version may no longer be ``version`` (a notification, or a cheap look), or after
+      ``timeout`` seconds; returning early without a change is allowed. Without it the
+      refresher sleeps ``timeout`` instead.
+
+    With them, waiters adopt another worker's token as soon as it is stored and never
+    queue on the lock to do so. The refresher reads ``lock_wait`` and ``poll_interval``
+    (seconds) from the store when it has them.
     """
 
     def lock(self) -> AbstractContextManager[object]:
@@ -158,6 +193,21 @@ class TokenStore(Protocol):
         expired): it is the last check before a token request.
         """
         ...
+
+
+def poll_until(attempt: Callable[[], bool], deadline: float, poll_interval: float) -> bool:
+    """Call ``attempt`` until it returns True (then True) or ``time.monotonic()`` passes
+    ``deadline`` (then False); at least once. The pauses start at ``poll_interval`` and
+    double up to :data:`MAX_POLL_INTERVAL`: short waits end soon after the lock is free,
+    long ones cost little."""
+    delay = poll_interval
+    while not attempt():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, max(poll_interval, MAX_POLL_INTERVAL))
+    return True
 
 
 def _next_version(replaces: int | None) -> int:
@@ -253,18 +303,28 @@ class FileTokenStore:
       saying how to fix it (the file holds a refresh token).
     * Locked through a separate ``<name>.lock`` file with the ``filelock`` package (``flock``
       on POSIX: the kernel releases it when its holder dies, even by SIGKILL). Waiting for it
-      is bounded by ``lock_wait`` seconds. A forked child gets locks of its own.
+      is bounded by ``lock_wait`` seconds; a waiter tries it again after ``poll_interval``
+      seconds, then after twice that, and so on up to :data:`MAX_POLL_INTERVAL`. A forked
+      child gets locks of its own.
+    * Waiting for another worker's token (:meth:`wait_for_change`) looks at the file's
+      identity (a ``stat``: every write replaces the file) on the same schedule, and reads
+      the file only once it changed.
     * A file that cannot be read or parsed raises :class:`TokenStoreError` and is never
       overwritten: it may hold the only copy of a rotated refresh token.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, lock_wait: float = DEFAULT_LOCK_WAIT
+        self,
+        path: str | os.PathLike[str],
+        *,
+        lock_wait: float = DEFAULT_LOCK_WAIT,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
-        if lock_wait <= 0:
-            raise ValueError("lock_wait must be a positive number of seconds")
+        if lock_wait <= 0 or poll_interval <= 0:
+            raise ValueError("lock_wait and poll_interval must be positive numbers of seconds")
         self.path = Path(path).expanduser()
         self.lock_wait = lock_wait
+        self.poll_interval = poll_interval
         self._after_fork()
         reset_in_child(self)
 
@@ -282,26 +342,86 @@ class FileTokenStore:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        timed_out = TokenStoreError(
-            f"could not lock {self.path} within {self.lock_wait:g} s "
-            "(another refresher holds it for longer than a refresh takes)"
-        )
-        if not self._thread_lock.acquire(timeout=self.lock_wait):
-            raise timed_out
+        if not self._acquire(self.lock_wait):
+            raise TokenStoreError(
+                f"could not lock {self.path} within {self.lock_wait:g} s "
+                "(another refresher holds it for longer than a refresh takes)"
+            )
         try:
-            try:
-                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                self._file_lock.acquire()
-            except Timeout as exc:
-                raise timed_out from exc
-            except OSError as exc:
-                raise TokenStoreError(f"could not lock {self.path}: {exc.strerror}") from exc
-            try:
-                yield
-            finally:
-                self._file_lock.release()
+            yield
+        finally:
+            self._release()
+
+    @contextmanager
+    def try_lock(self, version: int) -> Iterator[bool]:
+        """Hold the lock for the block (True) if it is free and the file still holds
+        ``version``; otherwise False at once, not holding it. The version is checked under
+        the lock, which a changed one gives back at once: a worker never holds the lock
+        just to find another worker's token."""
+        locked = self._acquire(0.0)
+        try:
+            stored = self.load() if locked else None
+            if stored is None or stored.version != version:
+                if locked:
+                    self._release()
+                    locked = False
+                yield False
+            else:
+                yield True
+        finally:
+            if locked:
+                self._release()
+
+    def _acquire(self, wait: float) -> bool:
+        """Take this process's thread lock, then the file lock, within ``wait`` seconds
+        (0: one try each)."""
+        deadline = time.monotonic() + wait
+        if not self._thread_lock.acquire(timeout=wait):
+            return False
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if poll_until(self._try_file_lock, deadline, self.poll_interval):
+                return True
+        except OSError as exc:
+            self._thread_lock.release()
+            raise TokenStoreError(f"could not lock {self.path}: {exc.strerror}") from exc
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        self._thread_lock.release()
+        return False
+
+    def _try_file_lock(self) -> bool:
+        try:
+            self._file_lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        return True
+
+    def _release(self) -> None:
+        try:
+            self._file_lock.release()
         finally:
             self._thread_lock.release()
+
+    def wait_for_change(self, version: int, timeout: float) -> None:
+        """Return once the file may hold another version than ``version``, or after
+        ``timeout`` seconds. Between reads it only ``stat``s the file (inode, size, mtime:
+        every write replaces it), after ``poll_interval`` seconds, then twice that, up to
+        :data:`MAX_POLL_INTERVAL`."""
+        deadline = time.monotonic() + timeout
+        before = self._identity()  # before the read: a write after it is noticed below
+        stored = self.load()
+        if stored is None or stored.version != version:
+            return
+        poll_until(lambda: self._identity() != before, deadline, self.poll_interval)
+
+    def _identity(self) -> tuple[int, int, int] | None:
+        try:
+            info = os.stat(self.path, follow_symlinks=False)
+        except OSError:
+            return None  # the caller's next read says what is wrong
+        return (info.st_ino, info.st_size, info.st_mtime_ns)
 
     def _read(self) -> bytes | None:
         """Read the file, refusing what ssh refuses for a private key."""

@@ -2,14 +2,16 @@
 
 Each worker is a separate process with its own ``OAuth2Session``, transport and zeep client,
 as in production; they share only the token store. The coordinator (in the test or benchmark
-process) expires the org's sessions, lets every worker make one call at the same moment, and
-counts what happened: token requests, failed calls, revoked token families.
+process) expires the org's sessions (or not, for a normal round), lets every worker make one
+call at the same moment, and counts what happened: token requests, failed calls, revoked token
+families, how long the round took, and how often the workers took the store's lock.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +23,23 @@ from zeep_sfrefresh.testing.insecure import INSECURE_TRANSPORT_VARIABLE
 from zeep_sfrefresh.testing.org import StandInOrg
 
 __all__ = ["Fleet", "RoundResult", "StoreSpec", "run_fleet"]
+
+_LOCKS_TAKEN = 0
+"""Store lock acquisitions in this worker process (``lock()`` entered, ``try_lock`` held)."""
+
+
+def _counted(lock: Any) -> Any:
+    """Wrap a store's lock context manager so that holding it is counted."""
+
+    @contextmanager
+    def counting(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        global _LOCKS_TAKEN
+        with lock(*args, **kwargs) as held:
+            if held is not False:  # lock() yields None; try_lock yields whether it holds it
+                _LOCKS_TAKEN += 1
+            yield held
+
+    return counting
 
 
 @dataclass(frozen=True)
@@ -37,30 +56,41 @@ class StoreSpec:
     key: str = "sf:token:fleet"
 
     def build(self) -> Any:
-        """Create the store inside a worker process (None for ``"none"``)."""
+        """Create the store inside a worker process (None for ``"none"``); its lock
+        acquisitions are counted for :attr:`RoundResult.locks`."""
+        store: Any
         if self.kind == "none":
             return None
         if self.kind == "file":
             from zeep_sfrefresh import FileTokenStore
 
-            return FileTokenStore(self.target)
-        if self.kind == "redis":
+            store = FileTokenStore(self.target)
+        elif self.kind == "redis":
             import redis
 
             from zeep_sfrefresh import RedisTokenStore
 
             client = redis.Redis.from_url(self.target, socket_timeout=5)
-            return RedisTokenStore(client, self.key)
-        raise ValueError(f"unknown store kind {self.kind!r}")
+            store = RedisTokenStore(client, self.key)
+        else:
+            raise ValueError(f"unknown store kind {self.kind!r}")
+        for name in ("lock", "try_lock"):
+            if hasattr(store, name):
+                setattr(store, name, _counted(getattr(store, name)))
+        return store
 
 
 @dataclass(frozen=True)
 class RoundResult:
-    """What one round (one expiry, one call per worker) produced."""
+    """What one round (one expiry, or none, and one call per worker) produced."""
 
     ok: int
     failed: int
     errors: tuple[str, ...]
+    seconds: float = 0.0
+    """From the first worker's call starting to the last worker's call ending."""
+    locks: int = 0
+    """How many times the workers took the store's lock during the round."""
 
 
 def _worker(
@@ -90,18 +120,21 @@ def _worker(
         transport = SalesforceTransport(oauth, store=spec.build(), token_timeout=30, overlap_wait=2)
         client = zeep.Client(PARTNER_WSDL, transport=transport)
     except Exception:  # noqa: BLE001 - reported to the coordinator, which fails loudly
-        results.put(("setup", traceback.format_exc(limit=3)))
+        results.put(("setup", traceback.format_exc(limit=3), 0.0, 0.0, 0))
         barrier.abort()
         return
-    results.put(("ready", ""))
+    results.put(("ready", "", 0.0, 0.0, 0))
     for _ in range(rounds):
         barrier.wait()
+        locks_before = _LOCKS_TAKEN
+        started = time.time()  # wall clock: the coordinator compares it across processes
         try:
             client.service.getServerTimestamp()
         except Exception as exc:  # noqa: BLE001 - counted as a failed call
-            results.put(("failed", f"{type(exc).__name__}: {exc}"))
+            state, detail = "failed", f"{type(exc).__name__}: {exc}"
         else:
-            results.put(("ok", ""))
+            state, detail = "ok", ""
+        results.put((state, detail, started, time.time(), _LOCKS_TAKEN - locks_before))
 
 
 class Fleet:
@@ -136,7 +169,7 @@ class Fleet:
         for process in self._processes:
             process.start()
         for _ in range(self.workers):
-            state, detail = self._results.get(timeout=120)
+            state, detail, *_ = self._results.get(timeout=120)
             if state != "ready":
                 raise RuntimeError(f"a fleet worker failed to start:\n{detail}")
         return self
@@ -149,13 +182,15 @@ class Fleet:
                 process.kill()
                 process.join()
 
-    def round(self, *, hold_token_endpoint: bool = False) -> RoundResult:
+    def round(self, *, hold_token_endpoint: bool = False, expire: bool = True) -> RoundResult:
         """Expire every session, release all workers at once, and collect their outcomes.
 
         With ``hold_token_endpoint`` the token endpoint answers nobody until every worker
-        has met the expired session, which makes the race as wide as it can be.
+        has met the expired session, which makes the race as wide as it can be. Without
+        ``expire`` it is a normal round, the yardstick for one after an expiry.
         """
-        self.org.expire_all_sessions()
+        if expire:
+            self.org.expire_all_sessions()
         posts_before = self.org.soap_posts
         release = self.org.hold_token_requests() if hold_token_endpoint else None
         self._barrier.wait(timeout=120)
@@ -163,8 +198,10 @@ class Fleet:
             with _released(release):
                 _wait_until(lambda: self.org.soap_posts - posts_before >= self.workers)
         outcomes = [self._results.get(timeout=120) for _ in range(self.workers)]
-        errors = tuple(detail for state, detail in outcomes if state != "ok")
-        return RoundResult(self.workers - len(errors), len(errors), errors)
+        errors = tuple(detail for state, detail, *_ in outcomes if state != "ok")
+        seconds = max(o[3] for o in outcomes) - min(o[2] for o in outcomes)
+        locks = sum(o[4] for o in outcomes)
+        return RoundResult(self.workers - len(errors), len(errors), errors, seconds, locks)
 
 
 @contextmanager
@@ -176,8 +213,6 @@ def _released(event: Any) -> Iterator[None]:
 
 
 def _wait_until(condition: Any, timeout: float = 60.0) -> None:
-    import time
-
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
