@@ -32,10 +32,8 @@ re-check inside the lock, after authlib's OAuth2 client. The same object serves 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import secrets
 import socket
 import threading
 import time
@@ -43,7 +41,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from ._breaker import DEFAULT_BREAKER, NO_BREAKER, CircuitBreaker
@@ -69,6 +67,9 @@ from ._stores import (
     TokenStore,
 )
 from ._tokens import Generation, Token, fingerprint
+
+if TYPE_CHECKING:  # asyncio loads with the first coroutine that refreshes, not at import
+    import asyncio
 
 __all__ = ["DEFAULT_OVERLAP_WAIT", "MAX_ATTEMPTS", "Plan", "Refresher", "plan_request"]
 
@@ -127,7 +128,7 @@ def _host(token: Token | None) -> str | None:
 
 
 def _holder_name() -> str:
-    return f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
+    return f"{socket.gethostname()}/{os.getpid()}/{os.urandom(4).hex()}"
 
 
 class Refresher:
@@ -310,6 +311,8 @@ class Refresher:
         runs in that thread, under the same thread lock as synchronous callers. A cancelled
         task leaves its refresh running to completion in the thread, for the others.
         """
+        import asyncio
+
         async with self._async_lock():
             newer = self._settled(sent)
             if newer is not None:
@@ -317,6 +320,8 @@ class Refresher:
             return await asyncio.to_thread(self.refresh_after, sent, reason)
 
     def _async_lock(self) -> asyncio.Lock:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         # Not self._lock: a worker thread may hold that for a whole token request.
         with self._guard:

@@ -36,8 +36,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
 
-from filelock import FileLock, Timeout
-
 from ._errors import TokenStoreConflictError, TokenStoreError
 from ._forks import reset_in_child
 from ._tokens import fingerprint
@@ -332,6 +330,8 @@ class FileTokenStore:
         # Threads of this process queue on _thread_lock; processes on the file lock, which
         # is then only ever held by one thread of ours at a time. A child must not touch the
         # parent's lock objects (filelock refuses them after a fork): it makes its own.
+        from filelock import FileLock  # on the first file store, not at import
+
         self._thread_lock = threading.Lock()
         self._file_lock = FileLock(
             str(self.path) + ".lock", timeout=self.lock_wait, mode=0o600, thread_local=False
@@ -392,6 +392,8 @@ class FileTokenStore:
         return False
 
     def _try_file_lock(self) -> bool:
+        from filelock import Timeout
+
         try:
             self._file_lock.acquire(timeout=0)
         except Timeout:
