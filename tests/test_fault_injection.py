@@ -1169,6 +1169,45 @@ def test_child_forked_after_use_refreshes_through_the_store(
 
 @_FORKS
 @pytest.mark.timeout(60)
+def test_child_forked_after_a_refresh_makes_its_own_token_request(sf_org: StandInOrg) -> None:
+    # The parent's refresh leaves a thread waiting for the next token request; that thread
+    # does not exist in a child, which must not hand its request to it.
+    client, transport = _client(sf_org, MemoryTokenStore())
+    sf_org.expire_all_sessions()
+    assert _call(client, transport)["ok"]
+    assert sf_org.token_requests == 1
+    sf_org.expire_all_sessions()
+
+    child = Child(lambda: _call(client, transport))
+    try:
+        report, code = child.result()
+    finally:
+        child.kill()
+    _assert_child_ok(report, code)
+    assert sf_org.token_requests == 2
+
+
+def test_a_token_request_past_its_deadline_does_not_hold_up_the_next(sf_org: StandInOrg) -> None:
+    # The first transport's request is abandoned while its answer's headers still trickle
+    # in; another transport's request, made meanwhile, must neither wait behind it (it would
+    # time out too) nor be reported as unanswered.
+    first, second = (
+        SalesforceTransport(make_oauth(sf_org, sf_org.issue_token(), []), token_timeout=0.5)
+        for _ in range(2)
+    )
+    clients = [zeep.Client(PARTNER_WSDL, transport=t) for t in (first, second)]
+    sf_org.expire_all_sessions()
+    sf_org.token_trickle = 0.05  # the headers alone take seconds
+    with pytest.raises(TokenRefreshError, match="timed out") as info:
+        clients[0].service.getServerTimestamp()
+    assert info.value.unanswered
+    sf_org.token_trickle = 0.0
+    assert clients[1].service.getServerTimestamp() is not None
+    assert sf_org.token_requests == 2
+
+
+@_FORKS
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", ["file", "redis"])
 def test_child_forked_during_a_refresh_neither_deadlocks_nor_refreshes_again(
     sf_org: StandInOrg, tmp_path: Path, request: pytest.FixtureRequest, kind: str

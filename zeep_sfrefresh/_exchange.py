@@ -5,11 +5,12 @@ refresh tokens) and hands the call to :func:`request_token`, which adds what
 requests-oauthlib does not do:
 
 * **A total deadline.** requests' ``timeout`` bounds each socket operation, so an answer
-  trickled a byte at a time never times out. The request runs in a helper thread and the
-  caller waits at most ``timeout`` seconds. If the answer's headers have arrived by then,
-  its socket is shut down (the helper ends at once); an answer already complete is still
-  used, since it may carry a rotated refresh token. If they have not, the helper is
-  abandoned: when its headers come, it cuts the connection before reading the body.
+  trickled a byte at a time never times out. The request runs in a worker thread (one
+  waits idle between requests) and the caller waits at most ``timeout`` seconds. If the
+  answer's headers have arrived by then, its socket is shut down (the worker's request
+  ends at once); an answer already complete is still used, since it may carry a rotated
+  refresh token. If they have not, the request is abandoned: when its headers come, it
+  cuts the connection before reading the body.
 * **The HTTP status and Retry-After** (seconds or an HTTP date) of the answer, which
   requests-oauthlib parses without looking at.
 * **One error type** whatever went wrong, :class:`TokenRefreshError`, saying whether the
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import logging
+import queue
 import socket
 import threading
 import time
@@ -33,6 +35,7 @@ import requests
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from ._errors import TokenRefreshError
+from ._forks import reset_in_child
 from ._redaction import redact
 from ._tokens import Token
 
@@ -152,10 +155,75 @@ def _shut(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
+class _Worker:
+    """A thread that runs the token requests handed to it, one at a time."""
+
+    def __init__(self, pool: _Workers) -> None:
+        self._pool = pool
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], Callable[[], None]]] = (
+            queue.SimpleQueue()
+        )
+        threading.Thread(
+            target=self._serve, name="zeep-sfrefresh-token-request", daemon=True
+        ).start()
+
+    def give(self, job: Callable[[], None], then: Callable[[], None]) -> None:
+        self._jobs.put((job, then))
+
+    def _serve(self) -> None:
+        while True:
+            job, then = self._jobs.get()
+            job()  # never raises: it carries its outcome to the caller
+            # Idle again before the caller learns the outcome: its next request finds this
+            # thread waiting instead of starting another.
+            keep = self._pool.rest(self)
+            then()
+            if not keep:
+                return
+
+
+class _Workers:
+    """The threads token requests run in: one waits idle between requests, so the usual
+    refresh hands its request over to a thread already running instead of starting one.
+
+    A request that outlives its deadline keeps its thread (it is abandoned, not stopped);
+    the next request then gets a new thread, so it never queues behind the abandoned one
+    and a request that was never sent is never reported as unanswered. Extra threads end
+    after their request when one is already idle. A forked child starts with none (the
+    parent's threads do not exist there).
+    """
+
+    def __init__(self) -> None:
+        self._after_fork()
+        reset_in_child(self)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []
+
+    def run(self, job: Callable[[], None], then: Callable[[], None]) -> None:
+        """Start ``job`` in a thread of its own now (an idle worker's, or a new one), and
+        call ``then`` when it is over. ``job`` must not raise."""
+        with self._lock:
+            worker = self._idle.pop() if self._idle else None
+        (worker or _Worker(self)).give(job, then)
+
+    def rest(self, worker: _Worker) -> bool:
+        """Keep ``worker`` for the next request (True), unless one is idle already."""
+        with self._lock:
+            if self._idle:
+                return False
+            self._idle.append(worker)
+            return True
+
+
+_WORKERS = _Workers()
+
+
 def _run_with_deadline(
     call: Callable[[AnswerWatcher], Any], watcher: AnswerWatcher, timeout: float
 ) -> Any:
-    """Run ``call`` in a helper thread; return its result or raise, within ``timeout`` s."""
+    """Run ``call`` in a worker thread; return its result or raise, within ``timeout`` s."""
     outcome: list[tuple[bool, Any]] = []
     done = threading.Event()
 
@@ -164,10 +232,8 @@ def _run_with_deadline(
             outcome.append((True, call(watcher)))
         except BaseException as exc:  # noqa: BLE001 - carried to the caller's thread
             outcome.append((False, exc))
-        finally:
-            done.set()
 
-    threading.Thread(target=work, name="zeep-sfrefresh-token-request", daemon=True).start()
+    _WORKERS.run(work, done.set)
     if not done.wait(timeout) and watcher.cut():
         done.wait(_CUT_GRACE)
     if outcome and outcome[0][0]:

@@ -13,7 +13,7 @@ Successful (2xx) answers are never parsed, so the happy path costs nothing here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lxml import etree
 
@@ -42,11 +42,20 @@ class SoapFault:
 
     code: str
     """Local name of the ``faultcode`` QName (any prefix dropped)."""
-    message: str
-    """The ``faultstring``, with anything shaped like a session id or hash masked (faults
-    echo them: "missing session key: 00D...!AR...", "missing session hash: ...")."""
+    faultstring: str = field(repr=False)
+    """The ``faultstring`` as sent, which may echo a session id: use :attr:`message`."""
     exception_code: str | None
     """``detail/*/exceptionCode`` when the fault has a detail (the metadata API's has none)."""
+
+    @property
+    def message(self) -> str:
+        """The ``faultstring``, with anything shaped like a session id or hash masked (faults
+        echo them: "missing session key: 00D...!AR...", "missing session hash: ...").
+
+        Masked when read, not when parsed: deciding that a session expired never needs the
+        text, and masking costs more than the parse.
+        """
+        return redact(self.faultstring)
 
     @property
     def is_invalid_session(self) -> bool:
@@ -104,7 +113,7 @@ def parse_fault(body: bytes) -> SoapFault | None:
                 break
     if not code and exception_code is None:
         return None
-    return SoapFault(code, redact(_text(parts.get("faultstring"))), exception_code)
+    return SoapFault(code, _text(parts.get("faultstring")), exception_code)
 
 
 def invalid_session_fault(status_code: int, body: bytes) -> SoapFault | None:
