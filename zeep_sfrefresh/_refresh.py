@@ -79,6 +79,11 @@ DEFAULT_OVERLAP_WAIT = 30.0
 _MAX_ROUNDS = 3
 """Waits for another worker's refresh before giving up: it may change the store twice."""
 
+_LOCK_RETRY_MAX = 1.0
+"""Seconds between two tries of a busy store lock, at most, while the store itself says
+when the token changes (``wait_for_change``): a try only matters if the holder ended
+without storing a token."""
+
 MAX_ATTEMPTS = 2
 """Token requests one refresh token may get that end without an answer: one, and one more.
 
@@ -447,16 +452,18 @@ class Refresher:
 
         A store with ``wait_for_change`` ends a pause as soon as the token changes (looking
         at itself from its ``poll_interval`` on), so the pause only sets how often the lock
-        is tried again in case its holder ends without a token: every MAX_POLL_INTERVAL, as
-        a try costs more than a look (filelock's machinery, Redis round trips) and is only
-        useful then. Without it, pauses start at the store's ``poll_interval`` and double.
+        is tried again in case its holder ends without a token: after MAX_POLL_INTERVAL,
+        then twice that, up to a second, as a try costs more than a look (filelock's
+        machinery, Redis round trips) and is only useful then. Without it, pauses start at
+        the store's ``poll_interval`` and double up to MAX_POLL_INTERVAL.
         """
         store = self._store
         lock_wait = float(getattr(store, "lock_wait", DEFAULT_LOCK_WAIT))
         if hasattr(store, "wait_for_change"):
-            delay = MAX_POLL_INTERVAL
+            delay, longest = MAX_POLL_INTERVAL, _LOCK_RETRY_MAX
         else:
             delay = float(getattr(store, "poll_interval", DEFAULT_POLL_INTERVAL))
+            longest = MAX_POLL_INTERVAL
         deadline = time.monotonic() + lock_wait
         while True:
             stored = self._load()
@@ -477,7 +484,7 @@ class Refresher:
                     "worker held it for longer than a refresh takes, without storing a token)"
                 )
             _wait_for_change(store, stored.version, min(delay, remaining))
-            delay = min(delay * 2, MAX_POLL_INTERVAL)
+            delay = min(delay * 2, longest)
 
     def _exchange(
         self, sent: Token, stored: StoredToken, fp: str | None, attempt: int, reason: str

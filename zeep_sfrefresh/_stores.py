@@ -83,6 +83,9 @@ class RefreshIntent:
     refresh_token: str
     """``sha256:`` fingerprint of the refresh token concerned."""
     state: IntentState
+    """``sending`` (a token request with it may be in flight, or its sender died),
+    ``unanswered`` (a request with it got no answer: the server may have rotated it) or
+    ``spent`` (it is never sent again)."""
     attempts: int
     """Token requests made with this refresh token that ended without a token."""
     holder: str
@@ -93,6 +96,7 @@ class RefreshIntent:
     """Why a ``spent`` refresh token is spent (no secret)."""
 
     def to_json(self) -> dict[str, Any]:
+        """The intent as a JSON-ready dict, as stores write it."""
         return asdict(self)
 
     @classmethod
@@ -126,8 +130,11 @@ class StoredToken:
     """
 
     token: Mapping[str, Any]
+    """The token dict (``access_token``, ``refresh_token``, ``instance_url``, ...)."""
     version: int
+    """The version it was written as: 1 for the first token, one more for each after it."""
     intent: RefreshIntent | None = None
+    """The intent recorded on it, if any."""
 
     def __repr__(self) -> str:
         intent = f", intent={self.intent.state}" if self.intent is not None else ""
@@ -208,6 +215,22 @@ def poll_until(attempt: Callable[[], bool], deadline: float, poll_interval: floa
     return True
 
 
+def watch_until(changed: Callable[[], bool], deadline: float, poll_interval: float) -> bool:
+    """Call ``changed`` until it returns True (then True) or ``time.monotonic()`` passes
+    ``deadline`` (then False); at least once. The pauses are ``poll_interval`` at first,
+    then a tenth of the time waited so far, up to :data:`MAX_POLL_INTERVAL`: a change is
+    seen within ``poll_interval`` while a refresh takes milliseconds, within about a tenth
+    of the wait when the token endpoint is slow, for a few dozen looks a second at most."""
+    started = time.monotonic()
+    while not changed():
+        now = time.monotonic()
+        if now >= deadline:
+            return False
+        pause = min(max(poll_interval, (now - started) / 10), MAX_POLL_INTERVAL)
+        time.sleep(min(pause, deadline - now))
+    return True
+
+
 def _next_version(replaces: int | None) -> int:
     return 1 if replaces is None else replaces + 1
 
@@ -249,6 +272,7 @@ class MemoryTokenStore:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
+        """Hold this store's lock for the block; see ``TokenStore.lock``."""
         if not self._lock.acquire(timeout=DEFAULT_LOCK_WAIT):
             raise TokenStoreError(
                 f"could not take the in-memory token lock within {DEFAULT_LOCK_WAIT:g} s"
@@ -259,9 +283,11 @@ class MemoryTokenStore:
             self._lock.release()
 
     def load(self) -> StoredToken | None:
+        """The token held, or None; see ``TokenStore.load``."""
         return self._stored
 
     def save(self, token: Mapping[str, Any], *, replaces: int | None) -> int:
+        """Compare-and-set on the version; see ``TokenStore.save``."""
         with self._data_lock:
             found = None if self._stored is None else self._stored.version
             if found != replaces:
@@ -271,6 +297,8 @@ class MemoryTokenStore:
             return version
 
     def write_intent(self, intent: RefreshIntent | None, *, version: int) -> None:
+        """Record ``intent`` if the version is still ``version``; see
+        ``TokenStore.write_intent``."""
         with self._data_lock:
             stored = self._stored
             if stored is None or stored.version != version:
@@ -305,8 +333,8 @@ class FileTokenStore:
       seconds, then after twice that, and so on up to :data:`MAX_POLL_INTERVAL`. A forked
       child gets locks of its own.
     * Waiting for another worker's token (:meth:`wait_for_change`) looks at the file's
-      identity (a ``stat``: every write replaces the file) on the same schedule, and reads
-      the file only once it changed.
+      identity (a ``stat``: every write replaces the file) every ``poll_interval`` seconds
+      at first, then every tenth of the time waited, and reads the file once it changed.
     * A file that cannot be read or parsed raises :class:`TokenStoreError` and is never
       overwritten: it may hold the only copy of a rotated refresh token.
     """
@@ -321,8 +349,12 @@ class FileTokenStore:
         if lock_wait <= 0 or poll_interval <= 0:
             raise ValueError("lock_wait and poll_interval must be positive numbers of seconds")
         self.path = Path(path).expanduser()
+        """The token file (``~`` expanded); its lock is ``<path>.lock``."""
         self.lock_wait = lock_wait
+        """Seconds to wait for the lock before raising ``TokenStoreError``."""
         self.poll_interval = poll_interval
+        """Seconds before a busy lock or an unchanged file is looked at again, at first (doubling
+        up to 50 ms)."""
         self._after_fork()
         reset_in_child(self)
 
@@ -342,6 +374,8 @@ class FileTokenStore:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
+        """Hold ``<path>.lock`` (``flock``: freed if its holder dies) for the block; see
+        ``TokenStore.lock``."""
         if not self._acquire(self.lock_wait):
             raise TokenStoreError(
                 f"could not lock {self.path} within {self.lock_wait:g} s "
@@ -409,14 +443,14 @@ class FileTokenStore:
     def wait_for_change(self, version: int, timeout: float) -> None:
         """Return once the file may hold another version than ``version``, or after
         ``timeout`` seconds. Between reads it only ``stat``s the file (inode, size, mtime:
-        every write replaces it), after ``poll_interval`` seconds, then twice that, up to
-        :data:`MAX_POLL_INTERVAL`."""
+        every write replaces it), every ``poll_interval`` seconds at first, then every tenth
+        of the time waited (:func:`watch_until`)."""
         deadline = time.monotonic() + timeout
         before = self._identity()  # before the read: a write after it is noticed below
         stored = self.load()
         if stored is None or stored.version != version:
             return
-        poll_until(lambda: self._identity() != before, deadline, self.poll_interval)
+        watch_until(lambda: self._identity() != before, deadline, self.poll_interval)
 
     def _identity(self) -> tuple[int, int, int] | None:
         try:
@@ -479,6 +513,8 @@ class FileTokenStore:
         return document
 
     def load(self) -> StoredToken | None:
+        """Read the file (refusing a symlink, loose permissions or another owner); see
+        ``TokenStore.load``."""
         return self._stored(self._document())
 
     def _stored(self, document: dict[str, Any] | None) -> StoredToken | None:
@@ -543,6 +579,8 @@ class FileTokenStore:
         return version
 
     def write_intent(self, intent: RefreshIntent | None, *, version: int) -> None:
+        """Record ``intent`` if the file still holds ``version``, written atomically; see
+        ``TokenStore.write_intent``."""
         found_document = self._document()
         current = self._stored(found_document)
         if current is None or current.version != version:
@@ -553,9 +591,15 @@ class FileTokenStore:
         kept = self._settings(found_document)
         if kept is not None:
             document["settings"] = kept
-        self._write(document)
+        # The new file's bytes are synced, its rename is not: after a power loss the file
+        # holds this intent or none, the token complete either way. Without the intent, the
+        # restarted workers may send that refresh token once more; with it they would give
+        # up on it unsent: a user has to log in again in both cases, if the request was
+        # answered. A process that dies (the usual crash) loses nothing: the kernel keeps
+        # the rename. One sync fewer before every token request.
+        self._write(document, sync_rename=False)
 
-    def _write(self, document: Mapping[str, Any]) -> None:
+    def _write(self, document: Mapping[str, Any], *, sync_rename: bool = True) -> None:
         """Replace the file atomically: a crash leaves the old document or the new one."""
         payload = json.dumps(document, indent=1).encode()
         folder = self.path.parent
@@ -574,6 +618,8 @@ class FileTokenStore:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
             raise TokenStoreError(f"cannot write {self.path}: {exc.strerror}") from exc
+        if not sync_rename:
+            return
         with contextlib.suppress(OSError):  # durability of the rename; not every FS allows it
             dir_fd = os.open(folder, os.O_RDONLY)
             try:
