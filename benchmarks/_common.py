@@ -66,6 +66,8 @@ class Counts:
     timeit_repeats: int
     timeit_target: float
     memory_calls: int
+    recovery_workers: tuple[int, ...]
+    recovery_rounds: int
 
 
 FULL = Counts(
@@ -83,6 +85,8 @@ FULL = Counts(
     timeit_repeats=5,
     timeit_target=0.05,
     memory_calls=50_000,
+    recovery_workers=(8, 32),
+    recovery_rounds=9,
 )
 QUICK = Counts(
     happy_rounds=10,
@@ -99,6 +103,8 @@ QUICK = Counts(
     timeit_repeats=3,
     timeit_target=0.01,
     memory_calls=2_000,
+    recovery_workers=(8,),
+    recovery_rounds=3,
 )
 
 

@@ -29,6 +29,9 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+
+from _common import Counts, Figure, markdown_table
 
 from zeep_sfrefresh.testing import StandInOrg, allow_insecure_transport
 from zeep_sfrefresh.testing.fleet import Fleet, StoreSpec, run_fleet
@@ -109,6 +112,87 @@ def measure_recovery(spec: StoreSpec, label: str, workers: int, expiries: int) -
             token_requests_per_expiry=org.token_requests / expiries,
             family_revocations=org.family_revocations,
         )
+
+
+RECOVERY_DOC = """Fleet recovery: how long worker processes take to succeed again after an expiry.
+
+K worker processes (8 and 32; 8 with ``--quick``) share a FileTokenStore or a RedisTokenStore
+(when ``redis-server`` is installed) against the stand-in org, in this process, with rotation
+and overlap rejection on and a token endpoint that answers at once. They make normal rounds
+and rounds right after an expiry, every worker calling at once; a round lasts from the first
+call's start to the last call's end, and each round after an expiry is divided by the median
+normal round of the same fleet. Goal: a median at or below 2 (a worker that meets the expiry
+makes two SOAP calls, the failed one and its resend; the refreshing worker also makes the
+token request and the store's writes, a synced file write each for the file store). Locks
+per expiry counts the store lock's acquisitions by all workers together (1: only the worker
+that refreshes takes it). Part 1 of ``benchmarks/fleet.py`` (token requests per expiry with
+no store, a file store and Redis, for 1 to 16 processes) runs on its own.
+"""
+
+
+def fleet_recovery(counts: Counts) -> dict[str, Any]:
+    """Figure 7: the recovery rows for each store and fleet size."""
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        redis = RedisServer(Path(scratch)).start() if REDIS_SERVER else None
+        try:
+            for workers in counts.recovery_workers:
+                specs = [("file", StoreSpec("file", f"{scratch}/recovery-{workers}.json"))]
+                if redis is not None:
+                    specs.append(
+                        ("redis", StoreSpec("redis", redis.url, f"{{recovery:{workers}}}"))
+                    )
+                for label, spec in specs:
+                    rows.append(
+                        asdict(measure_recovery(spec, label, workers, counts.recovery_rounds))
+                    )
+        finally:
+            if redis is not None:
+                redis.stop()
+    return {"rows": rows, "redis": redis is not None}
+
+
+def render_fleet_recovery(result: dict[str, Any]) -> str:
+    """One row per store and fleet size."""
+    table = markdown_table(
+        [
+            "store",
+            "processes",
+            "rounds after an expiry",
+            "normal round ms",
+            "after an expiry / normal (goal <= 2)",
+            "store locks per expiry",
+            "token requests per expiry",
+            "failed calls",
+            "family revocations",
+        ],
+        [
+            [
+                row["store"],
+                row["workers"],
+                row["expiries"],
+                f"{row['normal_round_ms']:.1f}",
+                f"{row['ratio_median']:.2f} ({row['ratio_min']:.2f}-{row['ratio_max']:.2f})",
+                f"{row['locks_per_expiry']:g}",
+                f"{row['token_requests_per_expiry']:g}",
+                row["failed_calls"],
+                row["family_revocations"],
+            ]
+            for row in result["rows"]
+        ],
+    )
+    if not result["redis"]:
+        table += "\n\n(redis-server is not installed: no Redis rows.)"
+    return table
+
+
+FIGURE = Figure(
+    "fleet_recovery",
+    "7. Fleet recovery: worker processes after an expiry, file and Redis stores",
+    fleet_recovery,
+    render_fleet_recovery,
+    RECOVERY_DOC,
+)
 
 
 def main() -> int:

@@ -28,6 +28,11 @@ does not:
 3. ``races.py``: token requests per expiry for N threads, N asyncio tasks and N processes.
 4. ``detection.py``: the cost of fault detection on answers of 1 KB to 50 MB.
 5. ``memory.py``: resident and traced memory over 50,000 calls of one transport.
+6. ``import_time.py``: ``import zeep_sfrefresh`` against ``import zeep``, each in new
+   interpreters.
+7. ``fleet.py``: how long a fleet of worker processes sharing a file or Redis store takes to
+   succeed again after an expiry (its part 1, token requests per expiry for 1 to 16
+   processes, runs alone: ``python benchmarks/fleet.py``).
 
 ``_common.py`` holds what they share (counts, machine facts, the remote org, statistics,
 formatting, running).
@@ -42,7 +47,9 @@ from pathlib import Path
 from typing import Any
 
 import detection
+import fleet
 import happy_path
+import import_time
 import memory
 import one_expiry
 import races
@@ -54,6 +61,8 @@ FIGURES: list[Figure] = [
     races.FIGURE,
     detection.FIGURE,
     memory.FIGURE,
+    import_time.FIGURE,
+    fleet.FIGURE,
 ]
 HERE = Path(__file__).resolve().parent
 RESULTS_JSON = HERE / "results.json"
@@ -110,9 +119,8 @@ def results_markdown(results: dict[str, Any]) -> str:
         "## Other figures",
         "",
         "`benchmarks/stubs.py` (typed calls: generating, importing and type-checking stubs) and "
-        "`benchmarks/fleet.py` (worker processes with and without a shared token store) run on "
-        'their own; their figures are in the README\'s "Typed calls" and "Running many '
-        'workers" sections.',
+        "part 1 of `benchmarks/fleet.py` (token requests per expiry for 1 to 16 worker "
+        "processes with no store, a file store and Redis) run on their own.",
         "",
     ]
     return "\n".join(lines)
