@@ -129,6 +129,7 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+"""The version of this package."""
 
 # A library leaves output to the application: no "No handlers could be found" last-resort
 # printing of our warnings when logging is not configured.

@@ -45,6 +45,7 @@ class SoapApi:
     """One Salesforce SOAP API: where it is served and which namespace its SessionHeader uses."""
 
     name: str
+    """``partner``, ``enterprise``, ``tooling``, ``metadata`` or ``apex``."""
     path_code: str
     """The segment after ``/services/Soap/``: ``u`` for partner, ``c`` for enterprise, ..."""
     namespace: str

@@ -51,6 +51,8 @@ class AsyncRestAuth(httpx.Auth):
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
+        """The flow in ``httpx.Client``: send with the current token; on a 401
+        ``INVALID_SESSION_ID``, refresh once through the transport's refresher and resend once."""
         request.read()  # httpx reads bodies for its own auth_flow only; ours is overridden
         flow = self._flow(request)
         step = next(flow)
@@ -71,6 +73,7 @@ class AsyncRestAuth(httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        """The same flow in ``httpx.AsyncClient``, the refresh awaited off the event loop."""
         await request.aread()
         flow = self._flow(request)
         step = next(flow)
@@ -120,6 +123,7 @@ class AsyncRestClient(httpx.AsyncClient):
         super().__init__(auth=AsyncRestAuth(core), **options)
         self._core = core  # never _transport: httpx's own attribute
         self.api_version = api_version
+        """The version relative URLs go under: ``/services/data/v<api_version>/``."""
 
     def url(self, path: str = "") -> str:
         """The absolute URL of ``path`` on the token's current instance."""
@@ -128,6 +132,7 @@ class AsyncRestClient(httpx.AsyncClient):
         return rest_url(instance, path, self.api_version)
 
     def build_request(self, method: str, url: httpx.URL | str, **kwargs: Any) -> httpx.Request:
+        """httpx's ``build_request``, with a relative ``url`` made absolute by :meth:`url`."""
         if isinstance(url, str):
             url = self.url(url)
         return super().build_request(method, url, **kwargs)

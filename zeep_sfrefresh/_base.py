@@ -51,6 +51,7 @@ class TransportBase:
     # zeep's __del__ reads this; it must exist even when __init__ refuses its arguments.
     _close_session = False
     logger: logging.Logger
+    """zeep's ``zeep.transports`` logger, where SOAP requests and answers are logged (masked)."""
     _core: Core
 
     def _init_core(self, oauth: OAuth2Session | Grant, options: SalesforceOptions) -> None:

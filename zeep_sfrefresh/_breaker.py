@@ -33,7 +33,9 @@ class CircuitBreaker:
     """
 
     threshold: int = 3
+    """Refreshed sessions rejected at once, in a row, that open the breaker."""
     cooldown: float = 300.0
+    """Seconds the breaker stays open: expiries then raise without a token request."""
     rejected: int = 0
     """Refreshed sessions rejected at once since the last one that worked."""
     open_until: float = 0.0

@@ -38,26 +38,38 @@ __all__ = ["Core", "SalesforceOptions", "build_core", "check_session"]
 class SalesforceOptions(TypedDict, total=False):
     """The transports' Salesforce keyword arguments (each transport adds zeep's own).
 
-    ``store``: where the token is shared (default: in memory, per credential).
-    ``route_to_instance``: send SOAP paths to the token's instance (default True).
-    ``token_timeout``: seconds a token request may take (default 30).
-    ``overlap_wait``: seconds to wait for another worker's token after an overlap refusal.
-    ``listener``: told about each :class:`~zeep_sfrefresh.RefreshEvent`.
-    ``circuit_breaker``: stops token requests after refreshed sessions are refused (None: off).
-    ``allowed_domains``: domains a token's instance may be on.
-    ``redact_logs``: mask tokens in the logs of requests-oauthlib, oauthlib, zeep, urllib3, httpx.
-    ``name``: the Named Credential name :meth:`callout` URLs use.
+    Both transports take them, all optional: ``SalesforceTransport(oauth, store=...)``.
     """
 
     store: TokenStore | None
+    """Where the token is shared with other transports and processes (:class:`FileTokenStore`,
+    :class:`RedisTokenStore`, your own :class:`TokenStore`). When it already holds a token,
+    that token wins over the session's; when it is empty, the session's token seeds it.
+    Default: an in-memory store shared by every transport built on the same ``oauth``."""
     route_to_instance: bool
+    """Send ``/services/Soap/...`` requests to the token's ``instance_url`` whatever host the
+    WSDL names (default True). Turn off to post to the WSDL's address as is."""
     token_timeout: float
+    """Seconds a whole token request may take, connect to last byte (default 30; credential
+    objects carry their own ``timeout``)."""
     overlap_wait: float
+    """When another worker may be refreshing with the same refresh token, seconds to wait for
+    its token to reach the store (default 30)."""
     listener: RefreshListener | None
+    """Called with a :class:`RefreshEvent` for each refresh, adoption, failure, rejected
+    session and instance move; never given a token."""
     circuit_breaker: CircuitBreaker | None
+    """After ``threshold`` refreshed sessions in a row are rejected at once, no token request
+    for ``cooldown`` seconds (default ``CircuitBreaker()``; None turns this off)."""
     allowed_domains: Iterable[str]
+    """Domains whose hosts may be a token's instance (default ``SALESFORCE_DOMAINS``): the
+    session id is only ever sent to that instance, over https. Loopback http instances are
+    allowed only when the application set ``OAUTHLIB_INSECURE_TRANSPORT``."""
     redact_logs: bool
+    """Put :class:`RedactingFilter` on the loggers of requests-oauthlib, oauthlib, zeep,
+    urllib3 and httpx, which log tokens and secrets at DEBUG (default True)."""
     name: str
+    """The Named Credential name the transport's ``callout`` URLs use (``callout:NAME/...``)."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -85,10 +85,15 @@ class TokenRefreshError(SfRefreshError):
         unanswered: bool = False,
     ) -> None:
         self.error = error
+        """The OAuth ``error`` the token endpoint answered (``invalid_grant``, ...), or None."""
         self.description = description
+        """The OAuth ``error_description`` the token endpoint answered, or None."""
         self.status_code = status_code
+        """The HTTP status of the token endpoint's answer, when there was one."""
         self.retry_after = retry_after
+        """The answer's ``Retry-After``, in seconds, when it had one."""
         self.unanswered = unanswered
+        """True when the request may have reached the server but no complete answer came back."""
         message = reason
         if error:
             message += f": {error}" + (f" ({description})" if description else "")
@@ -156,5 +161,6 @@ class SessionNotRefreshableError(Fault, SfRefreshError):
 
     def __init__(self, message: str, *, code: str | None = None, attempts: str = "") -> None:
         self.attempts = attempts
+        """What was tried before giving up (refresh, resend), in words."""
         text = f"{message} ({attempts})" if attempts else message
         Fault.__init__(self, text, code=code)

@@ -29,6 +29,10 @@ class RefreshEvent:
     """One thing that happened to the session of a transport."""
 
     kind: EventKind
+    """What happened: ``refreshed`` (this worker made the token request), ``adopted`` (it took
+    the token another worker stored), ``failed``, ``not_refreshable`` (Salesforce rejected the
+    new session at once), ``circuit_open`` (the breaker stopped the token request) or
+    ``instance_moved`` (the new token names another instance host)."""
     reason: str
     """Why: e.g. ``INVALID_SESSION_ID from acme.my.salesforce.com``."""
     duration: float

@@ -84,6 +84,7 @@ class SessionGrant:
         self._oauth = oauth
         self._token_url()  # refuse a session without a token URL now, not at the first expiry
         self.timeout = _check_timeout(timeout)
+        """Seconds the whole token request may take, connect to last byte."""
         reset_in_child(self)
 
     def _after_fork(self) -> None:
@@ -166,7 +167,9 @@ class _FetchTokenGrant:
         if not token_url.startswith(("https://", "http://")):
             raise ValueError("token_url must be an http(s) URL")
         self.token_url = token_url
+        """The OAuth token endpoint: ``<login_url>/services/oauth2/token`` unless given."""
         self.timeout = _check_timeout(timeout)
+        """Seconds the whole token request may take, connect to last byte."""
 
     def _session(self) -> OAuth2Session:
         raise NotImplementedError
@@ -217,6 +220,7 @@ class JwtBearer(_FetchTokenGrant):
     """
 
     grant_name = "JWT bearer"
+    """How errors and logs name this grant."""
 
     def __init__(
         self,
@@ -238,9 +242,13 @@ class JwtBearer(_FetchTokenGrant):
         if not 0 < lifetime <= 180:
             raise ValueError("lifetime must be between 0 and 180 seconds (Salesforce's limit)")
         self.client_id = client_id
+        """The connected app's consumer key: the assertion's ``iss``."""
         self.username = username
+        """The Salesforce username the token is for: the assertion's ``sub``."""
         self.audience = audience or login_url.rstrip("/")
+        """The assertion's ``aud``: the login host, unless given."""
         self.lifetime = lifetime
+        """Seconds from an assertion's issue to its ``exp`` (at most 180)."""
         key = private_key.decode("utf-8") if isinstance(private_key, bytes) else private_key
         if "PRIVATE KEY" not in key:
             raise ValueError("private_key must be a PEM private key (-----BEGIN ... PRIVATE KEY)")
@@ -279,6 +287,7 @@ class ClientCredentials(_FetchTokenGrant):
     """
 
     grant_name = "client credentials"
+    """How errors and logs name this grant."""
 
     def __init__(
         self,
@@ -291,6 +300,7 @@ class ClientCredentials(_FetchTokenGrant):
     ) -> None:
         super().__init__(_token_url(domain_url, token_url), timeout)
         self.client_id = client_id
+        """The connected app's consumer key."""
         self._client_secret = client_secret
 
     def __repr__(self) -> str:
@@ -314,6 +324,7 @@ class UsernamePassword(_FetchTokenGrant):
     """
 
     grant_name = "username-password"
+    """How errors and logs name this grant."""
 
     def __init__(
         self,
@@ -328,7 +339,9 @@ class UsernamePassword(_FetchTokenGrant):
     ) -> None:
         super().__init__(_token_url(login_url, token_url), timeout)
         self.client_id = client_id
+        """The connected app's consumer key."""
         self.username = username
+        """The Salesforce username."""
         self._client_secret = client_secret
         self._password = password
 

@@ -318,9 +318,13 @@ class DeviceLogin:
     """What the token endpoint answers to ``response_type=device_code``."""
 
     device_code: str = field(repr=False)
+    """The code the polls present (``grant_type=device``); not for the user."""
     user_code: str
+    """The code the user enters at ``verification_uri``."""
     verification_uri: str
+    """Where the user approves the login (``.../setup/connect``)."""
     interval: float
+    """Seconds to wait between polls, as Salesforce asks."""
 
 
 class _DeviceClient(Client):
@@ -454,9 +458,13 @@ class SfdxAuthUrl:
     """The parts of ``force://<client id>:<secret>:<refresh token>@<instance host>``."""
 
     client_id: str
+    """The connected app's consumer key."""
     client_secret: str = field(repr=False)
+    """The connected app's secret (often empty for the Salesforce CLI's app)."""
     refresh_token: str = field(repr=False)
+    """The refresh token to redeem."""
     instance_url: str
+    """``https://<instance host>``, where the refresh token is redeemed."""
 
 
 def parse_sfdx_auth_url(text: str) -> SfdxAuthUrl:

@@ -102,6 +102,7 @@ class RedactingFilter(logging.Filter):
     """A logging filter that masks secrets in a record's message (it never drops records)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Mask the secrets in ``record``'s message and arguments; never drops a record."""
         message = record.getMessage()
         cleaned = redact(message)
         if cleaned != message:

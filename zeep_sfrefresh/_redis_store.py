@@ -170,11 +170,17 @@ class RedisTokenStore:
             )
         self._client = client
         self.key = key
+        """The hash holding the token, its version and its intent."""
         self.lock_key = f"{key}:lock"
+        """The key of the refresh lock: ``<key>:lock``."""
         self.changes_key = f"{key}:changes"
+        """The stream of written versions that wakes waiting workers: ``<key>:changes``."""
         self.lock_timeout = lock_timeout
+        """Seconds after which Redis frees the lock of a holder that died."""
         self.lock_wait = lock_wait
+        """Seconds to wait for the lock before raising ``TokenStoreError``."""
         self.poll_interval = poll_interval
+        """Seconds before a busy lock is tried again, at first (doubling up to 50 ms)."""
         self._compare_and_set = client.register_script(_COMPARE_AND_SET)
         self._write_intent = client.register_script(_WRITE_INTENT)
         self._lock_if_version = client.register_script(_LOCK_IF_VERSION)
@@ -198,6 +204,8 @@ class RedisTokenStore:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
+        """Hold ``<key>:lock`` for the block, its lease renewed meanwhile; see
+        ``TokenStore.lock``."""
         lock = self._new_lock()
         try:
             acquired = poll_until(
@@ -287,6 +295,7 @@ class RedisTokenStore:
                 logger.warning("could not release the Redis lock %r: %s", self.lock_key, exc)
 
     def load(self) -> StoredToken | None:
+        """Read the token, its version and its intent in one step; see ``TokenStore.load``."""
         try:
             version, token, intent = self._client.hmget(self.key, ["version", "token", "intent"])
         except RedisError as exc:
@@ -308,6 +317,7 @@ class RedisTokenStore:
         return StoredToken(data, number, recorded)
 
     def save(self, token: Mapping[str, Any], *, replaces: int | None) -> int:
+        """Compare-and-set on the version (a Lua script); see ``TokenStore.save``."""
         version = 1 if replaces is None else replaces + 1
         expected = "" if replaces is None else str(replaces)
         try:
@@ -339,6 +349,8 @@ class RedisTokenStore:
             )
 
     def write_intent(self, intent: RefreshIntent | None, *, version: int) -> None:
+        """Record the intent if the version and the lock are still the caller's (a Lua script);
+        see ``TokenStore.write_intent``."""
         lock = getattr(self._held, "lock", None)
         token = getattr(getattr(lock, "local", None), "token", None)
         if token is None:

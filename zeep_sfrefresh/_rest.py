@@ -154,7 +154,9 @@ class RestSession(requests.Session):
         super().__init__()
         self._core = core
         self.api_version = api_version
+        """The version relative URLs go under: ``/services/data/v<api_version>/``."""
         self.auth = RestAuth(core)
+        """The transport's ``RestAuth``: the current token, refreshed on expiry."""
         reset_in_child(self)
 
     def _after_fork(self) -> None:
@@ -172,5 +174,6 @@ class RestSession(requests.Session):
     def request(
         self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
     ) -> requests.Response:
+        """``requests.Session.request``, with ``url`` made absolute by :meth:`url` first."""
         target = url.decode("utf-8") if isinstance(url, bytes) else url
         return super().request(method, self.url(target), *args, **kwargs)

@@ -40,9 +40,13 @@ class TokenFileSettings:
     """The non-secret settings of a token file."""
 
     grant: GrantKind
+    """``refresh_token`` (a person logged in), ``jwt`` or ``client_credentials``."""
     client_id: str
+    """The connected app's consumer key."""
     token_url: str
+    """The OAuth token endpoint refreshes go to."""
     login_url: str
+    """The login host or My Domain URL the token came from."""
     username: str | None = None
     """The JWT bearer grant's Salesforce user."""
     key_file: str | None = None

@@ -46,38 +46,20 @@ class SalesforceTransport(TransportBase, Transport):
     SOAP traffic and WSDL downloads go through ``session`` (a plain ``requests.Session``),
     never through ``oauth``, which would put a Bearer header on every request, to any host.
 
-    The Salesforce keyword arguments (``options``) are :class:`SalesforceOptions`; both
-    transports take the same.
-
     :param oauth: the ``OAuth2Session`` holding the Salesforce token (it needs
         ``auto_refresh_url`` and, in ``auto_refresh_kwargs``, the client secret if the
         connected app requires one), or a credential object: :class:`JwtBearer`,
         :class:`ClientCredentials`, :class:`UsernamePassword`. A credential object gets its
         first token when the transport is built, unless the store already holds one.
-    :param store: where the token is shared with other transports and processes
-        (:class:`FileTokenStore`, :class:`RedisTokenStore`, your own :class:`TokenStore`).
-        When it already holds a token, that token wins over the session's; when it is empty,
-        the session's token seeds it. Default: an in-memory store shared by every transport
-        built on the same ``oauth``.
-    :param route_to_instance: send ``/services/Soap/...`` requests to the token's
-        ``instance_url`` whatever host the WSDL names (default). Turn off to post to the
-        WSDL's address as is.
-    :param token_timeout: seconds a token request may take before it fails (credential
-        objects carry their own ``timeout``).
-    :param overlap_wait: when the token endpoint says another request is already refreshing
-        with this refresh token, seconds to wait for that worker's token to reach the store.
-    :param listener: called with a :class:`RefreshEvent` for each refresh, adoption,
-        failure, rejected session and instance move; never given a token.
-    :param circuit_breaker: after ``threshold`` refreshed sessions in a row are rejected at
-        once, no token request for ``cooldown`` seconds (None turns this off).
-    :param allowed_domains: domains whose hosts may be a token's instance (the session id is
-        only ever sent to that instance, over https). Loopback http instances are allowed
-        only when the application set ``OAUTHLIB_INSECURE_TRANSPORT``.
-    :param redact_logs: put :class:`RedactingFilter` on the loggers of requests-oauthlib,
-        oauthlib, zeep, urllib3 and httpx, which log tokens and secrets at DEBUG.
-    :param name: the Named Credential name this transport answers to in :meth:`callout`
-        URLs (``callout:NAME/...``).
-    :param cache, timeout, operation_timeout, session: as for ``zeep.Transport``.
+    :param cache: as for ``zeep.Transport``.
+    :param timeout: as for ``zeep.Transport``: seconds for WSDL and XSD downloads.
+    :param operation_timeout: as for ``zeep.Transport``: seconds for a SOAP call.
+    :param session: as for ``zeep.Transport``: a plain ``requests.Session`` for SOAP posts and
+        WSDL downloads (proxies, CA bundle, pool size); never the ``OAuth2Session``.
+    :param options: the Salesforce keyword arguments, :class:`SalesforceOptions` (``store``,
+        ``route_to_instance``, ``token_timeout``, ``overlap_wait``, ``listener``,
+        ``circuit_breaker``, ``allowed_domains``, ``redact_logs``, ``name``); both
+        transports take the same.
     """
 
     def __init__(

@@ -61,8 +61,11 @@ class TypedModule:
         others: Sequence[str] = (),
     ) -> None:
         self.module = module
+        """The generated module's name."""
         self.wsdl = wsdl
+        """The WSDL the module was generated from, as the generator was given it."""
         self.operations = frozenset(operations)
+        """The operations the stub types; :meth:`service` checks the client's WSDL has them."""
         self._types = dict(types)
         self._dicts = frozenset(dicts)
         self._aliases = frozenset(aliases)

@@ -52,8 +52,11 @@ class StoreSpec:
     """
 
     kind: str
+    """``"none"``, ``"file"`` or ``"redis"``."""
     target: str = ""
+    """The file's path, or the ``redis://`` URL."""
     key: str = "sf:token:fleet"
+    """The Redis key of the token."""
 
     def build(self) -> Any:
         """Create the store inside a worker process (None for ``"none"``); its lock
@@ -85,8 +88,11 @@ class RoundResult:
     """What one round (one expiry, or none, and one call per worker) produced."""
 
     ok: int
+    """Calls that succeeded."""
     failed: int
+    """Calls that raised."""
     errors: tuple[str, ...]
+    """The failed calls' errors, as text."""
     seconds: float = 0.0
     """From the first worker's call starting to the last worker's call ending."""
     locks: int = 0
@@ -142,7 +148,9 @@ class Fleet:
 
     def __init__(self, org: StandInOrg, spec: StoreSpec, workers: int, rounds: int) -> None:
         self.org = org
+        """The org the workers call."""
         self.workers = workers
+        """How many worker processes."""
         self._context = multiprocessing.get_context("spawn")
         self._barrier = self._context.Barrier(workers + 1)
         self._results = self._context.Queue()

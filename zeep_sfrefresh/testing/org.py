@@ -163,6 +163,7 @@ class StandInOrg:
     """
 
     api_version: ClassVar[str] = API_VERSION
+    """The API version of the SOAP paths and WSDLs the org serves."""
 
     # Knobs: see zeep_sfrefresh.testing.knobs.Knobs for what each does.
     rotation = _Forwarded[bool](_knobs)

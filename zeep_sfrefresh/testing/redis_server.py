@@ -34,18 +34,25 @@ class RedisServer:
         if REDIS_SERVER is None:
             raise RuntimeError("redis-server is not installed (Debian package redis-server)")
         self.binary = REDIS_SERVER
+        """The redis-server binary it runs."""
         self.workdir = workdir
+        """The server's working folder."""
         self.port = _free_port()
+        """A free port on 127.0.0.1, taken when the object is made."""
         self.process: subprocess.Popen[bytes] | None = None
+        """The running server, or None."""
 
     @property
     def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0``."""
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self, **kwargs: Any) -> redis.Redis:
+        """A ``redis.Redis`` on this server (2 s socket timeouts); ``kwargs`` go to it."""
         return redis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2, **kwargs)
 
     def start(self) -> RedisServer:
+        """Start the server and wait (up to 10 s) until it answers PING. Returns self."""
         self.process = subprocess.Popen(  # noqa: S603 - our own arguments, a resolved binary
             [
                 self.binary,
@@ -76,6 +83,7 @@ class RedisServer:
             time.sleep(0.02)
 
     def stop(self) -> None:
+        """Kill the server, if running. Safe to call twice."""
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)

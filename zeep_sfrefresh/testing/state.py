@@ -195,11 +195,15 @@ class OrgState:
 
     knobs: Knobs
     client_id: str
+    """The connected app's consumer key, which the token endpoint accepts."""
     client_secret: str
+    """The connected app's secret."""
     org_id: str = field(default_factory=lambda: random_id("00D"))
+    """The organization ID (``00D...``), in SOAP paths and identity URLs."""
     user_id: str = field(default_factory=lambda: random_id("005"))
     """The demo user: :meth:`StandInOrg.issue_token`'s, and the one who consents."""
     organization_name: str = "Stand-in Org"
+    """What ``getUserInfo`` answers as the organization's name."""
 
     lock: threading.RLock = field(default_factory=threading.RLock)
     stopping: threading.Event = field(default_factory=threading.Event)
