@@ -130,6 +130,16 @@ no store, a file store and Redis, for 1 to 16 processes) runs on its own.
 """
 
 
+def recovery_stores(
+    scratch: str, workers: int, redis: RedisServer | None
+) -> list[tuple[str, StoreSpec]]:
+    """The stores a recovery fleet of ``workers`` is measured with: a file, and Redis if any."""
+    specs = [("file", StoreSpec("file", f"{scratch}/recovery-{workers}.json"))]
+    if redis is not None:
+        specs.append(("redis", StoreSpec("redis", redis.url, f"{{recovery:{workers}}}")))
+    return specs
+
+
 def fleet_recovery(counts: Counts) -> dict[str, Any]:
     """Figure 7: the recovery rows for each store and fleet size."""
     rows: list[dict[str, Any]] = []
@@ -137,12 +147,7 @@ def fleet_recovery(counts: Counts) -> dict[str, Any]:
         redis = RedisServer(Path(scratch)).start() if REDIS_SERVER else None
         try:
             for workers in counts.recovery_workers:
-                specs = [("file", StoreSpec("file", f"{scratch}/recovery-{workers}.json"))]
-                if redis is not None:
-                    specs.append(
-                        ("redis", StoreSpec("redis", redis.url, f"{{recovery:{workers}}}"))
-                    )
-                for label, spec in specs:
+                for label, spec in recovery_stores(scratch, workers, redis):
                     rows.append(
                         asdict(measure_recovery(spec, label, workers, counts.recovery_rounds))
                     )
@@ -240,12 +245,7 @@ def main() -> int:
                 print(header)
                 print("-" * len(header))
             for workers in args.recovery_workers:
-                specs = [("file", StoreSpec("file", f"{scratch}/recovery-{workers}.json"))]
-                if redis is not None:
-                    specs.append(
-                        ("redis", StoreSpec("redis", redis.url, f"{{recovery:{workers}}}"))
-                    )
-                for label, spec in specs:
+                for label, spec in recovery_stores(scratch, workers, redis):
                     rec = measure_recovery(spec, label, workers, args.recovery_rounds)
                     recovery.append(rec)
                     spread = f"{rec.ratio_min:.2f}-{rec.ratio_max:.2f}"
