@@ -342,14 +342,18 @@ def test_a_url_that_is_not_the_token_endpoint_is_one_line(
     assert sf_org.client_secret not in got.stderr
 
 
-def test_plain_http_to_another_host_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "login_url", ["http://login.example.com", "http://127.0.0.1.example.com", "http://127.evil"]
+)
+def test_plain_http_to_another_host_is_refused(tmp_path: Path, login_url: str) -> None:
+    # A DNS name that starts like a loopback address may resolve anywhere.
     got = _run(
         "login",
         "--device",
         "--client-id",
         "x",
         "--login-url",
-        "http://login.example.com",
+        login_url,
         "--token-file",
         str(tmp_path / "t.json"),
     )

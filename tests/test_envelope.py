@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from lxml import etree
 
 from zeep_sfrefresh._envelope import serialize_with_session_id, set_session_id
@@ -106,7 +107,7 @@ def _by_editing_the_tree(env: etree._Element, namespace: str, session_id: str) -
 
 def test_serialising_without_a_header_matches_editing_the_tree_byte_for_byte() -> None:
     session_id = "00Dx!AQ.a&b<c>'\""
-    for namespace in (PARTNER, METADATA):
+    for namespace in (PARTNER, METADATA, "urn:odd&'"):
         env = envelope()
         before = etree.tostring(env)
         sent = serialize_with_session_id(env, namespace, session_id)
@@ -120,3 +121,90 @@ def test_serialising_without_a_header_matches_editing_the_tree_byte_for_byte() -
         f'<Envelope xmlns="{ENV}"><Body><q xmlns="{PARTNER}"/></Body></Envelope>'
     )  # no prefix: the tree is edited instead
     assert serialize_with_session_id(bare, PARTNER, "T") == _by_editing_the_tree(bare, PARTNER, "T")
+
+
+def test_comments_and_unqualified_elements_in_the_header_are_skipped() -> None:
+    env = envelope(
+        "<soap-env:Header><!-- a note --><?pi x?><CallOptions/>"
+        f'<p:SessionHeader xmlns:p="{PARTNER}"><p:sessionId>OLD</p:sessionId></p:SessionHeader>'
+        "</soap-env:Header>"
+    )
+    assert set_session_id(env, PARTNER, "NEW")
+    assert session_ids(env, PARTNER) == ["NEW"]
+    assert len(env[0]) == 4  # nothing added
+
+
+def test_the_header_goes_first_even_with_elements_after_the_body() -> None:
+    # SOAP 1.1 lets namespace-qualified elements follow the Body.
+    env = etree.fromstring(
+        f'<soap-env:Envelope xmlns:soap-env="{ENV}"><soap-env:Body/><x:Trailer xmlns:x="urn:x"/>'
+        "</soap-env:Envelope>"
+    )
+    assert set_session_id(env, PARTNER, "T")
+    assert [etree.QName(child).localname for child in env] == ["Header", "Body", "Trailer"]
+
+
+_CUSTOM = "http://soap.sforce.com/schemas/class/MyService"
+
+
+@pytest.mark.parametrize(
+    ("header", "namespace"),
+    [
+        ("", PARTNER),  # no Header: one is written
+        (f'<soap-env:Header><x:CallOptions xmlns:x="{PARTNER}"/></soap-env:Header>', PARTNER),
+        (f'<soap-env:Header><p:SessionHeader xmlns:p="{PARTNER}"/></soap-env:Header>', PARTNER),
+        (
+            f'<soap-env:Header><p:SessionHeader xmlns:p="{PARTNER}"><p:sessionId>OLD</p:sessionId>'
+            "</p:SessionHeader></soap-env:Header>",
+            PARTNER,
+        ),
+        (
+            f'<soap-env:Header><c:SessionHeader xmlns:c="{_CUSTOM}"><c:sessionId/>'
+            "</c:SessionHeader></soap-env:Header>",
+            None,  # an API the transport does not know: the caller's header is used
+        ),
+    ],
+    ids=["no-header", "other-header", "empty-session-header", "old-session-id", "unknown-api"],
+)
+@pytest.mark.parametrize("prefixed", [True, False])
+def test_serialising_sends_the_session_id_and_leaves_no_trace_in_the_envelope(
+    header: str, namespace: str | None, prefixed: bool
+) -> None:
+    """zeep's HistoryPlugin and users keep the envelope element: it must not keep the id."""
+    env = envelope(header)
+    if not prefixed:  # the same envelope with ENV as the default namespace
+        env = etree.fromstring(
+            etree.tostring(env).replace(b"soap-env:", b"").replace(b"xmlns:soap-env", b"xmlns")
+        )
+    before = etree.tostring(env)
+    sent = serialize_with_session_id(env, namespace, "00Dx!SECRET")
+    assert sent is not None
+    assert [node.text for node in etree.fromstring(sent).iter("{*}sessionId")] == ["00Dx!SECRET"]
+    assert etree.tostring(env) == before
+    assert b"SECRET" not in etree.tostring(env)
+
+
+def test_an_unknown_api_without_a_session_header_is_not_sent_a_session_id() -> None:
+    env = envelope()
+    before = etree.tostring(env)
+    assert serialize_with_session_id(env, None, "00Dx!SECRET") is None
+    assert etree.tostring(env) == before
+
+
+def test_a_body_with_another_prefix_than_the_envelope_is_still_found() -> None:
+    env = etree.fromstring(
+        f'<soap-env:Envelope xmlns:soap-env="{ENV}" xmlns:s="{ENV}"><s:Body>'
+        f'<q xmlns="{PARTNER}"/></s:Body></soap-env:Envelope>'
+    )
+    sent = serialize_with_session_id(env, PARTNER, "T")
+    assert sent == _by_editing_the_tree(env, PARTNER, "T")
+    assert session_ids(etree.fromstring(sent), PARTNER) == ["T"]
+
+
+def test_an_unqualified_session_header_the_caller_wrote_is_updated() -> None:
+    env = envelope(
+        "<soap-env:Header><SessionHeader><sessionId>OLD</sessionId></SessionHeader>"
+        "</soap-env:Header>"
+    )
+    assert set_session_id(env, None, "NEW")
+    assert [node.text for node in env.iter("{*}sessionId")] == ["NEW"]

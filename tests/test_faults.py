@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import threading
+from pathlib import Path
+
 import pytest
 from reference import sample
 
@@ -154,3 +159,182 @@ def test_real_salesforce_fault_captures(name: str, expired: bool) -> None:
 
 def test_real_success_capture_is_not_parsed() -> None:
     assert not is_invalid_session(200, sample("enterprise_logout_response.xml"))
+
+
+# --- the edges, and what an attacker controls in an error body ---------------------------------
+
+EXPIRED = fault("sf:INVALID_SESSION_ID", detail_code="INVALID_SESSION_ID")
+
+
+def soap_fault(children: str) -> bytes:
+    """An error envelope whose Fault holds ``children`` as written."""
+    return (
+        f'<soapenv:Envelope xmlns:soapenv="{ENV}" xmlns:sf="urn:fault.partner.soap.sforce.com">'
+        f"<soapenv:Body><soapenv:Fault>{children}</soapenv:Fault></soapenv:Body>"
+        "</soapenv:Envelope>"
+    ).encode()
+
+
+def detail(*codes: str) -> str:
+    return (
+        "<detail><sf:UnexpectedErrorFault>"
+        + "".join(f"<sf:exceptionCode>{code}</sf:exceptionCode>" for code in codes)
+        + "</sf:UnexpectedErrorFault></detail>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "parsed"),
+    [(199, True), (200, False), (299, False), (300, True), (401, True), (500, True)],
+)
+def test_only_2xx_answers_skip_the_fault_check(status: int, parsed: bool) -> None:
+    assert is_invalid_session(status, EXPIRED) is parsed
+
+
+def test_the_size_cap_admits_a_body_of_exactly_the_cap() -> None:
+    def padded(size: int) -> bytes:
+        padding = b"<!--" + b"x" * (size - len(EXPIRED) - len(b"<!---->")) + b"-->"
+        body = EXPIRED.replace(b"<soapenv:Body>", b"<soapenv:Body>" + padding)
+        assert len(body) == size
+        return body
+
+    assert is_invalid_session(500, padded(MAX_FAULT_BYTES))
+    assert not is_invalid_session(500, padded(MAX_FAULT_BYTES + 1))
+
+
+def _utf16(document: str) -> bytes:
+    return ('<?xml version="1.0" encoding="UTF-16"?>' + document).encode("utf-16")
+
+
+@pytest.mark.parametrize(
+    "doctype", ["<!DOCTYPE soapenv:Envelope>", "<!DOCTYPE e [<!ELEMENT e ANY>]>"]
+)
+def test_a_utf16_doctype_is_refused_even_when_the_code_is_literal(doctype: str) -> None:
+    # No entity to expand: only the doctype itself can make the parser refuse this body.
+    document = EXPIRED.decode().split("?>", 1)[1]
+    assert is_invalid_session(500, _utf16(document))
+    assert b"<!DOCTYPE" not in _utf16(doctype + document)  # the byte check cannot see it
+    assert parse_fault(_utf16(doctype + document)) is None
+    assert not is_invalid_session(500, _utf16(doctype + document))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a named pipe (POSIX)")
+@pytest.mark.parametrize(
+    ("doctype", "code"),
+    [
+        ('<!DOCTYPE e [<!ENTITY x SYSTEM "{url}">]>', "&x;INVALID_SESSION_ID"),
+        ('<!DOCTYPE e [<!ENTITY % p SYSTEM "{url}"> %p;]>', "INVALID_SESSION_ID"),
+        ('<!DOCTYPE e SYSTEM "{url}">', "INVALID_SESSION_ID"),
+    ],
+    ids=["external-entity", "parameter-entity", "external-dtd"],
+)
+def test_files_named_in_a_fault_are_never_opened(tmp_path: Path, doctype: str, code: str) -> None:
+    """A local file named by a DTD (written in UTF-16, past the byte check) is not read.
+
+    The file is a named pipe: opening it for reading releases the writer below, so the test
+    sees whether the parser opened it (and a parser that did would not hang)."""
+    canary = tmp_path / "canary"
+    os.mkfifo(canary)
+    opened = threading.Event()
+
+    def writer() -> None:
+        fd = os.open(canary, os.O_WRONLY)  # returns once a reader opens the pipe
+        opened.set()
+        os.close(fd)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    body = _utf16(
+        doctype.format(url=canary.as_uri())
+        + soap_fault(f"<faultcode>{code}</faultcode><faultstring>x</faultstring>").decode()
+    )
+    try:
+        assert parse_fault(body) is None
+        assert not opened.is_set()
+    finally:
+        reader = os.open(canary, os.O_RDONLY | os.O_NONBLOCK)  # releases the writer
+        thread.join(5)
+        os.close(reader)
+
+
+def test_a_fault_nested_deeper_than_the_parser_allows_is_not_read() -> None:
+    def nested(depth: int) -> bytes:
+        return soap_fault(
+            "<faultcode>soapenv:Server</faultcode>"
+            f"<detail>{'<x>' * depth}{detail('INVALID_SESSION_ID')}{'</x>' * depth}</detail>"
+        )
+
+    assert is_invalid_session(500, nested(10))
+    deep = nested(1000)  # a few KB, far under the size cap
+    assert len(deep) < MAX_FAULT_BYTES
+    assert parse_fault(deep) is None
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "sf:<!--x-->INVALID_SESSION_ID",
+        "<!-- x -->sf:INVALID_SESSION_ID",
+        "sf:INVALID<!---->_SESSION_ID",
+        "sf:<?pi x?>INVALID_SESSION_ID",
+    ],
+)
+def test_comments_and_processing_instructions_inside_the_code_are_not_text(code: str) -> None:
+    body = soap_fault(f"<!--c--><faultcode>{code}</faultcode><?pi?><faultstring>m</faultstring>")
+    parsed = parse_fault(body)
+    assert parsed is not None
+    assert (parsed.code, parsed.message) == ("INVALID_SESSION_ID", "m")
+    assert is_invalid_session(500, body)
+
+
+@pytest.mark.parametrize("faultcode", ["<faultcode/>", "<faultcode> </faultcode>", ""])
+def test_an_empty_or_missing_faultcode_defers_to_the_exception_code(faultcode: str) -> None:
+    body = soap_fault(f"{faultcode}<faultstring>gone</faultstring>{detail('INVALID_SESSION_ID')}")
+    parsed = parse_fault(body)
+    assert parsed is not None
+    assert (parsed.code, parsed.exception_code) == ("", "INVALID_SESSION_ID")
+    assert is_invalid_session(500, body)
+    # With nothing in the detail either, there is no code at all: not a fault to act on.
+    assert parse_fault(soap_fault(f"{faultcode}<faultstring>gone</faultstring>")) is None
+    empty_detail = soap_fault(f"{faultcode}{detail('')}")
+    assert parse_fault(empty_detail) is None
+
+
+def test_a_fault_without_faultstring_has_an_empty_message() -> None:
+    parsed = parse_fault(soap_fault("<faultcode>sf:INVALID_SESSION_ID</faultcode>"))
+    assert parsed is not None
+    assert parsed.message == ""
+
+
+def test_the_first_exception_code_in_the_detail_decides() -> None:
+    first_expired = soap_fault(
+        "<faultcode>soapenv:Server</faultcode>" + detail("INVALID_SESSION_ID", "INVALID_FIELD")
+    )
+    first_other = soap_fault(
+        "<faultcode>soapenv:Server</faultcode>" + detail("INVALID_FIELD", "INVALID_SESSION_ID")
+    )
+    assert is_invalid_session(500, first_expired)
+    assert not is_invalid_session(500, first_other)
+
+
+def test_a_fault_keeps_the_session_id_it_echoes_out_of_its_repr_and_message() -> None:
+    body = soap_fault(
+        "<faultcode>sf:INVALID_SESSION_ID</faultcode>"
+        "<faultstring>Invalid Session ID found in SessionHeader: missing session key: "
+        "00D000000000001!AQ0.SeCrEt</faultstring>"
+    )
+    parsed = parse_fault(body)
+    assert parsed is not None
+    assert "SeCrEt" in parsed.faultstring  # kept as sent...
+    assert "SeCrEt" not in repr(parsed)  # ...but neither shown
+    assert "SeCrEt" not in parsed.message
+    assert parsed.message.startswith("Invalid Session ID found in SessionHeader")
+
+
+def test_a_parsed_fault_is_an_immutable_value() -> None:
+    parsed = parse_fault(EXPIRED)
+    assert parsed is not None
+    assert parsed == parse_fault(EXPIRED)
+    assert len({parsed, parse_fault(EXPIRED)}) == 1  # hashable, equal by value
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        parsed.code = "INVALID_FIELD"  # type: ignore[misc]

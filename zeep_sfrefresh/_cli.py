@@ -36,6 +36,7 @@ from ._apis import PARTNER_WSDL
 from ._errors import SfRefreshError
 from ._grants import DEFAULT_LOGIN_URL, ClientCredentials, Grant, JwtBearer
 from ._redaction import redact
+from ._routing import is_loopback
 from ._stores import FileTokenStore
 from ._tokenfile import TokenFileSettings, credential_from_file, read_secret_file
 from ._tokens import Token, fingerprint
@@ -56,7 +57,6 @@ _BINDING = "{urn:partner.soap.sforce.com}SoapBinding"
 _COUNT_QUERY = re.compile(r"^\s*select\s+count\(\s*\)\s+from\b", re.IGNORECASE)
 _API_VERSION = re.compile(r"^\d{2,3}\.\d$")
 _EXAMPLE_SOQL = "SELECT Id, Name, Account.Name FROM Contact LIMIT 5"
-_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 _MAX_ERROR = 400
 """Characters of an error line; longer texts (an HTML page, an envelope) are cut."""
 
@@ -254,7 +254,7 @@ def _allow_plain_http(args: argparse.Namespace, *urls: str | None) -> None:
         if parts.scheme != "http":
             continue
         host = (parts.hostname or "").lower()
-        if host not in _LOOPBACK_HOSTS and not host.startswith("127."):
+        if not is_loopback(host):
             raise CliError(f"{url} is plain http: only https, or http to this machine, is used")
         loopback = True
     if loopback and not args.plain_http_allowed:

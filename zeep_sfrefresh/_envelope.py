@@ -70,9 +70,10 @@ def _inject(envelope: etree._Element, namespace: str | None, session_id: str) ->
         )
         undo.added = undo.added or (header, session_header)
     header_ns = _split(session_header.tag)[0]
-    session_id_node = session_header.find(f"{{{header_ns}}}sessionId")
+    tag = "sessionId" if header_ns is None else f"{{{header_ns}}}sessionId"  # as the header's
+    session_id_node = session_header.find(tag)
     if session_id_node is None:
-        session_id_node = etree.SubElement(session_header, f"{{{header_ns}}}sessionId")
+        session_id_node = etree.SubElement(session_header, tag)
         undo.added = undo.added or (session_header, session_id_node)
     else:
         undo.text = (session_id_node, session_id_node.text)

@@ -73,7 +73,7 @@ def _patterns() -> tuple[re.Pattern[str], ...]:
         re.compile(r"(?P<keep><(?:[\w.-]+:)?sessionId\b[^>]*>)(?P<secret>[^<]+)"),
         # What fault texts echo after a label: "missing session key: ...", "session hash: ...".
         re.compile(
-            r"(?P<keep>\bsession[ _-]?(?:key|hash|id|token)\s*[:=]\s*)(?P<secret>[^\s<>'\";,)]+)",
+            r"(?P<keep>\bsession[ _-]?(?:key|hash|id|token)\s*[:=]\s*)(?P<secret>[^\s<>'\";,)&]+)",
             re.IGNORECASE,
         ),
     )

@@ -8,6 +8,7 @@ address is kept and its scheme, host and port are taken from the token.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit, urlunsplit
@@ -15,7 +16,13 @@ from urllib.parse import urlsplit, urlunsplit
 from ._apis import SOAP_PATH_PREFIX
 from ._errors import TokenDestinationError
 
-__all__ = ["SALESFORCE_DOMAINS", "DestinationPolicy", "destination", "route_to_instance"]
+__all__ = [
+    "SALESFORCE_DOMAINS",
+    "DestinationPolicy",
+    "destination",
+    "is_loopback",
+    "route_to_instance",
+]
 
 
 def route_to_instance(address: str, instance_url: str) -> str:
@@ -35,7 +42,16 @@ def route_to_instance(address: str, instance_url: str) -> str:
 SALESFORCE_DOMAINS = ("salesforce.com", "force.com", "salesforce.mil", "cloudforce.com")
 """Domains whose hosts may receive a session id (a host equal to one, or under one)."""
 
-_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address literal (127.0.0.0/8, ::1). A DNS name that only
+    starts like one (``127.0.0.1.example.com``) is not: it may resolve anywhere."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -54,7 +70,7 @@ class DestinationPolicy:
         """Raise :class:`TokenDestinationError` unless ``address`` may carry the session id."""
         instance = urlsplit(instance_url)
         host = (instance.hostname or "").lower()
-        if host in _LOOPBACK_HOSTS or host.startswith("127."):
+        if is_loopback(host):
             if not self.allow_loopback:
                 raise TokenDestinationError(
                     f"the token's instance is the loopback host {host}; allowed only when "
