@@ -197,7 +197,7 @@ def render_import_time(result: dict[str, Any]) -> str:
 
 FIGURE = Figure(
     "import_time",
-    "Import time: `import zeep_sfrefresh` against `import zeep` (fresh interpreters)",
+    "6. Import time: `import zeep_sfrefresh` against `import zeep` (fresh interpreters)",
     import_time,
     render_import_time,
     __doc__,
