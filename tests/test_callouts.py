@@ -17,8 +17,14 @@ from conftest import Harness
 from lxml import etree
 from reference import sample
 
-from zeep_sfrefresh import TokenDestinationError
+from zeep_sfrefresh import (
+    CircuitBreaker,
+    RefreshEvent,
+    SessionNotRefreshableError,
+    TokenDestinationError,
+)
 from zeep_sfrefresh._callouts import MERGE_FIELD, rest_invalid_session
+from zeep_sfrefresh.testing import StandInOrg
 
 Build = Callable[..., Harness]
 
@@ -49,7 +55,7 @@ def _callout(h: Harness, method: str, url: str, **kwargs: Any) -> requests.Respo
     return answer
 
 
-def _soap_query(h: Harness) -> requests.Response:
+def _soap_query(h: Harness, *, as_bytes: bool = False) -> requests.Response:
     # HttpRequest req = new HttpRequest();
     # req.setEndpoint('callout:sfa/services/Soap/u/37.0/00DA0000000Ah7w');
     # req.setMethod('POST');
@@ -61,7 +67,7 @@ def _soap_query(h: Harness) -> requests.Response:
         h,
         "POST",
         "callout:sfa/services/Soap/u/37.0/00DA0000000Ah7w",
-        data=PAYLOAD,
+        data=PAYLOAD.encode() if as_bytes else PAYLOAD,
         headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": "wewew"},
     )
 
@@ -77,11 +83,14 @@ def _record_count(response: requests.Response) -> int:
     return len(root.findall(".//{urn:partner.soap.sforce.com}records"))
 
 
-def test_the_articles_soap_callout_refreshes_instead_of_failing(harness: Build) -> None:
+@pytest.mark.parametrize("as_bytes", [False, True], ids=["str", "bytes"])
+def test_the_articles_soap_callout_refreshes_instead_of_failing(
+    harness: Build, as_bytes: bool
+) -> None:
     h = harness(name="sfa")
-    assert _soap_query(h).status_code == 200
+    assert _soap_query(h, as_bytes=as_bytes).status_code == 200
     h.org.expire_all_sessions()
-    res = _soap_query(h)  # the article: HTTP 500 INVALID_SESSION_ID; here: refreshed, resent
+    res = _soap_query(h, as_bytes=as_bytes)  # the article: HTTP 500; here: refreshed, resent
     assert res.status_code == 200, res.text
     assert _record_count(res) == 10
     assert (h.org.token_requests, h.org.soap_posts) == (1, 3)
@@ -147,3 +156,67 @@ def test_rest_expiry_detection_on_salesforce_captures() -> None:
     assert not rest_invalid_session(401, sample("rest_401_not_valid_for_rest.json"))
     assert not rest_invalid_session(200, sample("rest_401_invalid_session.json"))
     assert not rest_invalid_session(401, b"<html>401</html>")
+
+
+def test_a_userinfo_callout_gets_bearer_and_refreshes(harness: Build) -> None:
+    h = harness(name="sfa")
+    first = _callout(h, "GET", "callout:sfa/services/oauth2/userinfo")
+    assert (first.status_code, first.json()["user_id"]) == (200, h.org.user_id)
+    h.org.expire_all_sessions()
+    again = _callout(h, "GET", "callout:sfa/services/oauth2/userinfo")
+    assert (again.status_code, again.json()["user_id"]) == (200, h.org.user_id)
+    assert (h.org.token_requests, h.org.rest_requests) == (1, 3)
+
+
+def test_callouts_on_an_instance_url_with_a_trailing_slash(
+    harness: Build, sf_org: StandInOrg
+) -> None:
+    token = sf_org.issue_token()
+    h = harness(name="sfa", token={**token, "instance_url": token["instance_url"] + "/"})
+    assert _dummy_rest(h).status_code == 200
+    assert _soap_query(h).status_code == 200
+    h.org.expire_all_sessions()
+    assert _dummy_rest(h).status_code == 200
+    assert _soap_query(h).status_code == 200
+    assert h.org.token_requests == 1
+
+
+def test_the_breaker_counts_callouts_whose_refreshed_session_is_rejected(harness: Build) -> None:
+    events: list[RefreshEvent] = []
+    h = harness(
+        name="sfa",
+        circuit_breaker=CircuitBreaker(threshold=2, cooldown=600),
+        listener=events.append,
+    )
+
+    def rejected_after_refresh() -> None:
+        h.org.fail_next_soap("INVALID_SESSION_ID", count=2)
+        assert _soap_query(h).status_code == 500  # returned as is: a callout never raises on it
+
+    rejected_after_refresh()
+    h.org.expire_all_sessions()
+    assert _soap_query(h).status_code == 200  # a refreshed session that works resets the count
+    rejected_after_refresh()
+    assert h.org.token_requests == 3
+    assert [e.kind for e in events].count("circuit_open") == 0
+    rejected_after_refresh()  # two rejected in a row: open
+    assert [e.kind for e in events].count("not_refreshable") == 3
+    assert [e.kind for e in events].count("circuit_open") == 1
+    h.org.expire_all_sessions()
+    with pytest.raises(SessionNotRefreshableError, match="circuit breaker open"):
+        _soap_query(h)
+    assert h.org.token_requests == 4  # none while it cools down
+
+
+def test_the_wait_for_a_refresh_is_logged_without_the_session(
+    harness: Build, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = harness(name="sfa")
+    h.org.expire_all_sessions()
+    caplog.set_level("DEBUG", logger="zeep_sfrefresh")
+    assert _soap_query(h).status_code == 200
+    host = h.org.url.removeprefix("http://")
+    messages = [record.getMessage() for record in caplog.records]
+    waits = [m for m in messages if "this call waits for a newer session" in m]
+    assert waits == [f"INVALID_SESSION_ID from {host}; this call waits for a newer session"]
+    h.assert_no_secrets(caplog.text)

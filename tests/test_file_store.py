@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -11,11 +12,12 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from disk import file_size_limit
 
 from zeep_sfrefresh import (
     FileTokenStore,
@@ -23,6 +25,7 @@ from zeep_sfrefresh import (
     TokenStoreConflictError,
     TokenStoreError,
 )
+from zeep_sfrefresh._stores import RefreshIntent
 
 TOKEN = {
     "access_token": "00DSECRETACCESS",
@@ -148,16 +151,18 @@ def _hold_lock_in_child(path: Path) -> subprocess.Popen[str]:
 
 def test_lock_wait_is_bounded(tmp_path: Path) -> None:
     path = tmp_path / "token.json"
+    store = FileTokenStore(path, lock_wait=0.3)
     child = _hold_lock_in_child(path)
     try:
-        with (
-            pytest.raises(TokenStoreError, match="could not lock"),
-            FileTokenStore(path, lock_wait=0.3).lock(),
-        ):
+        with pytest.raises(TokenStoreError, match=r"could not lock .* within 0\.3 s"), store.lock():
             pass
+        with store.try_lock(1) as held:
+            assert not held
     finally:
         child.kill()
         child.wait()
+    with store.lock():  # giving up left nothing of this process's held
+        store.save(TOKEN, replaces=None)
 
 
 def test_a_lock_holder_killed_by_sigkill_does_not_block_others(tmp_path: Path) -> None:
@@ -249,7 +254,391 @@ def test_wait_for_change_is_bounded_and_sees_a_change_already_made(tmp_path: Pat
     assert time.monotonic() - started < 5
 
 
-@pytest.mark.parametrize("options", [{"poll_interval": 0}, {"lock_wait": -1}])
+@pytest.mark.parametrize(
+    "options", [{"poll_interval": 0}, {"poll_interval": -1}, {"lock_wait": 0}, {"lock_wait": -1}]
+)
 def test_waits_must_be_positive(tmp_path: Path, options: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="positive"):
         FileTokenStore(tmp_path / "token.json", **options)
+
+
+# --- failures a real filesystem produces ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("write_kind", ["save", "write_intent"])
+def test_a_failed_write_raises_and_leaves_the_old_file_and_no_temp_file(
+    tmp_path: Path, write_kind: str
+) -> None:
+    path = tmp_path / "token.json"
+    store = _seeded(path)
+    before = path.read_bytes()
+    intent = RefreshIntent("sha256:0123abcd", "sending", 1, "here/1/x", 1.0)
+    failed = f"cannot write {path}: File too large"
+
+    def write() -> None:
+        if write_kind == "save":
+            store.save({**TOKEN, "access_token": "NEW"}, replaces=1)
+        else:
+            store.write_intent(intent, version=1)
+
+    with store.lock(), file_size_limit(16), pytest.raises(TokenStoreError, match=failed):
+        write()
+    assert path.read_bytes() == before  # the old token, whole
+    assert {p.name for p in tmp_path.iterdir()} == {"token.json", "token.json.lock"}
+    with store.lock():  # the disk has room again: the same write goes through
+        write()
+    loaded = store.load()
+    assert loaded is not None
+    assert (loaded.version, loaded.intent) == ((2, None) if write_kind == "save" else (1, intent))
+
+
+def test_a_folder_removed_under_a_worker_is_a_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "tokens"
+    store = FileTokenStore(folder / "token.json")
+    with store.lock():
+        shutil.rmtree(folder)  # a cleaner swept it away
+        with pytest.raises(TokenStoreError, match=f"cannot write in {folder}"):
+            store.save(TOKEN, replaces=None)
+    assert not folder.exists()
+
+
+@pytest.mark.parametrize("blocked", ["folder-is-a-file", "lock-is-a-folder"])
+def test_a_lock_that_cannot_be_made_is_a_clear_error_and_holds_nothing(
+    tmp_path: Path, blocked: str
+) -> None:
+    folder = tmp_path / "tokens"
+    store = FileTokenStore(folder / "token.json", lock_wait=1)
+    if blocked == "folder-is-a-file":
+        folder.write_text("")
+    else:
+        (folder / "token.json.lock").mkdir(parents=True)
+    for _ in range(2):  # the second attempt fails the same way, not on a lock left held
+        with (
+            pytest.raises(TokenStoreError, match=r"could not lock .*: (File exists|Is a dir)"),
+            store.lock(),
+        ):
+            pass
+        with pytest.raises(TokenStoreError), store.try_lock(1):
+            pass
+    if blocked == "folder-is-a-file":
+        folder.unlink()
+    else:
+        (folder / "token.json.lock").rmdir()
+    with store.lock():
+        store.save(TOKEN, replaces=None)
+
+
+def test_threads_of_one_process_share_the_lock_of_one_store(tmp_path: Path) -> None:
+    store = _seeded(tmp_path / "token.json", lock_wait=0.3)
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.lock():
+            holding.set()
+            done.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        with pytest.raises(TokenStoreError, match="could not lock"), store.lock():
+            pass
+        with store.try_lock(1) as held:
+            assert not held
+    finally:
+        done.set()
+        holder.join(30)
+    with store.try_lock(1) as held:
+        assert held
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
+def test_reads_and_writes_leave_no_file_descriptor_open(tmp_path: Path) -> None:
+    store = _seeded(tmp_path / "token.json")
+    open_before = len(os.listdir("/proc/self/fd"))
+    for version in range(1, 21):
+        with store.lock():
+            store.write_intent(
+                RefreshIntent("sha256:0123abcd", "sending", 1, "x", 1.0), version=version
+            )
+            store.save(TOKEN, replaces=version)
+        store.load()
+        store.wait_for_change(version, timeout=0.001)
+    assert len(os.listdir("/proc/self/fd")) <= open_before
+
+
+@pytest.mark.timeout(60)
+def test_waiting_on_an_emptied_store_returns_for_the_caller_to_find_out(tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    store = _seeded(path)
+    path.unlink()
+    store.wait_for_change(1, timeout=600)  # would sleep the whole timeout if it waited
+    assert store.load() is None
+
+
+# --- what is refused, as ssh refuses a private key ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda path: (path.unlink(), path.symlink_to(path.with_name("target.json"))),
+            "is a symbolic link",
+        ),
+        (lambda path: path.chmod(0o640), r"open to group or others \(mode 0640\)"),
+        (lambda path: path.chmod(0o604), "chmod 600"),
+        (lambda path: path.chmod(0o601), r"\(mode 0601\)"),
+        (lambda path: (path.unlink(), path.mkdir()), "not a regular file"),
+    ],
+    ids=["symlink", "group", "others", "others-x", "folder"],
+)
+def test_a_token_file_that_is_not_safely_ours_is_refused(
+    tmp_path: Path, make: Callable[[Path], object], message: str
+) -> None:
+    _seeded(tmp_path / "target.json")
+    path = tmp_path / "token.json"
+    _seeded(path)
+    make(path)
+    store = FileTokenStore(path)
+    with pytest.raises(TokenStoreError, match=message):
+        store.load()
+    with store.lock(), pytest.raises(TokenStoreError, match=message):
+        store.save(TOKEN, replaces=1)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="chown needs root")
+def test_a_token_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    store = _seeded(path)
+    os.chown(path, 65534, -1)
+    with pytest.raises(TokenStoreError, match="owned by uid 65534"):
+        store.load()
+
+
+_INTENT = {
+    "refresh_token": "sha256:0123abcd",
+    "state": "unanswered",
+    "attempts": 1,
+    "holder": "host/1/x",
+    "since": 1700000000.5,
+    "reason": "",
+}
+
+
+@pytest.mark.parametrize(
+    "intent",
+    [
+        "sending",
+        {k: v for k, v in _INTENT.items() if k != "holder"},
+        {**_INTENT, "extra": 1},
+        {**_INTENT, "state": "paused"},
+        {**_INTENT, "refresh_token": 5},
+        {**_INTENT, "attempts": "1"},
+        {**_INTENT, "holder": None},
+        {**_INTENT, "since": "yesterday"},
+        {**_INTENT, "reason": 0},
+    ],
+    ids=[
+        "not-an-object",
+        "field-missing",
+        "field-unknown",
+        "state",
+        "refresh_token",
+        "attempts",
+        "holder",
+        "since",
+        "reason",
+    ],
+)
+def test_a_file_with_an_intent_it_did_not_write_is_refused_and_kept(
+    tmp_path: Path, intent: object
+) -> None:
+    path = tmp_path / "token.json"
+    path.write_text(json.dumps({"version": 1, "token": TOKEN, "intent": intent}))
+    path.chmod(0o600)
+    before = path.read_bytes()
+    store = FileTokenStore(path)
+    with pytest.raises(TokenStoreError, match="not a token file written by zeep-sfrefresh"):
+        store.load()
+    with store.lock(), pytest.raises(TokenStoreError):
+        store.save(TOKEN, replaces=1)
+    assert path.read_bytes() == before
+
+
+def test_intents_and_settings_round_trip_and_a_token_write_clears_only_the_intent(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "token.json"
+    store = FileTokenStore(path)
+    settings = {"grant": "refresh_token", "client_id": "3MVG9standin"}
+    with store.lock(), pytest.raises(TokenStoreConflictError, match="holds version None, not 1"):
+        store.write_intent(None, version=1)  # nothing to record an intent on
+    intent = RefreshIntent(**{**_INTENT, "since": 1700000000})  # type: ignore[arg-type]
+    with store.lock():
+        assert store.load_settings() is None
+        store.save(TOKEN, replaces=None, settings=settings)
+        store.write_intent(intent, version=1)
+        loaded = store.load()
+        assert loaded is not None
+        assert (loaded.version, loaded.intent, store.load_settings()) == (1, intent, settings)
+        shown = repr(loaded)
+        assert "intent=unanswered" in shown
+        assert "version=1" in shown
+        assert TOKEN["access_token"] not in shown
+        assert store.save(TOKEN, replaces=1) == 2  # a refresh: the settings stay
+        loaded = store.load()
+        assert loaded is not None
+        assert (loaded.intent, store.load_settings()) == (None, settings)
+        assert "intent" not in repr(loaded)
+        store.write_intent(intent, version=2)
+        store.write_intent(None, version=2)
+        with pytest.raises(TokenStoreConflictError, match="holds version 2, not 1"):
+            store.write_intent(intent, version=1)
+        assert store.save(TOKEN, replaces=2, settings={"grant": "jwt"}) == 3
+    loaded = store.load()
+    assert loaded is not None
+    assert (loaded.intent, store.load_settings()) == (None, {"grant": "jwt"})
+
+
+def test_settings_that_are_not_strings_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    path.write_text(json.dumps({"version": 1, "token": TOKEN, "settings": {"timeout": 30}}))
+    path.chmod(0o600)
+    with pytest.raises(TokenStoreError, match="settings that are not strings"):
+        FileTokenStore(path).load_settings()
+
+
+def test_a_token_path_under_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "tokens").write_text("")
+    with pytest.raises(TokenStoreError, match=r"cannot read .*: Not a directory"):
+        FileTokenStore(tmp_path / "tokens" / "token.json").load()
+
+
+def test_a_token_larger_than_one_read_is_read_whole(tmp_path: Path) -> None:
+    store = FileTokenStore(tmp_path / "token.json")
+    large = {**TOKEN, "id_token": "x" * 200_000}  # an OpenID Connect id_token, say
+    with store.lock():
+        store.save(large, replaces=None)
+    loaded = store.load()
+    assert loaded is not None
+    assert loaded.token == large
+
+
+def _lock_in_child_until_told(path: Path) -> subprocess.Popen[str]:
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from zeep_sfrefresh import FileTokenStore
+        store = FileTokenStore({str(path)!r})
+        with store.lock():
+            print("locked", flush=True)
+            sys.stdin.readline()
+        print("released", flush=True)
+        sys.stdin.readline()
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "locked"
+    return child
+
+
+def test_try_lock_answers_from_one_look_not_a_wait(tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    store = _seeded(path)
+    child = _lock_in_child_until_told(path)
+    to_child, from_child = child.stdin, child.stdout
+    assert to_child is not None
+    assert from_child is not None
+    # The holder lets go half a second from now; one look, now, finds the lock busy.
+    release = threading.Timer(0.5, lambda: (to_child.write("go\n"), to_child.flush()))
+    release.start()
+    try:
+        with store.try_lock(1) as held:
+            assert not held
+        release.join()
+        assert from_child.readline().strip() == "released"
+        with store.try_lock(1) as held:
+            assert held
+    finally:
+        release.cancel()
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
+@pytest.mark.timeout(60)
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_child_forked_while_a_thread_holds_the_lock_gets_a_lock_of_its_own(
+    tmp_path: Path,
+) -> None:
+    # gunicorn --preload or a multiprocessing fork while a refresh holds the lock: the child
+    # has no copy of that thread, so a lock state copied from it would never be released.
+    store = _seeded(tmp_path / "token.json", lock_wait=10)
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.lock():
+            holding.set()
+            done.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(30)
+    go_read, go_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 1
+        try:
+            os.close(go_write)
+            os.read(go_read, 1)  # until the parent's thread has let go
+            with store.lock():
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(go_read)
+    done.set()
+    holder.join(30)
+    os.write(go_write, b"x")
+    os.close(go_write)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux's /proc")
+def test_a_file_the_disk_fails_to_read_is_a_clear_error() -> None:
+    # /proc/self/mem is a regular file of ours, mode 0600, whose first page reads fail with
+    # EIO: what a failing disk gives, with no disk to break.
+    with pytest.raises(TokenStoreError, match="cannot read /proc/self/mem: Input/output error"):
+        FileTokenStore("/proc/self/mem").load()
+
+
+class _TimeLimitExceeded(Exception):
+    """What a task runner's signal handler raises in a task that ran too long (Celery's
+    SoftTimeLimitExceeded, say)."""
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer (POSIX)")
+def test_a_lock_wait_cut_short_by_a_signal_leaves_the_store_usable(tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    store = FileTokenStore(path, lock_wait=2)
+    child = _hold_lock_in_child(path)
+
+    def time_limit(signum: int, frame: object) -> None:
+        raise _TimeLimitExceeded
+
+    previous = signal.signal(signal.SIGALRM, time_limit)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(_TimeLimitExceeded), store.lock():
+            pass
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        child.kill()
+        child.wait()
+    with store.lock():  # the next task of this worker
+        store.save(TOKEN, replaces=None)

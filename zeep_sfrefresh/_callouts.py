@@ -57,6 +57,9 @@ def callout_path(url: str, name: str) -> str:
     return slash + path
 
 
+_MERGE_FIELD_BYTES = MERGE_FIELD.encode("ascii")
+
+
 def _fill(text: str, access_token: str, *, xml: bool) -> str:
     if not xml:
         return text.replace(MERGE_FIELD, access_token)
@@ -105,13 +108,15 @@ class TokenRequest:
         body = self.body
         carries = False
         if self.merge_fields:
-            text = None if body is None else body.decode("utf-8")
-            carries = (text is not None and MERGE_FIELD in text) or any(
-                MERGE_FIELD in value for value in headers.values()
-            )
+            # Bytes, not text: a body need not be UTF-8 (a file upload), and the merge field
+            # is ASCII, so it is found and filled in any ASCII-compatible encoding.
+            in_body = body is not None and _MERGE_FIELD_BYTES in body
+            carries = in_body or any(MERGE_FIELD in value for value in headers.values())
             headers = {k: _fill(v, token.access_token, xml=False) for k, v in headers.items()}
-            if text is not None:
-                body = _fill(text, token.access_token, xml=True).encode("utf-8")
+            if in_body:
+                assert body is not None
+                filled = _fill(MERGE_FIELD, token.access_token, xml=True).encode("utf-8")
+                body = body.replace(_MERGE_FIELD_BYTES, filled)
         at_instance = token.instance_url is not None and _origin(address) == _origin(
             token.instance_url
         )
