@@ -481,6 +481,7 @@ _EXPIRED = b'[{"message":"Session expired or invalid","errorCode":"INVALID_SESSI
         (403, _EXPIRED, False),
         (500, _EXPIRED, False),
         (401, b"", False),
+        (401, b"[]", False),  # a list, but of no errors
         (401, b"<html>401 Unauthorized</html>", False),  # not JSON at all
         (401, b"5", False),
         (401, b'"INVALID_SESSION_ID"', False),
