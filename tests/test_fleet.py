@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from zeep_sfrefresh.testing import StandInOrg
-from zeep_sfrefresh.testing.fleet import StoreSpec, run_fleet
+from zeep_sfrefresh.testing.fleet import Fleet, StoreSpec, run_fleet
 from zeep_sfrefresh.testing.redis_server import RedisServer
 
 WORKERS = 8
@@ -44,3 +44,19 @@ def test_eight_processes_three_expiries_one_refresh_each(
     # The store's lock is taken once per expiry, by the worker that refreshes: the other
     # seven adopt its token without queueing on the lock to read it.
     assert [r.locks for r in results] == [1] * EXPIRIES
+
+
+def test_a_round_of_two_calls_each_posts_twice_per_worker_without_a_refresh(
+    sf_org: StandInOrg, tmp_path: Path
+) -> None:
+    # The benchmark's floor for a round after an expiry: each worker's two calls in a row.
+    spec = StoreSpec("file", str(tmp_path / "token.json"))
+    with Fleet(sf_org, spec, workers=2, rounds=2) as fleet:
+        with pytest.raises(ValueError, match="at least one call"):
+            fleet.round(expire=False, calls=0)
+        before = sf_org.soap_posts
+        two = fleet.round(expire=False, calls=2)
+        assert (two.ok, two.failed, sf_org.soap_posts - before) == (2, 0, 4)
+        one = fleet.round(expire=False)
+        assert (one.ok, sf_org.soap_posts - before) == (2, 6)
+    assert sf_org.token_requests == 0

@@ -107,9 +107,11 @@ def _worker(
     spec: StoreSpec,
     rounds: int,
     barrier: Barrier,
+    calls: Any,
     results: Any,
 ) -> None:
-    """One worker process: build a client, then make one call per round when released."""
+    """One worker process: build a client, then make ``calls.value`` calls in a row (one,
+    unless the round asks for more) each round when released."""
     os.environ[INSECURE_TRANSPORT_VARIABLE] = "1"  # the stand-in org is plain http on loopback
     import zeep
     from requests_oauthlib import OAuth2Session
@@ -135,7 +137,8 @@ def _worker(
         locks_before = _LOCKS_TAKEN
         started = time.time()  # wall clock: the coordinator compares it across processes
         try:
-            client.service.getServerTimestamp()
+            for _ in range(calls.value):
+                client.service.getServerTimestamp()
         except Exception as exc:  # noqa: BLE001 - counted as a failed call
             state, detail = "failed", f"{type(exc).__name__}: {exc}"
         else:
@@ -153,6 +156,7 @@ class Fleet:
         """How many worker processes."""
         self._context = multiprocessing.get_context("spawn")
         self._barrier = self._context.Barrier(workers + 1)
+        self._calls = self._context.Value("i", 1, lock=False)  # set before the barrier opens
         self._results = self._context.Queue()
         token = org.issue_token()
         self._processes = [
@@ -166,6 +170,7 @@ class Fleet:
                     spec,
                     rounds,
                     self._barrier,
+                    self._calls,
                     self._results,
                 ),
                 daemon=True,
@@ -190,13 +195,20 @@ class Fleet:
                 process.kill()
                 process.join()
 
-    def round(self, *, hold_token_endpoint: bool = False, expire: bool = True) -> RoundResult:
+    def round(
+        self, *, hold_token_endpoint: bool = False, expire: bool = True, calls: int = 1
+    ) -> RoundResult:
         """Expire every session, release all workers at once, and collect their outcomes.
 
         With ``hold_token_endpoint`` the token endpoint answers nobody until every worker
         has met the expired session, which makes the race as wide as it can be. Without
-        ``expire`` it is a normal round, the yardstick for one after an expiry.
+        ``expire`` it is a normal round, the yardstick for one after an expiry. Each worker
+        makes ``calls`` calls in a row (a round of two normal calls each is what a round
+        after an expiry costs at least: the failed call and its resend).
         """
+        if calls < 1:
+            raise ValueError("a round needs at least one call per worker")
+        self._calls.value = calls
         if expire:
             self.org.expire_all_sessions()
         posts_before = self.org.soap_posts
