@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import random
-import select
 import signal
 import socket
 import subprocess
@@ -34,6 +33,7 @@ import pytest
 import requests
 import zeep
 from conftest import SOQL, Harness, InBackground, field_values, make_oauth, wait_for
+from forking import Child, Report
 from lxml import etree
 from zeep.exceptions import Fault
 from zeep.plugins import HistoryPlugin
@@ -1040,11 +1040,6 @@ def test_the_breaker_is_a_value() -> None:
 
 _FORKS = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
 
-CHILD_DEADLINE = 20.0
-"""Seconds a forked child gets to report; a child still silent then is deadlocked."""
-
-Report = dict[str, Any]
-
 
 def _client(org: StandInOrg, store: Path | TokenStore) -> tuple[zeep.Client, SalesforceTransport]:
     """A sync client on a fresh token, sharing ``store`` (a path: a FileTokenStore there), as
@@ -1073,61 +1068,6 @@ def _call(client: zeep.Client, transport: SalesforceTransport) -> Report:
 
 def _stored_access_token(path: Path) -> str:
     return fingerprint(json.loads(path.read_text())["token"]["access_token"])
-
-
-class Child:
-    """A forked child running ``action``; its report comes back as JSON through a pipe."""
-
-    def __init__(self, action: Callable[[], Report]) -> None:
-        reader, writer = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: never return into pytest, whatever happens
-            code = 70
-            try:
-                os.close(reader)
-                report = json.dumps(action()).encode()
-                while report:
-                    report = report[os.write(writer, report) :]
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(writer)
-        self.pid = pid
-        self._reader = reader
-        self._status: int | None = None
-
-    def result(self, timeout: float = CHILD_DEADLINE) -> tuple[Report | None, int | None]:
-        """The child's report (None: it said nothing in time) and exit code (None: still
-        running at the deadline; it is then killed by :meth:`kill`)."""
-        deadline = time.monotonic() + timeout
-        data = b""
-        while (remaining := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select([self._reader], [], [], remaining)
-            if not ready:
-                break
-            chunk = os.read(self._reader, 65536)
-            if not chunk:  # EOF: the child closed its end (it exited)
-                break
-            data += chunk
-        while self._status is None and time.monotonic() < deadline:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self._status = os.waitstatus_to_exitcode(status)
-            else:
-                time.sleep(0.01)
-        report: Report | None = json.loads(data) if data else None
-        return report, self._status
-
-    def kill(self) -> None:
-        """Kill the child if it still runs, reap it, close the pipe. Safe to call twice."""
-        if self._status is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            _, status = os.waitpid(self.pid, 0)
-            self._status = os.waitstatus_to_exitcode(status)
-        if self._reader >= 0:
-            os.close(self._reader)
-            self._reader = -1
 
 
 def _assert_child_ok(report: Report | None, code: int | None) -> None:

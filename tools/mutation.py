@@ -83,7 +83,12 @@ SUBSETS: dict[str, tuple[str, ...]] = {
         "tests/test_shared_refresh.py",
         "tests/test_events_and_breaker.py",
     ),
-    "_stores": ("tests/test_file_store.py", "tests/test_shared_refresh.py"),
+    "_stores": (
+        "tests/test_store_schedules.py",
+        "tests/test_memory_store.py",
+        "tests/test_file_store.py",
+        "tests/test_shared_refresh.py",
+    ),
 }
 
 IGNORED_IN_COPY = shutil.ignore_patterns(

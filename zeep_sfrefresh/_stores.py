@@ -120,7 +120,7 @@ class RefreshIntent:
         return intent
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True)
 class StoredToken:
     """A token as a store holds it: the token dict, the version it was written as, and the
     intent recorded on it, if any.
@@ -200,34 +200,50 @@ class TokenStore(Protocol):
         ...
 
 
-def poll_until(attempt: Callable[[], bool], deadline: float, poll_interval: float) -> bool:
-    """Call ``attempt`` until it returns True (then True) or ``time.monotonic()`` passes
+def poll_until(
+    attempt: Callable[[], bool],
+    deadline: float,
+    poll_interval: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], object] = time.sleep,
+) -> bool:
+    """Call ``attempt`` until it returns True (then True) or ``clock()`` reaches
     ``deadline`` (then False); at least once. The pauses start at ``poll_interval`` and
-    double up to :data:`MAX_POLL_INTERVAL`: short waits end soon after the lock is free,
-    long ones cost little."""
+    double up to :data:`MAX_POLL_INTERVAL` (never past the deadline): short waits end soon
+    after the lock is free, long ones cost little. ``clock`` and ``sleep`` are
+    ``time.monotonic`` and ``time.sleep`` except to check the schedule itself."""
     delay = poll_interval
     while not attempt():
-        remaining = deadline - time.monotonic()
+        remaining = deadline - clock()
         if remaining <= 0:
             return False
-        time.sleep(min(delay, remaining))
+        sleep(min(delay, remaining))
         delay = min(delay * 2, max(poll_interval, MAX_POLL_INTERVAL))
     return True
 
 
-def watch_until(changed: Callable[[], bool], deadline: float, poll_interval: float) -> bool:
-    """Call ``changed`` until it returns True (then True) or ``time.monotonic()`` passes
+def watch_until(
+    changed: Callable[[], bool],
+    deadline: float,
+    poll_interval: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], object] = time.sleep,
+) -> bool:
+    """Call ``changed`` until it returns True (then True) or ``clock()`` reaches
     ``deadline`` (then False); at least once. The pauses are ``poll_interval`` at first,
-    then a tenth of the time waited so far, up to :data:`MAX_POLL_INTERVAL`: a change is
-    seen within ``poll_interval`` while a refresh takes milliseconds, within about a tenth
-    of the wait when the token endpoint is slow, for a few dozen looks a second at most."""
-    started = time.monotonic()
+    then a tenth of the time waited so far, up to :data:`MAX_POLL_INTERVAL` (never past the
+    deadline): a change is seen within ``poll_interval`` while a refresh takes milliseconds,
+    within about a tenth of the wait when the token endpoint is slow, for a few dozen looks a
+    second at most. ``clock`` and ``sleep`` as for :func:`poll_until`."""
+    started = clock()
     while not changed():
-        now = time.monotonic()
+        now = clock()
         if now >= deadline:
             return False
         pause = min(max(poll_interval, (now - started) / 10), MAX_POLL_INTERVAL)
-        time.sleep(min(pause, deadline - now))
+        sleep(min(pause, deadline - now))
     return True
 
 
@@ -248,7 +264,11 @@ class MemoryTokenStore:
     same instance from :meth:`for_session`, so they share one refresh.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, lock_wait: float = DEFAULT_LOCK_WAIT) -> None:
+        if lock_wait <= 0:
+            raise ValueError("lock_wait must be a positive number of seconds")
+        self.lock_wait = lock_wait
+        """Seconds :meth:`lock` waits for another thread's refresh before TokenStoreError."""
         self._lock = threading.Lock()
         self._data_lock = threading.Lock()
         self._stored: StoredToken | None = None
@@ -273,9 +293,9 @@ class MemoryTokenStore:
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Hold this store's lock for the block; see ``TokenStore.lock``."""
-        if not self._lock.acquire(timeout=DEFAULT_LOCK_WAIT):
+        if not self._lock.acquire(timeout=self.lock_wait):
             raise TokenStoreError(
-                f"could not take the in-memory token lock within {DEFAULT_LOCK_WAIT:g} s"
+                f"could not take the in-memory token lock within {self.lock_wait:g} s"
             )
         try:
             yield
@@ -461,7 +481,7 @@ class FileTokenStore:
 
     def _read(self) -> bytes | None:
         """Read the file, refusing what ssh refuses for a private key."""
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)  # os.open sets close-on-exec itself
         try:
             fd = os.open(self.path, flags)
         except FileNotFoundError:
