@@ -447,6 +447,69 @@ def test_waiting_for_a_lock_held_without_a_token_looks_at_the_store_less_and_les
     assert h.org.token_requests == 0
 
 
+class _PauseRecordingFileStore(FileTokenStore):
+    """A file store that records how long the refresher asks it to wait for a change."""
+
+    def __init__(self, path: Path, **kwargs: float) -> None:
+        super().__init__(path, **kwargs)
+        self.waits: list[float] = []
+
+    def wait_for_change(self, version: int, timeout: float) -> None:
+        self.waits.append(timeout)
+        super().wait_for_change(version, timeout)
+
+
+def test_a_busy_lock_is_tried_again_after_50_ms_then_twice_as_long_each_time(
+    harness: Build, tmp_path: Path
+) -> None:
+    # The store says when the token changes, so a try of the lock is only for a holder that
+    # ended without a token: 50, 100, 200, 400 ms..., each pause cut at lock_wait.
+    path = tmp_path / "token.json"
+    store = _PauseRecordingFileStore(path, lock_wait=1.0)
+    h = harness(store=store)
+    h.org.expire_all_sessions()
+    with (
+        FileTokenStore(path).lock(),  # another worker, stuck, never storing a token
+        pytest.raises(TokenStoreError, match="could not take the lock"),
+    ):
+        h.client.service.getServerTimestamp()
+    assert store.waits[:4] == pytest.approx([0.05, 0.1, 0.2, 0.4])
+    assert sum(store.waits) == pytest.approx(1.0, abs=0.1)  # then the rest of lock_wait
+
+
+class _TimedTryLockStore(_TryLockOnlyStore):
+    """A try-lock-only store with a poll interval of its own, noting when it is read."""
+
+    poll_interval = 0.3
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.read_at: list[float] = []
+
+    def load(self) -> StoredToken | None:
+        self.read_at.append(time.monotonic())
+        return super().load()
+
+
+def test_without_wait_for_change_the_first_pause_is_the_store_s_poll_interval(
+    harness: Build, tmp_path: Path
+) -> None:
+    path = tmp_path / "token.json"
+    store = _TimedTryLockStore(path)
+    h = harness(store=store)
+    h.org.expire_all_sessions()
+    with FileTokenStore(path).lock():
+        store.read_at.clear()
+        with pytest.raises(TokenStoreError, match="could not take the lock"):
+            h.client.service.getServerTimestamp()
+    # A sleep never ends early: the second look comes poll_interval after the first at
+    # least; later pauses are MAX_POLL_INTERVAL (50 ms) at most, so the rest of lock_wait's
+    # second still gets several looks.
+    gaps = [b - a for a, b in zip(store.read_at, store.read_at[1:], strict=False)]
+    assert gaps[0] >= 0.3
+    assert len(gaps) >= 8
+
+
 # --- what the events and logs report -----------------------------------------------------------
 
 

@@ -89,6 +89,7 @@ SUBSETS: dict[str, tuple[str, ...]] = {
         "tests/test_file_store.py",
         "tests/test_shared_refresh.py",
     ),
+    "_redis_store": ("tests/test_redis_store.py", "tests/test_shared_refresh.py"),
 }
 
 IGNORED_IN_COPY = shutil.ignore_patterns(
