@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 import redis
 
-from zeep_sfrefresh import RedisTokenStore, TokenStoreConflictError, TokenStoreError
+from zeep_sfrefresh import (
+    RedisTokenStore,
+    RefreshIntent,
+    StoredToken,
+    TokenStoreConflictError,
+    TokenStoreError,
+)
+from zeep_sfrefresh._tokens import fingerprint
 from zeep_sfrefresh.testing.redis_server import RedisServer
 
 TOKEN = {
@@ -249,3 +258,214 @@ def test_a_user_without_the_change_stream_still_writes_and_waits(
         store.wait_for_change(2, timeout=0.2)
         assert 0.2 <= time.monotonic() - started < 5
     assert caplog.text.count("refused to read") == 1
+
+
+# --- intents: the last check before a token request ------------------------------------------
+
+
+def _intent(state: str = "sending") -> RefreshIntent:
+    return RefreshIntent.from_json(
+        {
+            "refresh_token": fingerprint(TOKEN["refresh_token"]),
+            "state": state,
+            "attempts": 1,
+            "holder": "host/1/1",
+            "since": 1_700_000_000.0,
+        }
+    )
+
+
+def test_an_intent_is_written_under_the_lock_and_cleared(redis_server: RedisServer) -> None:
+    store = _seeded(redis_server)
+    with store.lock():
+        store.write_intent(_intent(), version=1)
+        assert store.load() == StoredToken(TOKEN, 1, _intent())
+        store.write_intent(None, version=1)
+    assert store.load() == StoredToken(TOKEN, 1)
+    assert set(redis_server.client().hgetall("k")) == {b"version", b"token"}
+
+
+def test_an_intent_without_the_lock_is_refused_and_not_written(redis_server: RedisServer) -> None:
+    store = _seeded(redis_server)
+    with pytest.raises(TokenStoreError, match="needs the Redis lock 'k:lock' held"):
+        store.write_intent(_intent(), version=1)
+    with store.lock():
+        pass
+    with pytest.raises(TokenStoreError, match="needs the Redis lock"):  # released: not held
+        store.write_intent(_intent(), version=1)
+    assert store.load() == StoredToken(TOKEN, 1)
+
+
+def test_an_intent_after_the_lease_passed_to_another_worker_is_refused(
+    redis_server: RedisServer,
+) -> None:
+    # The lease ran out mid-refresh and another worker took the lock: the token request
+    # must not go out under a lock this worker no longer holds.
+    store = _seeded(redis_server)
+    with store.lock():
+        redis_server.client().set("k:lock", b"another-worker")
+        with pytest.raises(TokenStoreError, match="expired before the token request"):
+            store.write_intent(_intent(), version=1)
+        redis_server.client().delete("k:lock")
+    assert store.load() == StoredToken(TOKEN, 1)
+
+
+def test_an_intent_for_a_version_that_moved_on_is_a_conflict(redis_server: RedisServer) -> None:
+    store = _seeded(redis_server)
+    with store.lock():
+        store.save(TOKEN, replaces=1)
+        with pytest.raises(TokenStoreConflictError, match="'k' holds version 2, not 1"):
+            store.write_intent(_intent(), version=1)
+    assert store.load() == StoredToken(TOKEN, 2)
+
+
+def test_redis_down_while_writing_an_intent_is_a_clear_error(redis_server: RedisServer) -> None:
+    store = _seeded(redis_server)
+    with store.lock():
+        redis_server.stop()
+        with pytest.raises(TokenStoreError, match=r"Redis could not write 'k' \(ConnectionError"):
+            store.write_intent(_intent(), version=1)
+        with pytest.raises(TokenStoreError, match=r"Redis could not write 'k' \(ConnectionError"):
+            store.save(TOKEN, replaces=1)
+        with pytest.raises(TokenStoreError, match=r"Redis could not read 'k' \(ConnectionError"):
+            store.load()
+
+
+# --- what a half-written or hand-edited hash gives --------------------------------------------
+
+
+def test_a_version_without_a_token_or_a_version_below_one_is_refused(
+    redis_server: RedisServer,
+) -> None:
+    client = redis_server.client()
+    store = RedisTokenStore(client, "k")
+    client.hset("k", "version", "1")  # no token beside it: not an empty store
+    with pytest.raises(TokenStoreError, match="not hold a token written by zeep-sfrefresh"):
+        store.load()
+    client.hset("k", mapping={"version": "0", "token": '{"access_token": "x"}'})
+    with pytest.raises(TokenStoreError, match="valid token"):
+        store.load()
+    client.hset("k", "version", "1")
+    loaded = store.load()
+    assert loaded is not None
+    assert loaded.version == 1
+
+
+# --- construction, defaults, repr -------------------------------------------------------------
+
+
+def test_defaults_and_repr(redis_server: RedisServer) -> None:
+    store = RedisTokenStore(redis_server.client(), "sf:token:prod")
+    # as the workers guide says
+    assert (store.lock_timeout, store.lock_wait, store.poll_interval) == (60.0, 30.0, 0.002)
+    assert repr(store) == "RedisTokenStore(key='sf:token:prod')"
+    with pytest.raises(ValueError, match="non-empty Redis key name"):
+        RedisTokenStore(redis_server.client(), "")
+
+
+@pytest.mark.parametrize("lock_wait", [0.0, -0.5])
+def test_a_lock_wait_of_zero_or_less_is_refused(
+    redis_server: RedisServer, lock_wait: float
+) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        RedisTokenStore(redis_server.client(), "k", lock_wait=lock_wait)
+
+
+def test_without_redis_py_the_error_says_what_to_install() -> None:
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "try:\n"
+        "    from zeep_sfrefresh import RedisTokenStore\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == (
+        "RedisTokenStore needs redis-py: pip install 'zeep-sfrefresh[redis]'"
+    )
+
+
+# --- the lease keeper -------------------------------------------------------------------------
+
+
+def _lease_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "zeep-sfrefresh-lease"]
+
+
+def test_the_lease_is_renewed_by_a_daemon_thread_that_ends_with_the_lock(
+    redis_server: RedisServer,
+) -> None:
+    store = _seeded(redis_server, lock_timeout=0.3)
+    with store.try_lock(1) as held:
+        assert held
+        # A daemon thread: a worker exiting mid-refresh is not held up by it.
+        assert [t.daemon for t in _lease_threads()] == [True]
+        lease = redis_server.client().pttl("k:lock")
+        assert 0 < lease <= 300  # the lease is lock_timeout, in ms
+        time.sleep(0.5)  # longer than the lease: renewed meanwhile
+        assert redis_server.client().get("k:lock") is not None
+    assert _lease_threads() == []  # stopped and joined before the block's end returns
+    assert redis_server.client().exists("k:lock") == 0
+
+
+def test_a_lease_lost_or_unrenewable_is_logged(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = _seeded(redis_server, lock_timeout=0.3)
+    with store.lock():
+        redis_server.client().set("k:lock", b"another-worker")
+        time.sleep(0.25)  # the next renewal finds another owner
+        redis_server.client().delete("k:lock")  # whose refresh ends
+    assert "the Redis lock 'k:lock' expired under its holder" in caplog.text
+    caplog.clear()
+    with store.lock():
+        redis_server.stop()
+        time.sleep(0.25)
+    assert "could not renew the Redis lock 'k:lock': " in caplog.text
+    assert "could not release the Redis lock 'k:lock': " in caplog.text
+
+
+# --- waiting: bounded, and without a busy loop ------------------------------------------------
+
+
+def _xreads(server: RedisServer) -> int:
+    stats = server.client().info("commandstats")
+    return int(stats.get("cmdstat_xread", {}).get("calls", 0))
+
+
+def test_a_wait_blocks_in_redis_100_ms_at_a_time(redis_server: RedisServer) -> None:
+    store = _seeded(redis_server)
+    # Redis ends blocked reads on its own clock, hz times a second (10 by default): at 100
+    # the length of each block shows.
+    redis_server.client().config_set("hz", 100)
+    redis_server.client().config_resetstat()
+    started = time.monotonic()
+    store.wait_for_change(1, timeout=0.35)
+    elapsed = time.monotonic() - started
+    # Each XREAD blocks up to 100 ms (within any socket_timeout), not 1 ms in a busy loop,
+    # not the whole wait at once; and the wait ends at its timeout, not a second later.
+    assert 3 <= _xreads(redis_server) <= 6
+    assert 0.35 <= elapsed < 0.9
+
+
+def test_a_wait_shorter_than_a_millisecond_still_returns(redis_server: RedisServer) -> None:
+    # XREAD BLOCK 0 would block for ever: the shortest block is 1 ms.
+    store = _seeded(redis_server)
+    for _ in range(20):
+        store.wait_for_change(1, timeout=0.0004)
+
+
+def test_a_refused_stream_read_at_the_deadline_does_not_oversleep(
+    redis_server: RedisServer,
+) -> None:
+    redis_server.client().acl_setuser(
+        "worker", enabled=True, passwords=["+pw"], keys=["k", "k:lock"], commands=["+@all"]
+    )
+    url = f"redis://worker:pw@127.0.0.1:{redis_server.port}/0"
+    store = RedisTokenStore(redis.Redis.from_url(url, socket_timeout=2), "k")
+    store.wait_for_change(1, timeout=0.00001)  # refused after its deadline: no sleep then
+    started = time.monotonic()
+    store.wait_for_change(1, timeout=0.2)
+    assert 0.2 <= time.monotonic() - started < 0.9
