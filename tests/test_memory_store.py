@@ -7,7 +7,7 @@ import dataclasses
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 from forking import Child, Report
@@ -103,7 +103,7 @@ def test_the_documented_lock_wait() -> None:
 def test_a_lock_held_longer_than_lock_wait_is_a_clear_error() -> None:
     store = MemoryTokenStore(lock_wait=0.05)
     with (
-        _held_elsewhere(store),
+        _held_elsewhere(store.lock()),
         pytest.raises(TokenStoreError, match=r"within 0\.05 s"),
         store.lock(),
     ):
@@ -119,33 +119,14 @@ def test_lock_wait_must_be_positive(lock_wait: float) -> None:
 
 
 @contextmanager
-def _held_elsewhere(store: MemoryTokenStore) -> Iterator[None]:
-    """Hold ``store``'s lock in another thread for the block."""
+def _held_elsewhere(held: AbstractContextManager[object]) -> Iterator[None]:
+    """Hold ``held`` (a lock, or a store's ``lock()``) in another thread for the block, as a
+    thread caught mid-call would. Around a fork the windows are microseconds wide in real
+    use; the test holds them open."""
     taken, done = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with store.lock():
-            taken.set()
-            done.wait(30)
-
-    thread = threading.Thread(target=hold, daemon=True)
-    thread.start()
-    assert taken.wait(10)
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join(10)
-
-
-@contextmanager
-def _holding(lock: threading.Lock) -> Iterator[None]:
-    """Hold ``lock`` in another thread for the block, as a thread caught mid-call at a fork
-    would. The windows are microseconds wide in real use; the test holds them open."""
-    taken, done = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with lock:
+        with held:
             taken.set()
             done.wait(30)
 
@@ -178,7 +159,11 @@ def test_a_child_forked_while_other_threads_hold_the_locks_can_use_the_store() -
         other = MemoryTokenStore.for_session(session)
         return {"version": version, "shared": MemoryTokenStore.for_session(session) is other}
 
-    with _held_elsewhere(store), _holding(store._data_lock), _holding(_stores._SESSION_STORES_LOCK):
+    with (
+        _held_elsewhere(store.lock()),
+        _held_elsewhere(store._data_lock),
+        _held_elsewhere(_stores._SESSION_STORES_LOCK),
+    ):
         forked = Child(child)
     try:
         report, code = forked.result(timeout=10)
