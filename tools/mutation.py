@@ -1230,6 +1230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[ModuleResult] = []
     base = Path(tempfile.mkdtemp(prefix="zeep-sfrefresh-mutation-"))
     runners: list[Runner] = []
+    # A SIGTERM (kill, a CI timeout) ends the run through the cleanup below, as Ctrl-C does:
+    # without it the fork servers would outlive the run, still testing their mutants.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         runners = [
             Runner(workspace, args.python, args.fork)
