@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -273,6 +274,28 @@ class InBackground:
         if self._thread.is_alive():
             pytest.fail("a call in the background did not end in time")
         return self
+
+
+@contextmanager
+def held_in_another_thread(held: AbstractContextManager[object]) -> Iterator[None]:
+    """Hold ``held`` (a store's ``lock()``, a bare lock) in another thread for the block, as
+    another worker's refresh would; it is let go when the block ends. Around a fork the
+    windows are microseconds wide in real use; a test holds them open with this."""
+    taken, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with held:
+            taken.set()
+            done.wait(30)
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert taken.wait(10), "the other thread never got hold of it"
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(10)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import held_in_another_thread
 from disk import file_size_limit
 
 from zeep_sfrefresh import (
@@ -330,24 +331,11 @@ def test_a_lock_that_cannot_be_made_is_a_clear_error_and_holds_nothing(
 
 def test_threads_of_one_process_share_the_lock_of_one_store(tmp_path: Path) -> None:
     store = _seeded(tmp_path / "token.json", lock_wait=0.3)
-    holding, done = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with store.lock():
-            holding.set()
-            done.wait(30)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert holding.wait(30)
+    with held_in_another_thread(store.lock()):
         with pytest.raises(TokenStoreError, match="could not lock"), store.lock():
             pass
         with store.try_lock(1) as held:
             assert not held
-    finally:
-        done.set()
-        holder.join(30)
     with store.try_lock(1) as held:
         assert held
 
@@ -578,30 +566,19 @@ def test_a_child_forked_while_a_thread_holds_the_lock_gets_a_lock_of_its_own(
     # gunicorn --preload or a multiprocessing fork while a refresh holds the lock: the child
     # has no copy of that thread, so a lock state copied from it would never be released.
     store = _seeded(tmp_path / "token.json", lock_wait=10)
-    holding, done = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with store.lock():
-            holding.set()
-            done.wait(30)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert holding.wait(30)
     go_read, go_write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        code = 1
-        try:
-            os.close(go_write)
-            os.read(go_read, 1)  # until the parent's thread has let go
-            with store.lock():
-                code = 0
-        finally:
-            os._exit(code)
-    os.close(go_read)
-    done.set()
-    holder.join(30)
+    with held_in_another_thread(store.lock()):
+        pid = os.fork()
+        if pid == 0:  # the child: never return into pytest
+            code = 1
+            try:
+                os.close(go_write)
+                os.read(go_read, 1)  # until the parent's thread has let go
+                with store.lock():
+                    code = 0
+            finally:
+                os._exit(code)
+        os.close(go_read)
     os.write(go_write, b"x")
     os.close(go_write)
     _, status = os.waitpid(pid, 0)

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import threading
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
 
 import pytest
+from conftest import held_in_another_thread
 from forking import Child, Report
 
 from zeep_sfrefresh import (
@@ -103,7 +101,7 @@ def test_the_documented_lock_wait() -> None:
 def test_a_lock_held_longer_than_lock_wait_is_a_clear_error() -> None:
     store = MemoryTokenStore(lock_wait=0.05)
     with (
-        _held_elsewhere(store.lock()),
+        held_in_another_thread(store.lock()),
         pytest.raises(TokenStoreError, match=r"within 0\.05 s"),
         store.lock(),
     ):
@@ -116,28 +114,6 @@ def test_a_lock_held_longer_than_lock_wait_is_a_clear_error() -> None:
 def test_lock_wait_must_be_positive(lock_wait: float) -> None:
     with pytest.raises(ValueError, match="positive"):
         MemoryTokenStore(lock_wait=lock_wait)
-
-
-@contextmanager
-def _held_elsewhere(held: AbstractContextManager[object]) -> Iterator[None]:
-    """Hold ``held`` (a lock, or a store's ``lock()``) in another thread for the block, as a
-    thread caught mid-call would. Around a fork the windows are microseconds wide in real
-    use; the test holds them open."""
-    taken, done = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with held:
-            taken.set()
-            done.wait(30)
-
-    thread = threading.Thread(target=hold, daemon=True)
-    thread.start()
-    assert taken.wait(10)
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join(10)
 
 
 class _Session:
@@ -160,9 +136,9 @@ def test_a_child_forked_while_other_threads_hold_the_locks_can_use_the_store() -
         return {"version": version, "shared": MemoryTokenStore.for_session(session) is other}
 
     with (
-        _held_elsewhere(store.lock()),
-        _held_elsewhere(store._data_lock),
-        _held_elsewhere(_stores._SESSION_STORES_LOCK),
+        held_in_another_thread(store.lock()),
+        held_in_another_thread(store._data_lock),
+        held_in_another_thread(_stores._SESSION_STORES_LOCK),
     ):
         forked = Child(child)
     try:

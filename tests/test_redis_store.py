@@ -9,6 +9,7 @@ import time
 
 import pytest
 import redis
+from conftest import held_in_another_thread
 
 from zeep_sfrefresh import (
     RedisTokenStore,
@@ -17,6 +18,7 @@ from zeep_sfrefresh import (
     TokenStoreConflictError,
     TokenStoreError,
 )
+from zeep_sfrefresh._stores import IntentState
 from zeep_sfrefresh._tokens import fingerprint
 from zeep_sfrefresh.testing.redis_server import RedisServer
 
@@ -56,23 +58,12 @@ def test_cluster_style_key_keeps_lock_in_the_same_slot(redis_server: RedisServer
 def test_lock_wait_is_bounded(redis_server: RedisServer) -> None:
     holder = RedisTokenStore(redis_server.client(), "k")
     waiter = RedisTokenStore(redis_server.client(), "k", lock_wait=0.3)
-    entered = threading.Event()
-    leave = threading.Event()
-
-    def hold() -> None:
-        with holder.lock():
-            entered.set()
-            leave.wait(10)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    try:
-        assert entered.wait(5)
-        with pytest.raises(TokenStoreError, match=r"within 0\.3 s"), waiter.lock():
-            pass
-    finally:
-        leave.set()
-        thread.join()
+    with (
+        held_in_another_thread(holder.lock()),
+        pytest.raises(TokenStoreError, match=r"within 0\.3 s"),
+        waiter.lock(),
+    ):
+        pass
 
 
 def test_an_expired_lock_is_released_and_logged(
@@ -263,16 +254,8 @@ def test_a_user_without_the_change_stream_still_writes_and_waits(
 # --- intents: the last check before a token request ------------------------------------------
 
 
-def _intent(state: str = "sending") -> RefreshIntent:
-    return RefreshIntent.from_json(
-        {
-            "refresh_token": fingerprint(TOKEN["refresh_token"]),
-            "state": state,
-            "attempts": 1,
-            "holder": "host/1/1",
-            "since": 1_700_000_000.0,
-        }
-    )
+def _intent(state: IntentState = "sending") -> RefreshIntent:
+    return RefreshIntent(fingerprint(TOKEN["refresh_token"]), state, 1, "host/1/1", 1.7e9)
 
 
 def test_an_intent_is_written_under_the_lock_and_cleared(redis_server: RedisServer) -> None:

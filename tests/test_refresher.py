@@ -50,6 +50,17 @@ def _seeded(path: Path, token: dict[str, Any]) -> FileTokenStore:
     return store
 
 
+def _held_at_the_token_endpoint(
+    h: Harness, requests: int = 1
+) -> tuple[threading.Event, InBackground]:
+    """Start a call that meets the expiry in the background; return once the org holds its
+    token request (the org's ``requests``-th), with the event that lets the org answer."""
+    release = h.org.hold_token_requests()
+    caller = InBackground(h.client.service.getServerTimestamp)
+    wait_for(lambda: h.org.token_requests == requests)
+    return release, caller
+
+
 def _loaded(path: Path) -> StoredToken:
     stored = FileTokenStore(path).load()
     assert stored is not None
@@ -669,9 +680,7 @@ def test_a_token_the_disk_would_not_take_is_never_lost_nor_sent_twice(
     b = harness(store=FileTokenStore(path), overlap_wait=0.3)
     a.org.rotation = True
     a.org.expire_all_sessions()
-    release = a.org.hold_token_requests()
-    caller = InBackground(a.client.service.getServerTimestamp)
-    wait_for(lambda: a.org.token_requests == 1)  # its intent is written; the disk fills up
+    release, caller = _held_at_the_token_endpoint(a)  # its intent is written; the disk fills up
     with file_size_limit(16):
         release.set()
         caller.join()
@@ -732,9 +741,7 @@ def test_a_rollback_is_refused_even_while_this_workers_token_is_unstored(
     h.org.expire_all_sessions()
     h.client.service.getServerTimestamp()  # version 2
     h.org.expire_all_sessions()
-    release = h.org.hold_token_requests()
-    caller = InBackground(h.client.service.getServerTimestamp)
-    wait_for(lambda: h.org.token_requests == 2)
+    release, caller = _held_at_the_token_endpoint(h, requests=2)
     with file_size_limit(16):  # the disk fills up: the third token is not stored
         release.set()
         caller.join()
@@ -755,9 +762,7 @@ def test_a_token_another_writer_stored_during_a_refresh_wins(
     path = tmp_path / "token.json"
     h = harness(store=FileTokenStore(path))
     h.org.expire_all_sessions()
-    release = h.org.hold_token_requests()
-    caller = InBackground(h.client.service.getServerTimestamp)
-    wait_for(lambda: h.org.token_requests == 1)
+    release, caller = _held_at_the_token_endpoint(h)
     theirs = h.org.issue_token()
     FileTokenStore(path).save(theirs, replaces=1)
     release.set()
@@ -780,9 +785,7 @@ def test_a_failure_the_store_cannot_record_is_still_the_endpoints_failure(
     path = tmp_path / "token.json"
     h = harness(store=FileTokenStore(path))
     h.org.expire_all_sessions()
-    release = h.org.hold_token_requests()
-    caller = InBackground(h.client.service.getServerTimestamp)
-    wait_for(lambda: h.org.token_requests == 1)
+    release, caller = _held_at_the_token_endpoint(h)
     h.org.token_failure = "html_500"
     with file_size_limit(16):
         release.set()

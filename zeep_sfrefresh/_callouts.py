@@ -110,11 +110,10 @@ class TokenRequest:
         if self.merge_fields:
             # Bytes, not text: a body need not be UTF-8 (a file upload), and the merge field
             # is ASCII, so it is found and filled in any ASCII-compatible encoding.
-            in_body = body is not None and _MERGE_FIELD_BYTES in body
-            carries = in_body or any(MERGE_FIELD in value for value in headers.values())
+            carries = any(MERGE_FIELD in value for value in headers.values())
             headers = {k: _fill(v, token.access_token, xml=False) for k, v in headers.items()}
-            if in_body:
-                assert body is not None
+            if body is not None and _MERGE_FIELD_BYTES in body:
+                carries = True
                 filled = _fill(MERGE_FIELD, token.access_token, xml=True).encode("utf-8")
                 body = body.replace(_MERGE_FIELD_BYTES, filled)
         at_instance = token.instance_url is not None and _origin(address) == _origin(
