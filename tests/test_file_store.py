@@ -26,7 +26,7 @@ from zeep_sfrefresh import (
     TokenStoreConflictError,
     TokenStoreError,
 )
-from zeep_sfrefresh._stores import RefreshIntent
+from zeep_sfrefresh._stores import RefreshIntent, _Flock, _locked, _PortableLock
 
 TOKEN = {
     "access_token": "00DSECRETACCESS",
@@ -274,7 +274,8 @@ def test_a_failed_write_raises_and_leaves_the_old_file_and_no_temp_file(
     store = _seeded(path)
     before = path.read_bytes()
     intent = RefreshIntent("sha256:0123abcd", "sending", 1, "here/1/x", 1.0)
-    failed = f"cannot write {path}: File too large"
+    written = path if write_kind == "save" else store.intent_path
+    failed = f"cannot write {written}: File too large"
 
     def write() -> None:
         if write_kind == "save":
@@ -619,3 +620,213 @@ def test_a_lock_wait_cut_short_by_a_signal_leaves_the_store_usable(tmp_path: Pat
         child.wait()
     with store.lock():  # the next task of this worker
         store.save(TOKEN, replaces=None)
+
+
+# --- the lock: flock, as filelock takes it, across forks -----------------------------------
+
+
+def _hold_lock_and_fork(path: Path, child_lives: bool) -> tuple[subprocess.Popen[str], int]:
+    """A process that holds the store's lock and forks a child (which leaves the store
+    alone, as a forked web worker would); returns it and the child's pid once both run."""
+    code = textwrap.dedent(
+        f"""
+        import os, time
+        from zeep_sfrefresh import FileTokenStore
+        store = FileTokenStore({str(path)!r})
+        with store.lock():
+            pid = os.fork()
+            if pid == 0:
+                if {child_lives!r}:
+                    time.sleep(600)
+                os._exit(0)
+            if not {child_lives!r}:
+                os.waitpid(pid, 0)
+            print(pid, flush=True)
+            time.sleep(600)
+        """
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None
+    return holder, int(holder.stdout.readline())
+
+
+def test_a_child_forked_by_the_lock_holder_neither_frees_nor_keeps_its_lock(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "token.json"
+    store = _seeded(path, lock_wait=5)
+    holder, child = _hold_lock_and_fork(path, child_lives=False)
+    try:
+        with store.try_lock(1) as held:
+            assert not held  # the child's exit did not free the parent's lock
+    finally:
+        holder.kill()
+        holder.wait()
+    holder, child = _hold_lock_and_fork(path, child_lives=True)
+    try:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        with store.lock():  # the holder died: its child, still running, holds nothing
+            os.kill(child, 0)  # (still running)
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+def test_a_lock_file_unlinked_before_the_flock_is_not_taken(tmp_path: Path) -> None:
+    # Another program removed <path>.lock between this worker's open and its flock: the
+    # unlinked file is no lock any more (the next worker makes a new one).
+    lock_file = tmp_path / "token.json.lock"
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    lock_file.unlink()
+    assert not _locked(fd)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)  # closed
+
+
+@pytest.mark.skipif(not hasattr(os, "O_PATH"), reason="needs O_PATH (Linux)")
+def test_a_lock_failure_other_than_a_busy_lock_is_raised(tmp_path: Path) -> None:
+    fd = os.open(tmp_path, os.O_PATH)  # flock refuses such a descriptor: EBADF
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        _locked(fd)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)  # closed
+
+
+def test_this_store_and_filelock_exclude_each_other(tmp_path: Path) -> None:
+    # filelock takes the same flock on POSIX: workers of an earlier release (which locked
+    # through filelock) and of this one never refresh at once.
+    path = str(tmp_path / "token.json.lock")
+    ours, theirs = _Flock(path), _PortableLock(path)
+    assert ours.try_acquire()
+    assert not theirs.try_acquire()
+    ours.release()
+    assert theirs.try_acquire()
+    assert not ours.try_acquire()
+    theirs.release()
+    assert ours.try_acquire()
+    ours.release()
+
+
+# --- intents beside the token file ---------------------------------------------------------
+
+
+def test_an_intent_goes_beside_the_token_file_which_stays_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    store = _seeded(path)
+    before, identity = path.read_bytes(), os.stat(path)
+    with store.lock():
+        store.write_intent(RefreshIntent(**_INTENT), version=1)  # type: ignore[arg-type]
+    after = os.stat(path)
+    assert path.read_bytes() == before
+    assert (after.st_ino, after.st_mtime_ns) == (identity.st_ino, identity.st_mtime_ns)
+    assert stat.S_IMODE(os.stat(store.intent_path).st_mode) == 0o600
+    assert store.intent_path == tmp_path / "token.json.intent"
+    loaded = store.load()
+    assert loaded is not None
+    assert (loaded.version, loaded.intent) == (1, RefreshIntent(**_INTENT))  # type: ignore[arg-type]
+    with store.lock():
+        store.save({**TOKEN, "access_token": "NEW"}, replaces=1)
+    assert not store.intent_path.exists()  # a token write clears it
+
+
+def test_wait_for_change_is_not_ended_by_an_intent(tmp_path: Path) -> None:
+    # The refreshing worker records its intent, then its token: the others wake for the
+    # token only, both for an intent beside the file and one an earlier release wrote in it.
+    path = tmp_path / "token.json"
+    store, writer = _seeded(path, poll_interval=0.001), FileTokenStore(path)
+    intent = RefreshIntent(**_INTENT)  # type: ignore[arg-type]
+
+    def refresh_later() -> None:
+        with writer.lock():
+            time.sleep(0.05)
+            writer.write_intent(intent, version=1)
+            time.sleep(0.05)
+            legacy = {"version": 1, "token": TOKEN, "intent": intent.to_json()}
+            temp = tmp_path / "legacy.json"
+            temp.write_text(json.dumps(legacy))
+            temp.chmod(0o600)
+            os.replace(temp, path)  # the whole file rewritten, on the same version
+            time.sleep(0.3)
+            writer.save({**TOKEN, "access_token": "NEW"}, replaces=1)
+
+    thread = threading.Thread(target=refresh_later)
+    thread.start()
+    try:
+        store.wait_for_change(1, timeout=20)
+        loaded = store.load()
+    finally:
+        thread.join()
+    assert loaded is not None
+    assert (loaded.version, loaded.token["access_token"]) == (2, "NEW")
+
+
+def test_an_intent_written_in_the_token_file_by_an_earlier_release_is_read(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "token.json"
+    intent = RefreshIntent(**_INTENT)  # type: ignore[arg-type]
+    path.write_text(json.dumps({"version": 1, "token": TOKEN, "intent": intent.to_json()}))
+    path.chmod(0o600)
+    store = FileTokenStore(path)
+    loaded = store.load()
+    assert loaded is not None
+    assert loaded.intent == intent
+    with store.lock():
+        store.write_intent(None, version=1)  # the newer record for version 1 wins
+    loaded = store.load()
+    assert loaded is not None
+    assert loaded.intent is None
+    spent = RefreshIntent(**{**_INTENT, "state": "spent", "reason": "refused"})  # type: ignore[arg-type]
+    with store.lock():
+        store.write_intent(spent, version=1)
+    loaded = store.load()
+    assert loaded is not None
+    assert loaded.intent == spent
+
+
+def test_an_intent_recorded_for_another_version_is_not_this_tokens(tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    store = _seeded(path)
+    with store.lock():
+        store.save({**TOKEN, "access_token": "NEW"}, replaces=1)
+    for version in (1, 3):  # one a crash left before a token write removed it; one ahead
+        record = {"version": version, "intent": _INTENT}
+        store.intent_path.write_text(json.dumps(record))
+        store.intent_path.chmod(0o600)
+        loaded = store.load()
+        assert loaded is not None
+        assert (loaded.version, loaded.intent) == (2, None)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\0" * 64, b'{"version": 1, "intent": {"state": "sending"}}', b"[1]", b'{"v": 1}'],
+    ids=["empty", "zeros", "not-an-intent", "not-an-object", "no-version"],
+)
+def test_an_intent_file_a_power_loss_left_unreadable_reads_as_none(
+    tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Intents are not synced: after a power loss the file may be empty or zeros. The token is
+    # never at risk, and no intent only means the refresh token may be sent once more.
+    path = tmp_path / "token.json"
+    store = _seeded(path)
+    store.intent_path.write_bytes(content)
+    store.intent_path.chmod(0o600)
+    loaded = store.load()
+    assert loaded is not None
+    assert (loaded.version, loaded.intent) == (1, None)
+    assert f"{store.intent_path} does not hold an intent; read as none" in caplog.text
+    with store.lock():
+        store.write_intent(RefreshIntent(**_INTENT), version=1)  # type: ignore[arg-type]
+    loaded = store.load()
+    assert loaded is not None
+    assert loaded.intent == RefreshIntent(**_INTENT)  # type: ignore[arg-type]
+
+
+def test_an_intent_file_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    store = _seeded(path)
+    (tmp_path / "elsewhere").write_text("{}")
+    store.intent_path.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(TokenStoreError, match=r"token\.json\.intent is a symbolic link"):
+        store.load()

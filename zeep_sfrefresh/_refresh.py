@@ -453,8 +453,8 @@ class Refresher:
         A store with ``wait_for_change`` ends a pause as soon as the token changes (looking
         at itself from its ``poll_interval`` on), so the pause only sets how often the lock
         is tried again in case its holder ends without a token: after MAX_POLL_INTERVAL,
-        then twice that, up to a second, as a try costs more than a look (filelock's
-        machinery, Redis round trips) and is only useful then. Without it, pauses start at
+        then twice that, up to a second, as a try costs more than a look (an open and a
+        flock, Redis round trips) and is only useful then. Without it, pauses start at
         the store's ``poll_interval`` and double up to MAX_POLL_INTERVAL.
         """
         store = self._store

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import stat
 import tempfile
@@ -33,6 +34,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
 
@@ -51,6 +53,8 @@ __all__ = [
     "StoredToken",
     "TokenStore",
 ]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_LOCK_WAIT = 30.0
 """Seconds a refresher waits for a store's lock before giving up with TokenStoreError."""
@@ -339,16 +343,124 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_module_lock)
 
 
+_BUSY = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
+"""What ``flock(LOCK_NB)`` fails with when another holds the lock (EACCES on some NFS)."""
+
+
+class _Flock:
+    """An exclusive ``flock`` on the lock file: the lock filelock's Unix lock takes, so older
+    workers of this store and newer ones exclude each other, for a try costing an ``open``,
+    a ``flock`` and an ``fstat`` (filelock's own machinery costs some 30 times that, and a
+    fleet meeting an expiry tries the lock once per worker)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free (True), else False at once."""
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(self.path, flags, 0o600)
+        if not _locked(fd):
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        """Unlock, then close: the explicit unlock also ends the hold for a forked child
+        that still has the descriptor."""
+        import fcntl
+
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def forget(self) -> None:
+        """In a forked child: close the parent's descriptor without unlocking. The hold stays
+        the parent's, and ends when the parent lets go or dies (not when this child does)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _locked(fd: int) -> bool:
+    """``flock`` the open lock file ``fd`` without waiting: True if held, else False with
+    ``fd`` closed (busy, or a file another program unlinked in between: not the lock any
+    more); any other failure is raised, ``fd`` closed."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_nlink > 0:
+            return True
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in _BUSY:
+            return False
+        raise
+    os.close(fd)
+    return False
+
+
+class _PortableLock:
+    """filelock's lock on the lock file, where there is no ``flock`` (Windows)."""
+
+    def __init__(self, path: str) -> None:
+        from filelock import FileLock
+
+        self._lock = FileLock(path, mode=0o600, thread_local=False)
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free (True), else False at once."""
+        from filelock import Timeout
+
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        return True
+
+    def release(self) -> None:
+        """Let the lock go."""
+        self._lock.release()
+
+    def forget(self) -> None:
+        """Nothing to drop: there is no fork where this lock is used."""
+
+
+_FileLock = _Flock | _PortableLock
+
+
+def _file_lock(path: str) -> _FileLock:
+    """``flock`` where the platform has it, else filelock's lock."""
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:
+        return _PortableLock(path)
+    return _Flock(path)
+
+
 class FileTokenStore:
     """A JSON file, shared by the processes of one machine.
 
     * Written atomically (a temp file in the same folder, fsync, ``os.replace``, fsync of the
       folder), mode 0600 whatever the umask, so a crash leaves the old token or the new one.
+    * The intent of a refresh under way goes to ``<name>.intent`` (:attr:`intent_path`),
+      atomically but without fsync: one sync fewer before each token request, the token
+      file untouched by it (see :meth:`write_intent`). A token file that holds an intent
+      itself (written by an earlier release) is still read; a newer ``.intent`` for the
+      same version wins.
     * Read like ssh reads a private key: a symlink, a file readable or writable by group or
       others, or a file owned by another user is refused with :class:`TokenStoreError`
       saying how to fix it (the file holds a refresh token).
-    * Locked through a separate ``<name>.lock`` file with the ``filelock`` package (``flock``
-      on POSIX: the kernel releases it when its holder dies, even by SIGKILL). Waiting for it
+    * Locked through a separate ``<name>.lock`` file with ``flock`` (the kernel releases it
+      when its holder dies, even by SIGKILL; the lock the ``filelock`` package takes on
+      POSIX, which this store uses where there is no ``flock``, on Windows). Waiting for it
       is bounded by ``lock_wait`` seconds; a waiter tries it again after ``poll_interval``
       seconds, then after twice that, and so on up to :data:`MAX_POLL_INTERVAL`. A forked
       child gets locks of its own.
@@ -370,6 +482,8 @@ class FileTokenStore:
             raise ValueError("lock_wait and poll_interval must be positive numbers of seconds")
         self.path = Path(path).expanduser()
         """The token file (``~`` expanded); its lock is ``<path>.lock``."""
+        self.intent_path = self.path.with_name(self.path.name + ".intent")
+        """Where the intent of a refresh under way is recorded (``<path>.intent``)."""
         self.lock_wait = lock_wait
         """Seconds to wait for the lock before raising ``TokenStoreError``."""
         self.poll_interval = poll_interval
@@ -380,14 +494,13 @@ class FileTokenStore:
 
     def _after_fork(self) -> None:
         # Threads of this process queue on _thread_lock; processes on the file lock, which
-        # is then only ever held by one thread of ours at a time. A child must not touch the
-        # parent's lock objects (filelock refuses them after a fork): it makes its own.
-        from filelock import FileLock  # on the first file store, not at import
-
+        # is then only ever held by one thread of ours at a time. A child must not use the
+        # parent's hold (it has no copy of the holding thread): it gets locks of its own.
+        inherited: _FileLock | None = getattr(self, "_file_lock", None)
+        if inherited is not None:
+            inherited.forget()
         self._thread_lock = threading.Lock()
-        self._file_lock = FileLock(
-            str(self.path) + ".lock", timeout=self.lock_wait, mode=0o600, thread_local=False
-        )
+        self._file_lock = _file_lock(str(self.path) + ".lock")
 
     def __repr__(self) -> str:
         return f"FileTokenStore({str(self.path)!r})"
@@ -446,13 +559,7 @@ class FileTokenStore:
         return False
 
     def _try_file_lock(self) -> bool:
-        from filelock import Timeout
-
-        try:
-            self._file_lock.acquire(timeout=0)
-        except Timeout:
-            return False
-        return True
+        return self._file_lock.try_acquire()
 
     def _release(self) -> None:
         try:
@@ -461,16 +568,23 @@ class FileTokenStore:
             self._thread_lock.release()
 
     def wait_for_change(self, version: int, timeout: float) -> None:
-        """Return once the file may hold another version than ``version``, or after
-        ``timeout`` seconds. Between reads it only ``stat``s the file (inode, size, mtime:
-        every write replaces it), every ``poll_interval`` seconds at first, then every tenth
-        of the time waited (:func:`watch_until`)."""
+        """Return once the file holds another version than ``version``, or after ``timeout``
+        seconds. Between reads it only ``stat``s the file (inode, size, mtime: every write
+        replaces it), every ``poll_interval`` seconds at first, then every tenth of the time
+        waited (:func:`watch_until`). A file rewritten on the same version (by an earlier
+        release, which kept the intent in it) is read and waited past: waking every waiter
+        for an intent would spend the CPU the refresh itself needs."""
         deadline = time.monotonic() + timeout
-        before = self._identity()  # before the read: a write after it is noticed below
-        stored = self.load()
-        if stored is None or stored.version != version:
-            return
-        watch_until(lambda: self._identity() != before, deadline, self.poll_interval)
+        while True:
+            before = self._identity()  # before the read: a write after it is noticed below
+            stored = self.load()
+            if stored is None or stored.version != version:
+                return
+            if not watch_until(partial(self._moved, before), deadline, self.poll_interval):
+                return
+
+    def _moved(self, identity: tuple[int, int, int] | None) -> bool:
+        return self._identity() != identity
 
     def _identity(self) -> tuple[int, int, int] | None:
         try:
@@ -479,45 +593,46 @@ class FileTokenStore:
             return None  # the caller's next read says what is wrong
         return (info.st_ino, info.st_size, info.st_mtime_ns)
 
-    def _read(self) -> bytes | None:
-        """Read the file, refusing what ssh refuses for a private key."""
+    def _read(self, path: Path) -> bytes | None:
+        """Read ``path`` (the token file or its intent), refusing what ssh refuses for a
+        private key."""
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)  # os.open sets close-on-exec itself
         try:
-            fd = os.open(self.path, flags)
+            fd = os.open(path, flags)
         except FileNotFoundError:
             return None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise TokenStoreError(
-                    f"{self.path} is a symbolic link; a token file must be the file itself "
+                    f"{path} is a symbolic link; a token file must be the file itself "
                     "(replace the link by the file, or point the store at the target)"
                 ) from None
-            raise TokenStoreError(f"cannot read {self.path}: {exc.strerror}") from exc
+            raise TokenStoreError(f"cannot read {path}: {exc.strerror}") from exc
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
-                raise TokenStoreError(f"cannot read {self.path}: not a regular file")
+                raise TokenStoreError(f"cannot read {path}: not a regular file")
             if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
                 raise TokenStoreError(
-                    f"{self.path} is owned by uid {info.st_uid}, not by this user "
+                    f"{path} is owned by uid {info.st_uid}, not by this user "
                     f"(uid {os.geteuid()}); a token file must be your own (chown it)"
                 )
             if info.st_mode & 0o077:
                 raise TokenStoreError(
-                    f"{self.path} is open to group or others "
-                    f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {self.path}"
+                    f"{path} is open to group or others "
+                    f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}"
                 )
             chunks = []
             while chunk := os.read(fd, 65536):
                 chunks.append(chunk)
             return b"".join(chunks)
         except OSError as exc:
-            raise TokenStoreError(f"cannot read {self.path}: {exc.strerror}") from exc
+            raise TokenStoreError(f"cannot read {path}: {exc.strerror}") from exc
         finally:
             os.close(fd)
 
     def _document(self) -> dict[str, Any] | None:
-        raw = self._read()
+        raw = self._read(self.path)
         if raw is None:
             return None
         try:
@@ -533,9 +648,27 @@ class FileTokenStore:
         return document
 
     def load(self) -> StoredToken | None:
-        """Read the file (refusing a symlink, loose permissions or another owner); see
-        ``TokenStore.load``."""
-        return self._stored(self._document())
+        """Read the file (refusing a symlink, loose permissions or another owner) and the
+        intent recorded for its version; see ``TokenStore.load``."""
+        stored = self._stored(self._document())
+        if stored is None:
+            return None
+        raw = self._read(self.intent_path)
+        if raw is None:
+            return stored  # no intent since the last token write (or an embedded one, older)
+        try:
+            record = json.loads(raw)
+            if record["version"] != stored.version:
+                return stored  # left by the refresh that wrote this token, or an earlier one
+            intent = record["intent"]
+            intent = None if intent is None else RefreshIntent.from_json(intent)
+        except (ValueError, TypeError, KeyError):
+            # Written without fsync: a power loss may leave it empty. Read as no intent: the
+            # refresh token may then be sent once more, which fails only where giving up
+            # unsent would have left the user to log in again too.
+            logger.warning("%s does not hold an intent; read as none", self.intent_path)
+            return stored
+        return StoredToken(stored.token, stored.version, intent)
 
     def _stored(self, document: dict[str, Any] | None) -> StoredToken | None:
         if document is None:
@@ -595,36 +728,34 @@ class FileTokenStore:
         kept = dict(settings) if settings is not None else self._settings(found_document)
         if kept is not None:
             document["settings"] = kept
-        self._write(document)
+        self._write(self.path, json.dumps(document, indent=1).encode(), sync=True)
+        with contextlib.suppress(OSError):  # stale now: it names the version just replaced
+            os.unlink(self.intent_path)
         return version
 
     def write_intent(self, intent: RefreshIntent | None, *, version: int) -> None:
-        """Record ``intent`` if the file still holds ``version``, written atomically; see
-        ``TokenStore.write_intent``."""
-        found_document = self._document()
-        current = self._stored(found_document)
+        """Record ``intent`` (None: clear it) for ``version`` if the file still holds that
+        version, in ``<path>.intent``, written atomically; see ``TokenStore.write_intent``."""
+        current = self._stored(self._document())
         if current is None or current.version != version:
             raise _conflict(None if current is None else current.version, version)
-        document: dict[str, Any] = {"version": version, "token": dict(current.token)}
-        if intent is not None:
-            document["intent"] = intent.to_json()
-        kept = self._settings(found_document)
-        if kept is not None:
-            document["settings"] = kept
-        # The new file's bytes are synced, its rename is not: after a power loss the file
-        # holds this intent or none, the token complete either way. Without the intent, the
-        # restarted workers may send that refresh token once more; with it they would give
-        # up on it unsent: a user has to log in again in both cases, if the request was
-        # answered. A process that dies (the usual crash) loses nothing: the kernel keeps
-        # the rename. One sync fewer before every token request.
-        self._write(document, sync_rename=False)
+        record = {"version": version, "intent": None if intent is None else intent.to_json()}
+        # Beside the token file, not in it, and not synced. The token file is never at risk
+        # (a power loss may leave this file empty or old, never the token file) and stays the
+        # same file, so the workers waiting for its next version are not woken for this.
+        # After a power loss the intent may be gone: the restarted workers may send that
+        # refresh token once more, which, if the lost request had been answered, fails where
+        # giving up unsent would have failed too (a user logs in again), and otherwise
+        # works. A process that dies (the usual crash) loses nothing: the kernel keeps the
+        # file. One sync fewer, and no rewrite of the token, before every token request.
+        self._write(self.intent_path, json.dumps(record).encode(), sync=False)
 
-    def _write(self, document: Mapping[str, Any], *, sync_rename: bool = True) -> None:
-        """Replace the file atomically: a crash leaves the old document or the new one."""
-        payload = json.dumps(document, indent=1).encode()
-        folder = self.path.parent
+    def _write(self, path: Path, payload: bytes, *, sync: bool) -> None:
+        """Replace ``path`` atomically: a crash leaves the old file or the new one. ``sync``:
+        a power loss too (the bytes, then the rename, reach the disk before returning)."""
+        folder = path.parent
         try:
-            fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=folder)
+            fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
         except OSError as exc:
             raise TokenStoreError(f"cannot write in {folder}: {exc.strerror}") from exc
         try:
@@ -632,13 +763,14 @@ class FileTokenStore:
                 os.fchmod(file.fileno(), 0o600)  # mkstemp's default, made explicit
                 file.write(payload)
                 file.flush()
-                os.fsync(file.fileno())
-            os.replace(temp, self.path)
+                if sync:
+                    os.fsync(file.fileno())
+            os.replace(temp, path)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
-            raise TokenStoreError(f"cannot write {self.path}: {exc.strerror}") from exc
-        if not sync_rename:
+            raise TokenStoreError(f"cannot write {path}: {exc.strerror}") from exc
+        if not sync:
             return
         with contextlib.suppress(OSError):  # durability of the rename; not every FS allows it
             dir_fd = os.open(folder, os.O_RDONLY)
