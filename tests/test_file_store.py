@@ -830,3 +830,69 @@ def test_an_intent_file_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
     store.intent_path.symlink_to(tmp_path / "elsewhere")
     with pytest.raises(TokenStoreError, match=r"token\.json\.intent is a symbolic link"):
         store.load()
+
+
+def test_a_child_forked_before_the_store_was_ever_locked_takes_its_lock_quietly(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "token.json"
+    code = textwrap.dedent(
+        f"""
+        import logging, os
+        from zeep_sfrefresh import FileTokenStore
+        logging.basicConfig()  # a failure in the fork hook is logged, not raised
+        store = FileTokenStore({str(path)!r})
+        pid = os.fork()
+        if pid == 0:
+            with store.lock():
+                store.save({{"access_token": "00DCHILD"}}, replaces=None)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert (done.stdout.strip(), done.stderr) == ("0", "")  # no error in the fork hook
+    loaded = FileTokenStore(path).load()
+    assert loaded is not None
+    assert loaded.token == {"access_token": "00DCHILD"}
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    (tmp_path / "elsewhere").write_text("")
+    (tmp_path / "token.json.lock").symlink_to(tmp_path / "elsewhere")
+    store = FileTokenStore(path, lock_wait=1)
+    with pytest.raises(TokenStoreError, match=r"could not lock .*symbolic links"), store.lock():
+        pass
+
+
+def test_a_released_lock_is_free_whatever_copies_of_its_descriptor_remain(
+    tmp_path: Path,
+) -> None:
+    # A copy of the descriptor (in a child the fork hooks never reached, say) must not keep
+    # the lock held once its holder lets go.
+    path = str(tmp_path / "token.json.lock")
+    holder, other = _Flock(path), _Flock(path)
+    assert holder.try_acquire()
+    assert holder._fd is not None
+    copy = os.dup(holder._fd)
+    try:
+        holder.release()
+        assert other.try_acquire()
+        other.release()
+    finally:
+        os.close(copy)
+
+
+def test_the_portable_lock_makes_a_private_lock_file_and_never_waits(tmp_path: Path) -> None:
+    path = tmp_path / "token.json.lock"
+    first, second = _PortableLock(str(path)), _PortableLock(str(path))
+    assert first.try_acquire()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    started = time.monotonic()
+    assert not second.try_acquire()
+    assert time.monotonic() - started < 0.5  # one try, not a wait
+    first.release()
