@@ -193,13 +193,13 @@ def test_wait_for_change_is_woken_by_the_write(
     thread = threading.Thread(target=write_later)
     thread.start()
     started = time.monotonic()
-    store.wait_for_change(1, timeout=20)
+    newer = store.wait_for_change(1, timeout=20)  # read in the round trip that woke it
     waited = time.monotonic() - started
     thread.join()
-    loaded = store.load()
     assert 0.1 < waited < 10
-    assert loaded is not None
-    assert loaded.version == 2
+    assert newer is not None
+    assert (newer.version, newer.token["access_token"]) == (2, "NEW")
+    assert newer == store.load()
 
 
 def test_wait_for_change_is_bounded_and_sees_a_change_already_made(
@@ -207,11 +207,24 @@ def test_wait_for_change_is_bounded_and_sees_a_change_already_made(
 ) -> None:
     store = _seeded(redis_server)
     started = time.monotonic()
-    store.wait_for_change(1, timeout=0.3)  # nothing changes
+    assert store.wait_for_change(1, timeout=0.3) is None  # nothing changes
     assert 0.3 <= time.monotonic() - started < 5
     started = time.monotonic()
-    store.wait_for_change(0, timeout=20)  # version 1 was written before it waited
+    newer = store.wait_for_change(0, timeout=20)  # version 1 was written before it waited
     assert time.monotonic() - started < 5
+    assert newer is not None
+    assert newer.version == 1
+
+
+def test_a_cluster_client_waits_on_the_stream_alone(redis_server: RedisServer) -> None:
+    # This store does not rely on a cluster client's pipelines: its wait ends all the same,
+    # without the token, which the refresher then reads.
+    store = _seeded(redis_server)
+    store._read_on_wake = False  # what a redis.RedisCluster client gets
+    started = time.monotonic()
+    assert store.wait_for_change(0, timeout=20) is None
+    assert time.monotonic() - started < 5
+    assert store.wait_for_change(1, timeout=0.2) is None
 
 
 def test_redis_down_while_waiting_is_a_clear_error(redis_server: RedisServer) -> None:

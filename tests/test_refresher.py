@@ -35,7 +35,7 @@ from zeep_sfrefresh import (
     TokenStoreError,
 )
 from zeep_sfrefresh._grants import SessionGrant
-from zeep_sfrefresh._refresh import Plan, Refresher, plan_request
+from zeep_sfrefresh._refresh import Plan, Refresher, _wait_for_change, plan_request
 from zeep_sfrefresh._stores import RefreshIntent
 from zeep_sfrefresh._tokens import Token, fingerprint
 from zeep_sfrefresh.testing import StandInOrg
@@ -896,3 +896,22 @@ def test_a_credential_grant_that_fails_is_asked_again_next_time(
     sf_org.token_failure = None
     assert client.service.getServerTimestamp() is not None
     assert sf_org.token_requests == 4  # the first token, two failures, the fixed one
+
+
+class _HandsOver:
+    """A store's wait that ends with ``answer`` (a store of one's own may return anything)."""
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+
+    def wait_for_change(self, version: int, timeout: float) -> object:
+        return self.answer
+
+
+def test_a_newer_token_a_store_waited_for_is_used_without_another_read() -> None:
+    newer = StoredToken({"access_token": "00DNEWER"}, 2)
+    assert _wait_for_change(_HandsOver(newer), 1, 0.0) is newer  # type: ignore[arg-type]
+    # Anything else sends the refresher back to the store: the same version, no token, or
+    # the truthy answer of a store of one's own.
+    for answer in (StoredToken({"access_token": "00DSAME"}, 1), None, True):
+        assert _wait_for_change(_HandsOver(answer), 1, 0.0) is None  # type: ignore[arg-type]

@@ -57,6 +57,8 @@ DEFAULT_LOCK_TIMEOUT = 60.0
 
 logger = logging.getLogger(__name__)
 
+_FIELDS = ("version", "token", "intent")
+
 # KEYS[1] = hash; ARGV = expected version ("" for none), new version, token JSON.
 _COMPARE_AND_SET = """
 local found = redis.call('HGET', KEYS[1], 'version')
@@ -168,6 +170,7 @@ class RedisTokenStore:
                 "lock_timeout, lock_wait and poll_interval must be positive numbers of seconds"
             )
         self._client = client
+        self._read_on_wake = not isinstance(client, redis.RedisCluster)
         self.key = key
         """The hash holding the token, its version and its intent."""
         self.lock_key = f"{key}:lock"
@@ -242,23 +245,29 @@ class RedisTokenStore:
         with self._holding(lock):
             yield True
 
-    def wait_for_change(self, version: int, timeout: float) -> None:
-        """Return once a token newer than ``version`` is stored, or after ``timeout`` seconds.
+    def wait_for_change(self, version: int, timeout: float) -> StoredToken | None:
+        """Return once a token newer than ``version`` is stored (the token itself, or None
+        from a cluster client), or None after ``timeout`` seconds.
 
         It blocks in ``XREAD`` on :attr:`changes_key` from entry ``<version>-0``: a newer
         version written before the call ends it at once, one written during it wakes it.
-        Each ``XREAD`` blocks at most 100 ms, well within any sane ``socket_timeout``. A
-        server that refuses (an ACL without the stream key, a proxy without streams) is
-        logged once; waits then simply last ``timeout``."""
+        Each ``XREAD`` blocks at most 100 ms, well within any sane ``socket_timeout``. The
+        token is read in the same round trip: an ``HMGET`` pipelined behind the ``XREAD``,
+        which Redis runs as soon as the ``XREAD`` returns, so a woken worker does not wait
+        for the server a second time (on a busy machine, milliseconds). A cluster client
+        only reads the stream; the refresher then reads the token. A server that refuses
+        (an ACL without the stream key, a proxy without streams) is logged once; waits then
+        simply last ``timeout``."""
         deadline = time.monotonic() + timeout
         if not self._notified:
             time.sleep(timeout)
-            return
+            return None
         try:
             while (remaining := deadline - time.monotonic()) > 0:
                 block = max(1, round(min(remaining, 0.1) * 1000))
-                if self._client.xread({self.changes_key: f"{version}-0"}, count=1, block=block):
-                    return
+                woken, fields = self._watch(version, block)
+                if woken:
+                    return None if fields is None else self._parsed(fields)
         except ResponseError as exc:
             self._notified = False
             logger.warning(
@@ -271,6 +280,20 @@ class RedisTokenStore:
             time.sleep(max(0.0, deadline - time.monotonic()))
         except RedisError as exc:
             raise self._unavailable("watch", exc) from exc
+        return None
+
+    def _watch(self, version: int, block: int) -> tuple[bool, list[Any] | None]:
+        """``XREAD`` from ``<version>-0`` for at most ``block`` ms: whether an entry came, and
+        the token's fields read right after it in the same round trip (None from a cluster
+        client, whose pipelines this store does not rely on)."""
+        since = f"{version}-0"
+        if not self._read_on_wake:
+            return bool(self._client.xread({self.changes_key: since}, count=1, block=block)), None
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xread({self.changes_key: since}, count=1, block=block)
+        pipe.hmget(self.key, _FIELDS)
+        entries, fields = pipe.execute()
+        return bool(entries), fields
 
     @contextmanager
     def _holding(self, lock: redis.lock.Lock) -> Iterator[None]:
@@ -296,9 +319,14 @@ class RedisTokenStore:
     def load(self) -> StoredToken | None:
         """Read the token, its version and its intent in one step; see ``TokenStore.load``."""
         try:
-            version, token, intent = self._client.hmget(self.key, ["version", "token", "intent"])
+            fields = self._client.hmget(self.key, _FIELDS)
         except RedisError as exc:
             raise self._unavailable("read", exc) from exc
+        return self._parsed(fields)
+
+    def _parsed(self, fields: list[Any]) -> StoredToken | None:
+        """The stored token from the hash's ``version``, ``token`` and ``intent`` fields."""
+        version, token, intent = fields
         if version is None and token is None:
             return None
         try:

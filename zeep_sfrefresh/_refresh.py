@@ -465,8 +465,9 @@ class Refresher:
             delay = float(getattr(store, "poll_interval", DEFAULT_POLL_INTERVAL))
             longest = MAX_POLL_INTERVAL
         deadline = time.monotonic() + lock_wait
+        seen: StoredToken | None = None
         while True:
-            stored = self._load()
+            stored = seen or self._load()
             if (
                 stored.version > self._version
                 and stored.token.get("access_token") != sent.access_token
@@ -483,7 +484,7 @@ class Refresher:
                     f"could not take the lock of {store!r} within {lock_wait:g} s (another "
                     "worker held it for longer than a refresh takes, without storing a token)"
                 )
-            _wait_for_change(store, stored.version, min(delay, remaining))
+            seen = _wait_for_change(store, stored.version, min(delay, remaining))
             delay = min(delay * 2, longest)
 
     def _exchange(
@@ -574,14 +575,15 @@ class Refresher:
         logger.info("another refresh of this token may be running; waiting for its token")
         deadline = time.monotonic() + self._overlap_wait
         delay = 0.05
+        newer: StoredToken | None = None
         while True:
-            stored = self._load()
+            stored = newer or self._load()
             if stored.version > seen.version or (intent_too and stored.intent != seen.intent):
                 return stored
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            _wait_for_change(self._store, seen.version, min(delay, remaining))
+            newer = _wait_for_change(self._store, seen.version, min(delay, remaining))
             delay = min(delay * 2, 1.0)
 
     # --- sessions a refresh cannot save -------------------------------------------------------
@@ -677,13 +679,15 @@ def _waited_lock(store: TokenStore) -> Iterator[bool]:
         yield True
 
 
-def _wait_for_change(store: TokenStore, version: int, timeout: float) -> None:
-    """``store.wait_for_change(version, timeout)``; for a store without it, a sleep."""
+def _wait_for_change(store: TokenStore, version: int, timeout: float) -> StoredToken | None:
+    """``store.wait_for_change(version, timeout)``; for a store without it, a sleep. Returns
+    the newer token the store read on the way, if it says so (else the caller reads)."""
     wait = getattr(store, "wait_for_change", None)
     if wait is None:
         time.sleep(timeout)
-    else:
-        wait(version, timeout)
+        return None
+    newer = wait(version, timeout)
+    return newer if isinstance(newer, StoredToken) and newer.version != version else None
 
 
 def _refusal(exc: TokenRefreshError) -> str:

@@ -164,10 +164,12 @@ class TokenStore(Protocol):
     * ``try_lock(version: int) -> AbstractContextManager[bool]``: hold the lock for the
       block and yield True if it is free and the stored version is still ``version``;
       otherwise yield False at once, without it (checked atomically where the store can).
-    * ``wait_for_change(version: int, timeout: float) -> None``: return once the stored
-      version may no longer be ``version`` (a notification, or a cheap look), or after
-      ``timeout`` seconds; returning early without a change is allowed. Without it the
-      refresher sleeps ``timeout`` instead.
+    * ``wait_for_change(version: int, timeout: float) -> StoredToken | None``: return once
+      the stored version may no longer be ``version`` (a notification, or a cheap look), or
+      after ``timeout`` seconds; returning early without a change is allowed. It may return
+      the newer :class:`StoredToken` it read on the way (the built-in stores do), which
+      spares the refresher a read of its own; None otherwise. Without it the refresher
+      sleeps ``timeout`` instead.
 
     With them, waiters adopt another worker's token as soon as it is stored and never
     queue on the lock to do so. The refresher reads ``lock_wait`` and ``poll_interval``
@@ -567,21 +569,23 @@ class FileTokenStore:
         finally:
             self._thread_lock.release()
 
-    def wait_for_change(self, version: int, timeout: float) -> None:
-        """Return once the file holds another version than ``version``, or after ``timeout``
-        seconds. Between reads it only ``stat``s the file (inode, size, mtime: every write
-        replaces it), every ``poll_interval`` seconds at first, then every tenth of the time
-        waited (:func:`watch_until`). A file rewritten on the same version (by an earlier
-        release, which kept the intent in it) is read and waited past: waking every waiter
-        for an intent would spend the CPU the refresh itself needs."""
+    def wait_for_change(self, version: int, timeout: float) -> StoredToken | None:
+        """Return the token once the file holds another version than ``version``, or None
+        after ``timeout`` seconds (or when the file is gone: the next read says why).
+
+        Between reads it only ``stat``s the file (inode, size, mtime: every write replaces
+        it), every ``poll_interval`` seconds at first, then every tenth of the time waited
+        (:func:`watch_until`). A file rewritten on the same version (by an earlier release,
+        which kept the intent in it) is read and waited past: waking every waiter for an
+        intent would spend the CPU the refresh itself needs."""
         deadline = time.monotonic() + timeout
         while True:
             before = self._identity()  # before the read: a write after it is noticed below
             stored = self.load()
             if stored is None or stored.version != version:
-                return
+                return stored
             if not watch_until(partial(self._moved, before), deadline, self.poll_interval):
-                return
+                return None
 
     def _moved(self, identity: tuple[int, int, int] | None) -> bool:
         return self._identity() != identity
