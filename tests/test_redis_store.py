@@ -6,10 +6,11 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Literal
 
 import pytest
 import redis
-from conftest import held_in_another_thread
+from conftest import held_in_another_thread, wait_for
 
 from zeep_sfrefresh import (
     RedisTokenStore,
@@ -18,6 +19,7 @@ from zeep_sfrefresh import (
     TokenStoreConflictError,
     TokenStoreError,
 )
+from zeep_sfrefresh._redis_store import _LeaseKeeper
 from zeep_sfrefresh._stores import IntentState
 from zeep_sfrefresh._tokens import fingerprint
 from zeep_sfrefresh.testing.redis_server import RedisServer
@@ -402,8 +404,29 @@ def test_the_lease_is_renewed_by_a_daemon_thread_that_ends_with_the_lock(
         assert 0 < lease <= 300  # the lease is lock_timeout, in ms
         time.sleep(0.5)  # longer than the lease: renewed meanwhile
         assert redis_server.client().get("k:lock") is not None
-    assert _lease_threads() == []  # stopped and joined before the block's end returns
-    assert redis_server.client().exists("k:lock") == 0
+    assert redis_server.client().exists("k:lock") == 0  # released when the block ends
+    wait_for(lambda: _lease_threads() == [])  # and the thread ends on its own, at once
+
+
+class _CountedLock(redis.lock.Lock):
+    """A real redis-py lock that counts its renewals."""
+
+    renewals = 0
+
+    def reacquire(self) -> Literal[True]:
+        self.renewals += 1
+        return super().reacquire()
+
+
+def test_no_renewal_starts_once_the_hold_has_ended(redis_server: RedisServer) -> None:
+    lock = _CountedLock(redis_server.client(), "k:lock", timeout=5, thread_local=False)
+    assert lock.acquire(blocking=False)
+    with _LeaseKeeper(lock, 0.001):
+        wait_for(lambda: lock.renewals >= 3)  # renewing every millisecond
+    ended = lock.renewals
+    time.sleep(0.05)
+    assert lock.renewals == ended
+    lock.release()
 
 
 def test_a_lease_lost_or_unrenewable_is_logged(

@@ -117,24 +117,32 @@ class _LeaseKeeper:
         self._lock = lock
         self._interval = interval
         self._stop = threading.Event()
+        self._renewing = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="zeep-sfrefresh-lease", daemon=True)
 
     def __enter__(self) -> None:
         self._thread.start()
 
     def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        # Not a join: on a busy machine the thread may wait milliseconds for a CPU just to
+        # end, and the holder, about to release the lock and resend its call, with it. The
+        # lock does what the join did: a renewal under way ends before this returns (and
+        # the hold is released), and none starts after; the thread ends at its next wake.
+        with self._renewing:
+            self._stop.set()
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            try:
-                self._lock.reacquire()
-            except LockNotOwnedError:
-                logger.warning("the Redis lock %r expired under its holder", self._lock.name)
-                return
-            except (LockError, RedisError) as exc:
-                logger.warning("could not renew the Redis lock %r: %s", self._lock.name, exc)
+            with self._renewing:
+                if self._stop.is_set():
+                    return
+                try:
+                    self._lock.reacquire()
+                except LockNotOwnedError:
+                    logger.warning("the Redis lock %r expired under its holder", self._lock.name)
+                    return
+                except (LockError, RedisError) as exc:
+                    logger.warning("could not renew the Redis lock %r: %s", self._lock.name, exc)
 
 
 class RedisTokenStore:
