@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -33,6 +34,14 @@ TOKEN = {
     "refresh_token": "5AepSECRETREFRESH",
     "instance_url": "https://a.my.salesforce.com",
 }
+
+
+def _plant(path: Path, content: bytes | str | dict[str, Any]) -> None:
+    """Write ``content`` (a dict as JSON) at ``path``, mode 0600: a file as another program,
+    an earlier release or a power loss left it."""
+    data = json.dumps(content) if isinstance(content, dict) else content
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    path.chmod(0o600)
 
 
 def test_round_trip_and_versions(tmp_path: Path) -> None:
@@ -103,8 +112,7 @@ def test_write_leaves_no_temp_files(tmp_path: Path) -> None:
 )
 def test_corrupt_file_raises_and_is_never_overwritten(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "token.json"
-    path.write_bytes(content)
-    path.chmod(0o600)
+    _plant(path, content)
     store = FileTokenStore(path)
     with pytest.raises(TokenStoreError, match="left as is"):
         store.load()
@@ -123,10 +131,7 @@ def test_unreadable_path_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_errors_and_repr_hold_no_token(tmp_path: Path) -> None:
     path = tmp_path / "token.json"
-    path.write_text(
-        '{"version": 1, "token": {"access_token": "00DSECRETACCESS", "instance_url": 5}'
-    )
-    path.chmod(0o600)
+    _plant(path, '{"version": 1, "token": {"access_token": "00DSECRETACCESS", "instance_url": 5}')
     store = FileTokenStore(path)
     with pytest.raises(TokenStoreError) as info:
         store.load()
@@ -444,8 +449,7 @@ def test_a_file_with_an_intent_it_did_not_write_is_refused_and_kept(
     tmp_path: Path, intent: object
 ) -> None:
     path = tmp_path / "token.json"
-    path.write_text(json.dumps({"version": 1, "token": TOKEN, "intent": intent}))
-    path.chmod(0o600)
+    _plant(path, {"version": 1, "token": TOKEN, "intent": intent})
     before = path.read_bytes()
     store = FileTokenStore(path)
     with pytest.raises(TokenStoreError, match="not a token file written by zeep-sfrefresh"):
@@ -492,8 +496,7 @@ def test_intents_and_settings_round_trip_and_a_token_write_clears_only_the_inten
 
 def test_settings_that_are_not_strings_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "token.json"
-    path.write_text(json.dumps({"version": 1, "token": TOKEN, "settings": {"timeout": 30}}))
-    path.chmod(0o600)
+    _plant(path, {"version": 1, "token": TOKEN, "settings": {"timeout": 30}})
     with pytest.raises(TokenStoreError, match="settings that are not strings"):
         FileTokenStore(path).load_settings()
 
@@ -655,7 +658,7 @@ def test_a_child_forked_by_the_lock_holder_neither_frees_nor_keeps_its_lock(
 ) -> None:
     path = tmp_path / "token.json"
     store = _seeded(path, lock_wait=5)
-    holder, child = _hold_lock_and_fork(path, child_lives=False)
+    holder, _ = _hold_lock_and_fork(path, child_lives=False)
     try:
         with store.try_lock(1) as held:
             assert not held  # the child's exit did not free the parent's lock
@@ -741,10 +744,8 @@ def test_wait_for_change_is_not_ended_by_an_intent(tmp_path: Path) -> None:
             time.sleep(0.05)
             writer.write_intent(intent, version=1)
             time.sleep(0.05)
-            legacy = {"version": 1, "token": TOKEN, "intent": intent.to_json()}
             temp = tmp_path / "legacy.json"
-            temp.write_text(json.dumps(legacy))
-            temp.chmod(0o600)
+            _plant(temp, {"version": 1, "token": TOKEN, "intent": intent.to_json()})
             os.replace(temp, path)  # the whole file rewritten, on the same version
             time.sleep(0.3)
             writer.save({**TOKEN, "access_token": "NEW"}, replaces=1)
@@ -765,8 +766,7 @@ def test_an_intent_written_in_the_token_file_by_an_earlier_release_is_read(
 ) -> None:
     path = tmp_path / "token.json"
     intent = RefreshIntent(**_INTENT)  # type: ignore[arg-type]
-    path.write_text(json.dumps({"version": 1, "token": TOKEN, "intent": intent.to_json()}))
-    path.chmod(0o600)
+    _plant(path, {"version": 1, "token": TOKEN, "intent": intent.to_json()})
     store = FileTokenStore(path)
     loaded = store.load()
     assert loaded is not None
@@ -790,9 +790,7 @@ def test_an_intent_recorded_for_another_version_is_not_this_tokens(tmp_path: Pat
     with store.lock():
         store.save({**TOKEN, "access_token": "NEW"}, replaces=1)
     for version in (1, 3):  # one a crash left before a token write removed it; one ahead
-        record = {"version": version, "intent": _INTENT}
-        store.intent_path.write_text(json.dumps(record))
-        store.intent_path.chmod(0o600)
+        _plant(store.intent_path, {"version": version, "intent": _INTENT})
         loaded = store.load()
         assert loaded is not None
         assert (loaded.version, loaded.intent) == (2, None)
@@ -810,8 +808,7 @@ def test_an_intent_file_a_power_loss_left_unreadable_reads_as_none(
     # never at risk, and no intent only means the refresh token may be sent once more.
     path = tmp_path / "token.json"
     store = _seeded(path)
-    store.intent_path.write_bytes(content)
-    store.intent_path.chmod(0o600)
+    _plant(store.intent_path, content)
     loaded = store.load()
     assert loaded is not None
     assert (loaded.version, loaded.intent) == (1, None)
