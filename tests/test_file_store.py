@@ -27,7 +27,7 @@ from zeep_sfrefresh import (
     TokenStoreConflictError,
     TokenStoreError,
 )
-from zeep_sfrefresh._stores import RefreshIntent, _Flock, _locked, _PortableLock
+from zeep_sfrefresh._stores import RefreshIntent, StoredToken, _Flock, _locked, _PortableLock
 
 TOKEN = {
     "access_token": "00DSECRETACCESS",
@@ -201,8 +201,12 @@ def _seeded(path: Path, **options: float) -> FileTokenStore:
 def test_try_lock_takes_a_free_lock_only_on_the_expected_version(tmp_path: Path) -> None:
     path = tmp_path / "token.json"
     store, other = _seeded(path), FileTokenStore(path)  # two workers
+    intent = RefreshIntent("fp", "unanswered", 1, "host/1/1", 1.7e9)
+    with store.lock():
+        store.write_intent(intent, version=1)
     with store.try_lock(1) as held:
-        assert held
+        # What it read under the lock: the token and its intent (no second read needed).
+        assert held == store.load() == StoredToken(TOKEN, 1, intent)
         with other.try_lock(1) as busy:
             assert not busy  # at once: it never waits
     with store.try_lock(2) as held:

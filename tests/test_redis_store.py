@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -11,6 +12,7 @@ from typing import Literal
 import pytest
 import redis
 from conftest import held_in_another_thread, wait_for
+from forking import Child, Report
 
 from zeep_sfrefresh import (
     RedisTokenStore,
@@ -18,8 +20,9 @@ from zeep_sfrefresh import (
     StoredToken,
     TokenStoreConflictError,
     TokenStoreError,
+    _redis_store,
 )
-from zeep_sfrefresh._redis_store import _LeaseKeeper
+from zeep_sfrefresh._redis_store import _RENEWER
 from zeep_sfrefresh._stores import IntentState
 from zeep_sfrefresh._tokens import fingerprint
 from zeep_sfrefresh.testing.redis_server import RedisServer
@@ -150,11 +153,57 @@ def test_a_stream_ahead_of_a_reseeded_hash_starts_over(redis_server: RedisServer
     assert client.xrange(store.changes_key) == [(b"1-0", {b"version": b"1"})]
 
 
+@pytest.mark.parametrize("missing", ["both", "compare_and_set", "announce"])
+def test_a_server_without_the_scripts_still_takes_and_announces_the_write(
+    redis_server: RedisServer, missing: str
+) -> None:
+    """The write and its announcement go in one round trip by script hash; a server that
+    has not seen a script (a restart, SCRIPT FLUSH) gets it loaded and runs it, once."""
+    client = redis_server.client()
+    store = _seeded(redis_server)
+    client.script_flush()
+    if missing == "announce":
+        client.script_load(_redis_store._COMPARE_AND_SET)
+    elif missing == "compare_and_set":
+        client.script_load(_redis_store._ANNOUNCE)
+    with store.lock():
+        assert store.save({**TOKEN, "access_token": "NEW"}, replaces=1) == 2
+        assert store.save(TOKEN, replaces=2) == 3  # the scripts are there now
+    assert client.xrange(store.changes_key) == [
+        (f"{version}-0".encode(), {b"version": str(version).encode()}) for version in (1, 2, 3)
+    ]
+    loaded = store.load()
+    assert loaded is not None
+    assert loaded.version == 3
+
+
+def test_a_write_that_lost_is_not_announced(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    store = _seeded(redis_server)
+    with store.lock():
+        store.save(TOKEN, replaces=1)
+        before = client.xrange(store.changes_key)
+        for replaces in (None, 1):  # version 1 or 2 again: another writer was first
+            with pytest.raises(TokenStoreConflictError):
+                store.save({**TOKEN, "access_token": "LOST"}, replaces=replaces)
+    assert (
+        client.xrange(store.changes_key)
+        == before
+        == [
+            (b"1-0", {b"version": b"1"}),
+            (b"2-0", {b"version": b"2"}),
+        ]
+    )
+
+
 def test_try_lock_takes_a_free_lock_only_on_the_expected_version(redis_server: RedisServer) -> None:
     store = _seeded(redis_server, lock_timeout=3)
     other = RedisTokenStore(redis_server.client(), "k")
+    with store.lock():
+        store.write_intent(_intent(), version=1)
     with store.try_lock(1) as held:
-        assert held
+        # What the script read under the lock it took: the token and its intent.
+        assert held == store.load() == StoredToken(TOKEN, 1, _intent())
         assert redis_server.client().pttl("k:lock") > 0  # with a lease, as lock() takes it
         store.write_intent(None, version=1)  # the held lock is this thread's, as with lock()
         with other.try_lock(1) as busy:
@@ -392,20 +441,49 @@ def _lease_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "zeep-sfrefresh-lease"]
 
 
-def test_the_lease_is_renewed_by_a_daemon_thread_that_ends_with_the_lock(
+def test_the_lease_is_renewed_by_one_daemon_thread_while_the_lock_is_held(
     redis_server: RedisServer,
 ) -> None:
     store = _seeded(redis_server, lock_timeout=0.3)
     with store.try_lock(1) as held:
         assert held
         # A daemon thread: a worker exiting mid-refresh is not held up by it.
-        assert [t.daemon for t in _lease_threads()] == [True]
+        [renewer] = _lease_threads()
+        assert renewer.daemon
         lease = redis_server.client().pttl("k:lock")
         assert 0 < lease <= 300  # the lease is lock_timeout, in ms
         time.sleep(0.5)  # longer than the lease: renewed meanwhile
         assert redis_server.client().get("k:lock") is not None
     assert redis_server.client().exists("k:lock") == 0  # released when the block ends
-    wait_for(lambda: _lease_threads() == [])  # and the thread ends on its own, at once
+    # The same thread keeps the next hold: none is started per hold (a holder would wait
+    # for it to start).
+    with store.lock():
+        assert _lease_threads() == [renewer]
+        time.sleep(0.5)
+        assert redis_server.client().get("k:lock") is not None
+    assert _lease_threads() == [renewer]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
+def test_a_forked_child_renews_its_own_hold(redis_server: RedisServer) -> None:
+    """The parent's renewer thread does not exist in a forked child: the child's first
+    hold starts one of its own, and its lease outlives lock_timeout."""
+    store = _seeded(redis_server, lock_timeout=0.3)
+    with store.lock():  # the parent's renewer is running
+        pass
+
+    def child() -> Report:
+        with store.lock():
+            time.sleep(0.5)
+            kept = redis_server.client().get("k:lock") is not None
+        return {"kept": kept, "renewers": len(_lease_threads())}
+
+    forked = Child(child)
+    try:
+        report, code = forked.result(timeout=10)
+    finally:
+        forked.kill()
+    assert (report, code) == ({"kept": True, "renewers": 1}, 0)
 
 
 class _CountedLock(redis.lock.Lock):
@@ -421,7 +499,7 @@ class _CountedLock(redis.lock.Lock):
 def test_no_renewal_starts_once_the_hold_has_ended(redis_server: RedisServer) -> None:
     lock = _CountedLock(redis_server.client(), "k:lock", timeout=5, thread_local=False)
     assert lock.acquire(blocking=False)
-    with _LeaseKeeper(lock, 0.001):
+    with _RENEWER.keep(lock, 0.001):
         wait_for(lambda: lock.renewals >= 3)  # renewing every millisecond
     ended = lock.renewals
     time.sleep(0.05)

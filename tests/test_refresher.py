@@ -458,6 +458,44 @@ def test_waiting_for_a_lock_held_without_a_token_looks_at_the_store_less_and_les
     assert h.org.token_requests == 0
 
 
+class _SpentJustBeforeTheLock(FileTokenStore):
+    """Another worker's refresh with the stored refresh token was refused for good between
+    this worker's look at the store and its lock: only what the store holds under the lock
+    says so. ``try_lock`` yields that read, or, like a store of one's own may, just True."""
+
+    def __init__(self, path: Path, *, hands_over_its_read: bool) -> None:
+        super().__init__(path)
+        self.hands_over_its_read = hands_over_its_read
+
+    @contextmanager
+    def try_lock(self, version: int) -> Iterator[StoredToken | bool | None]:  # type: ignore[override]
+        with super().try_lock(version) as held:
+            if held is False:
+                yield False
+                return
+            spent = fingerprint(held.token["refresh_token"])
+            why = "invalid_grant: expired access/refresh token"
+            self.write_intent(
+                RefreshIntent(spent, "spent", 0, "other/1/1", time.time(), why), version=version
+            )
+            yield self.load() if self.hands_over_its_read else True
+
+
+@pytest.mark.parametrize("hands_over_its_read", [True, False])
+def test_the_refresh_is_decided_on_what_the_store_holds_under_the_lock(
+    harness: Build, tmp_path: Path, hands_over_its_read: bool
+) -> None:
+    store = _SpentJustBeforeTheLock(
+        tmp_path / "token.json", hands_over_its_read=hands_over_its_read
+    )
+    h = harness(store=store)
+    requests_made = h.org.token_requests
+    h.org.expire_all_sessions()
+    with pytest.raises(ReauthorizationRequiredError, match="expired access/refresh token"):
+        h.client.service.getServerTimestamp()
+    assert h.org.token_requests == requests_made  # the spent refresh token was not sent
+
+
 class _PauseRecordingFileStore(FileTokenStore):
     """A file store that records how long the refresher asks it to wait for a change."""
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import requests
@@ -19,6 +19,7 @@ from zeep_sfrefresh import (
     FileTokenStore,
     RedisTokenStore,
     SalesforceTransport,
+    StoredToken,
     TokenRefreshError,
     TokenStoreError,
 )
@@ -224,9 +225,9 @@ class CountingFileStore(FileTokenStore):
             yield
 
     @contextmanager
-    def try_lock(self, version: int) -> Iterator[bool]:
+    def try_lock(self, version: int) -> Iterator[StoredToken | Literal[False]]:
         with super().try_lock(version) as held:
-            self.taken += held
+            self.taken += held is not False
             yield held
 
 
@@ -240,9 +241,9 @@ class CountingRedisStore(RedisTokenStore):
             yield
 
     @contextmanager
-    def try_lock(self, version: int) -> Iterator[bool]:
+    def try_lock(self, version: int) -> Iterator[StoredToken | Literal[False]]:
         with super().try_lock(version) as held:
-            self.taken += held
+            self.taken += held is not False
             yield held
 
 

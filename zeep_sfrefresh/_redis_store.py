@@ -8,9 +8,10 @@ the lock. On a cluster the keys must live in one slot: wrap the key in braces
 (``{sf:token:prod}``).
 
 The lock expires after ``lock_timeout`` seconds so a dead worker cannot block the fleet. A
-live holder keeps it: a watchdog thread renews the lease every third of ``lock_timeout``
-while the holder works. If the holder stalls anyway (a stopped process, a long GC pause),
-the write-ahead intent tells the next lock holder that the refresh token may be in use.
+live holder keeps it: a watchdog thread (one per process) renews the lease every third of
+``lock_timeout`` while the holder works. If the holder stalls anyway (a stopped process, a
+long GC pause), the write-ahead intent tells the next lock holder that the refresh token may
+be in use.
 
 After every token write the writer appends its version to a small stream, ``<key>:changes``
 (entry ID ``<version>-0``). A worker waiting for another worker's refresh
@@ -18,8 +19,9 @@ After every token write the writer appends its version to a small stream, ``<key
 it learns of the new token the moment it is stored, and of one stored before it started
 waiting at once: no gap to close, no polling of the lock. Unlike a pub/sub subscription this
 needs no connection of its own (nothing to set up per wait, or to keep from crossing a fork).
-The entry is only a wake-up call, written after the compare-and-set in a script of its own:
-a server that refuses it (an ACL without the stream key) costs waiters speed, never a write.
+The entry is only a wake-up call, written by a script of its own pipelined behind the
+compare-and-set (one round trip for both): a server that refuses it (an ACL without the
+stream key) costs waiters speed, never a write.
 """
 
 from __future__ import annotations
@@ -31,17 +33,24 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 try:
     import redis
-    from redis.exceptions import LockError, LockNotOwnedError, RedisError, ResponseError
+    from redis.exceptions import (
+        LockError,
+        LockNotOwnedError,
+        NoScriptError,
+        RedisError,
+        ResponseError,
+    )
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess without redis
     raise ImportError(
         "RedisTokenStore needs redis-py: pip install 'zeep-sfrefresh[redis]'"
     ) from exc
 
 from ._errors import TokenStoreConflictError, TokenStoreError
+from ._forks import reset_in_child
 from ._stores import (
     DEFAULT_LOCK_WAIT,
     DEFAULT_POLL_INTERVAL,
@@ -69,12 +78,17 @@ redis.call('HDEL', KEYS[1], 'intent')
 return {1, ARGV[2]}
 """
 
-# KEYS[1] = change stream; ARGV = the version just written. Entry IDs must grow: a stream
-# ahead of the version (the hash was re-seeded by hand) is started over.
+# KEYS[1] = change stream, KEYS[2] = hash; ARGV = the version just written. Only while the
+# hash holds that version, and once: pipelined behind the compare-and-set, it must not
+# announce a write that lost. Entry IDs must grow: a stream ahead of the version (the hash
+# was re-seeded by hand) is started over.
 _ANNOUNCE = """
+if redis.call('HGET', KEYS[2], 'version') ~= ARGV[1] then return 0 end
 local id = ARGV[1] .. '-0'
 local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '8', id, 'version', ARGV[1])
 if type(added) == 'table' and added.err then
+    local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+    if last and last[1] == id then return 0 end
     redis.call('DEL', KEYS[1])
     redis.call('XADD', KEYS[1], 'MAXLEN', '8', id, 'version', ARGV[1])
 end
@@ -82,13 +96,15 @@ return 1
 """
 
 # KEYS[1] = hash, KEYS[2] = lock; ARGV = version, lock token, lease in ms. Takes the lock
-# (as redis-py's Lock would) only while the token is still that version.
+# (as redis-py's Lock would) only while the token is still that version, and returns the
+# hash's fields read under it: {1, version, token, intent}, or {0}.
 _LOCK_IF_VERSION = """
 local found = redis.call('HGET', KEYS[1], 'version')
 if not found then found = '' end
-if found ~= ARGV[1] then return 0 end
-if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
-return 0
+if found ~= ARGV[1] then return {0} end
+if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {0} end
+local fields = redis.call('HMGET', KEYS[1], 'version', 'token', 'intent')
+return {1, fields[1], fields[2], fields[3]}
 """
 
 # KEYS[1] = hash, KEYS[2] = lock; ARGV = version, lock token, intent JSON ("" clears it).
@@ -110,39 +126,90 @@ def _text(value: object) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-class _LeaseKeeper:
-    """Renews a held Redis lock's lease until stopped, from a thread of its own."""
+class _Lease:
+    """A held lock whose lease :class:`_Renewer` keeps, until the holder ends it."""
 
     def __init__(self, lock: redis.lock.Lock, interval: float) -> None:
-        self._lock = lock
-        self._interval = interval
-        self._stop = threading.Event()
-        self._renewing = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="zeep-sfrefresh-lease", daemon=True)
+        self.lock = lock
+        self.interval = interval
+        self.due = time.monotonic() + interval
+        self.renewing = threading.Lock()
+        """Held while renewing: the holder's end waits for a renewal under way."""
+        self.ended = False
 
-    def __enter__(self) -> None:
-        self._thread.start()
 
-    def __exit__(self, *exc_info: object) -> None:
-        # Not a join: on a busy machine the thread may wait milliseconds for a CPU just to
-        # end, and the holder, about to release the lock and resend its call, with it. The
-        # lock does what the join did: a renewal under way ends before this returns (and
-        # the hold is released), and none starts after; the thread ends at its next wake.
-        with self._renewing:
-            self._stop.set()
+class _Renewer:
+    """Renews the leases of the Redis locks this process holds, from one thread that waits
+    idle while none is held.
+
+    One thread for the process, started with the first hold, not one per hold: a holder
+    never waits for a thread to start (on a busy machine, milliseconds of the refresh that
+    every other worker is waiting for). A forked child starts without it (the parent's
+    thread does not exist there) and starts its own with its first hold.
+    """
+
+    def __init__(self) -> None:
+        self._after_fork()
+        reset_in_child(self)
+
+    def _after_fork(self) -> None:
+        self._changed = threading.Condition()
+        self._leases: set[_Lease] = set()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def keep(self, lock: redis.lock.Lock, interval: float) -> Iterator[None]:
+        """Renew ``lock`` (already taken) every ``interval`` seconds during the block. When
+        the block ends, a renewal under way has ended and none starts after."""
+        lease = _Lease(lock, interval)
+        with self._changed:
+            self._leases.add(lease)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="zeep-sfrefresh-lease", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify()
+        try:
+            yield
+        finally:
+            with lease.renewing:
+                lease.ended = True
+            self._drop(lease)
+
+    def _drop(self, lease: _Lease) -> None:
+        with self._changed:
+            self._leases.discard(lease)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            with self._renewing:
-                if self._stop.is_set():
-                    return
-                try:
-                    self._lock.reacquire()
-                except LockNotOwnedError:
-                    logger.warning("the Redis lock %r expired under its holder", self._lock.name)
-                    return
-                except (LockError, RedisError) as exc:
-                    logger.warning("could not renew the Redis lock %r: %s", self._lock.name, exc)
+        while True:
+            with self._changed:
+                now = time.monotonic()
+                due = [lease for lease in self._leases if lease.due <= now]
+                if not due:
+                    first = min((lease.due for lease in self._leases), default=None)
+                    self._changed.wait(None if first is None else first - now)
+                    continue
+            for lease in due:
+                self._renew(lease)
+
+    def _renew(self, lease: _Lease) -> None:
+        with lease.renewing:
+            if lease.ended:
+                return
+            lease.due = time.monotonic() + lease.interval
+            try:
+                lease.lock.reacquire()
+            except LockNotOwnedError:
+                logger.warning("the Redis lock %r expired under its holder", lease.lock.name)
+                lease.ended = True
+            except (LockError, RedisError) as exc:
+                logger.warning("could not renew the Redis lock %r: %s", lease.lock.name, exc)
+        if lease.ended:
+            self._drop(lease)
+
+
+_RENEWER = _Renewer()
 
 
 class RedisTokenStore:
@@ -233,13 +300,13 @@ class RedisTokenStore:
             yield
 
     @contextmanager
-    def try_lock(self, version: int) -> Iterator[bool]:
-        """Hold the lock for the block (True) if it is free and the token is still
-        ``version``, both checked in one script; otherwise False at once, not holding it.
-        A worker never takes the lock just to find another worker's token."""
+    def try_lock(self, version: int) -> Iterator[StoredToken | Literal[False]]:
+        """Hold the lock for the block, yielding the token read under it, if the lock is
+        free and the token is still ``version``, all in one script; otherwise False at once,
+        not holding it. A worker never takes the lock just to find another worker's token."""
         token = uuid.uuid1().hex.encode()  # what redis-py's Lock would use
         try:
-            taken = self._lock_if_version(
+            taken, *fields = self._lock_if_version(
                 keys=[self.key, self.lock_key],
                 args=[str(version), token, int(self.lock_timeout * 1000)],
             )
@@ -251,7 +318,9 @@ class RedisTokenStore:
         lock = self._new_lock()
         lock.local.token = token  # the Lock now releases and renews the lease we took
         with self._holding(lock):
-            yield True
+            stored = self._parsed(fields)
+            assert stored is not None  # the script found the version
+            yield stored
 
     def wait_for_change(self, version: int, timeout: float) -> StoredToken | None:
         """Return once a token newer than ``version`` is stored (the token itself, or None
@@ -308,7 +377,7 @@ class RedisTokenStore:
         """Keep ``lock`` (already taken) for the block: renew its lease, release it after."""
         self._held.lock = lock
         try:
-            with _LeaseKeeper(lock, self.lock_timeout / 3):
+            with _RENEWER.keep(lock, self.lock_timeout / 3):
                 yield
         finally:
             self._held.lock = None
@@ -352,13 +421,13 @@ class RedisTokenStore:
         return StoredToken(data, number, recorded)
 
     def save(self, token: Mapping[str, Any], *, replaces: int | None) -> int:
-        """Compare-and-set on the version (a Lua script); see ``TokenStore.save``."""
+        """Compare-and-set on the version (a Lua script), then wake the workers waiting for
+        it (:meth:`wait_for_change`) in the same round trip; see ``TokenStore.save``."""
         version = 1 if replaces is None else replaces + 1
         expected = "" if replaces is None else str(replaces)
+        args = [expected, str(version), json.dumps(dict(token))]
         try:
-            written, found = self._compare_and_set(
-                keys=[self.key], args=[expected, str(version), json.dumps(dict(token))]
-            )
+            written, found, announced = self._write(args, version)
         except RedisError as exc:
             raise self._unavailable("write", exc) from exc
         if int(written) != 1:
@@ -366,22 +435,46 @@ class RedisTokenStore:
                 f"Redis key {self.key!r} holds version {_text(found) or None}, not {replaces}: "
                 "another writer replaced the token"
             )
-        self._announce(version)
+        if isinstance(announced, RedisError):
+            self._unannounced(version, announced)
+        elif announced is None:
+            self._announce(version)
         return version
+
+    def _write(self, args: list[str], version: int) -> tuple[Any, Any, object]:
+        """Run the compare-and-set and, pipelined behind it, the announcement: two scripts
+        in one round trip (not one script: a server that refuses the stream, an ACL without
+        it, must still take the write). Returns the compare-and-set's reply and the
+        announcement's: its result, its error, or None when it is still to be made (a
+        cluster client, whose pipelines this store does not rely on, or a script the server
+        did not have yet, which redis-py then loads)."""
+        if not self._read_on_wake:
+            return *self._compare_and_set(keys=[self.key], args=args), None
+        pipe = self._client.pipeline(transaction=False)
+        pipe.evalsha(self._compare_and_set.sha, 1, self.key, *args)
+        pipe.evalsha(self._announce_script.sha, 2, self.changes_key, self.key, str(version))
+        written, announced = pipe.execute(raise_on_error=False)
+        if isinstance(written, NoScriptError):
+            return *self._compare_and_set(keys=[self.key], args=args), None
+        if isinstance(written, RedisError):
+            raise written
+        return *written, None if isinstance(announced, NoScriptError) else announced
 
     def _announce(self, version: int) -> None:
         """Wake the workers waiting for this token (:meth:`wait_for_change`). The token is
         stored already: a failure here only leaves them to find it at their next look."""
         try:
-            self._announce_script(keys=[self.changes_key], args=[str(version)])
+            self._announce_script(keys=[self.changes_key, self.key], args=[str(version)])
         except RedisError as exc:
-            logger.warning(
-                "could not announce version %d on %r (%s); waiting workers find it at their "
-                "next look",
-                version,
-                self.changes_key,
-                exc,
-            )
+            self._unannounced(version, exc)
+
+    def _unannounced(self, version: int, exc: RedisError) -> None:
+        logger.warning(
+            "could not announce version %d on %r (%s); waiting workers find it at their next look",
+            version,
+            self.changes_key,
+            exc,
+        )
 
     def write_intent(self, intent: RefreshIntent | None, *, version: int) -> None:
         """Record the intent if the version and the lock are still the caller's (a Lua script);

@@ -384,10 +384,10 @@ class Refresher:
         waited_for: RefreshIntent | None = None
         for _ in range(_MAX_ROUNDS):
             overlap: RefreshInProgressError | None = None
-            with self._store_lock(sent) as newer:
-                if newer is not None:
-                    return self._adopt(newer), "adopted"
-                stored = self._catch_up(self._load())
+            with self._store_lock(sent) as locked:
+                if isinstance(locked, Token):
+                    return self._adopt(locked), "adopted"
+                stored = self._catch_up(locked)
                 if stored.version != self._version:
                     token = self._accept(stored)  # refuses an older version
                     if token.access_token != sent.access_token:
@@ -437,9 +437,10 @@ class Refresher:
         )
 
     @contextmanager
-    def _store_lock(self, sent: Token) -> Iterator[Token | None]:
-        """Hold the store's lock for the block (None), unless the store holds, or gets while
-        the lock is busy, a token newer than ``sent``: then yield it (accepted), unlocked.
+    def _store_lock(self, sent: Token) -> Iterator[Token | StoredToken]:
+        """Hold the store's lock for the block, yielding what the store holds (read under the
+        lock), unless the store holds, or gets while the lock is busy, a token newer than
+        ``sent``: then yield that token (accepted), unlocked.
 
         The lock is for refreshing. A worker that only needs the token another worker is
         refreshing learns of it by a plain read, or by :func:`_wait_for_change` (returning
@@ -476,7 +477,8 @@ class Refresher:
                 return
             with _try_lock(store, stored.version) as held:
                 if held:
-                    yield None
+                    # The store's own read under the lock where it gives one (no second read).
+                    yield held if isinstance(held, StoredToken) else self._load()
                     return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -665,11 +667,11 @@ class Refresher:
             logger.exception("the refresh listener raised on a %s event", kind)
 
 
-def _try_lock(store: TokenStore, version: int) -> AbstractContextManager[bool]:
+def _try_lock(store: TokenStore, version: int) -> AbstractContextManager[bool | StoredToken]:
     """``store.try_lock(version)``; for a store without it, its ``lock()`` (waited for)."""
     try_lock = getattr(store, "try_lock", None)
     if try_lock is not None:
-        return cast(AbstractContextManager[bool], try_lock(version))
+        return cast(AbstractContextManager[bool | StoredToken], try_lock(version))
     return _waited_lock(store)
 
 

@@ -161,9 +161,11 @@ class TokenStore(Protocol):
     them a worker that meets an expiry reads the store, and if no newer token is there yet,
     waits on :meth:`lock` and reads it again under the lock:
 
-    * ``try_lock(version: int) -> AbstractContextManager[bool]``: hold the lock for the
-      block and yield True if it is free and the stored version is still ``version``;
-      otherwise yield False at once, without it (checked atomically where the store can).
+    * ``try_lock(version: int) -> AbstractContextManager[bool | StoredToken]``: hold the
+      lock for the block and yield True if it is free and the stored version is still
+      ``version``; otherwise yield False at once, without it (checked atomically where the
+      store can). In place of True it may yield the :class:`StoredToken` it read under the
+      lock (the built-in stores do), which spares the refresher a read of its own.
     * ``wait_for_change(version: int, timeout: float) -> StoredToken | None``: return once
       the stored version may no longer be ``version`` (a notification, or a cheap look), or
       after ``timeout`` seconds; returning early without a change is allowed. It may return
@@ -522,11 +524,11 @@ class FileTokenStore:
             self._release()
 
     @contextmanager
-    def try_lock(self, version: int) -> Iterator[bool]:
-        """Hold the lock for the block (True) if it is free and the file still holds
-        ``version``; otherwise False at once, not holding it. The version is checked under
-        the lock, which a changed one gives back at once: a worker never holds the lock
-        just to find another worker's token."""
+    def try_lock(self, version: int) -> Iterator[StoredToken | Literal[False]]:
+        """Hold the lock for the block, yielding the token read under it, if the lock is
+        free and the file still holds ``version``; otherwise False at once, not holding it.
+        The version is checked under the lock, which a changed one gives back at once: a
+        worker never holds the lock just to find another worker's token."""
         locked = self._acquire(0.0)
         try:
             stored = self.load() if locked else None
@@ -536,7 +538,7 @@ class FileTokenStore:
                     locked = False
                 yield False
             else:
-                yield True
+                yield stored
         finally:
             if locked:
                 self._release()
