@@ -507,6 +507,33 @@ def test_no_renewal_starts_once_the_hold_has_ended(redis_server: RedisServer) ->
     lock.release()
 
 
+class _FailingOnceLock(_CountedLock):
+    """A lock whose first renewal fails with an error redis-py does not usually raise."""
+
+    def reacquire(self) -> Literal[True]:
+        if self.renewals == 0:
+            self.renewals += 1
+            raise ValueError("unexpected reply")
+        return super().reacquire()
+
+
+def test_a_renewal_failing_unexpectedly_neither_stops_that_lease_nor_the_others(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = redis_server.client()
+    lock = _FailingOnceLock(client, "k:lock", timeout=5, thread_local=False)
+    assert lock.acquire(blocking=False)
+    with _RENEWER.keep(lock, 0.001):
+        wait_for(lambda: lock.renewals >= 3)  # renewed again after the failure
+    lock.release()
+    assert "could not renew the Redis lock 'k:lock': unexpected reply" in caplog.text
+    other = _CountedLock(client, "k2:lock", timeout=5, thread_local=False)
+    assert other.acquire(blocking=False)
+    with _RENEWER.keep(other, 0.001):
+        wait_for(lambda: other.renewals >= 2)  # the renewing thread lives on
+    other.release()
+
+
 def test_a_lease_lost_or_unrenewable_is_logged(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:

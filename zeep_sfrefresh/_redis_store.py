@@ -203,7 +203,7 @@ class _Renewer:
             except LockNotOwnedError:
                 logger.warning("the Redis lock %r expired under its holder", lease.lock.name)
                 lease.ended = True
-            except (LockError, RedisError) as exc:
+            except Exception as exc:  # noqa: BLE001 - the one thread renewing every lease lives on
                 logger.warning("could not renew the Redis lock %r: %s", lease.lock.name, exc)
         if lease.ended:
             self._drop(lease)
