@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 import redis
@@ -196,6 +196,50 @@ def test_a_write_that_lost_is_not_announced(redis_server: RedisServer) -> None:
     )
 
 
+class _CountingConnection(redis.Connection):
+    """A real connection that counts what it sends: one send per round trip."""
+
+    sends = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        type(self).sends += 1
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize(("cluster", "round_trips"), [(False, 1), (True, 2)])
+def test_a_token_write_and_its_announcement_take_one_round_trip(
+    redis_server: RedisServer, cluster: bool, round_trips: int
+) -> None:
+    """Pipelined; a cluster client, whose pipelines this store does not rely on, makes the
+    two writes one after the other, with the same result."""
+    pool = redis.ConnectionPool(
+        port=redis_server.port, socket_timeout=2, connection_class=_CountingConnection
+    )
+    client = redis.Redis(connection_pool=pool)
+    store = RedisTokenStore(client, "k")
+    store._read_on_wake = not cluster  # what a redis.RedisCluster client gets
+    with store.lock():
+        store.save(TOKEN, replaces=None)  # the server learns the scripts
+        _CountingConnection.sends = 0
+        assert store.save({**TOKEN, "access_token": "NEW"}, replaces=1) == 2
+        assert _CountingConnection.sends == round_trips
+    assert client.xrange(store.changes_key) == [
+        (b"1-0", {b"version": b"1"}),
+        (b"2-0", {b"version": b"2"}),
+    ]
+    loaded = store.load()
+    assert loaded is not None
+    assert (loaded.version, loaded.token["access_token"]) == (2, "NEW")
+
+
+def test_a_write_the_server_refuses_is_a_clear_error(redis_server: RedisServer) -> None:
+    _seeded(redis_server, "other")  # the server has the scripts: the write goes pipelined
+    redis_server.client().set("k", "not a hash")
+    store = RedisTokenStore(redis_server.client(), "k")
+    with store.lock(), pytest.raises(TokenStoreError, match="Redis could not write 'k'"):
+        store.save(TOKEN, replaces=None)
+
+
 def test_try_lock_takes_a_free_lock_only_on_the_expected_version(redis_server: RedisServer) -> None:
     store = _seeded(redis_server, lock_timeout=3)
     other = RedisTokenStore(redis_server.client(), "k")
@@ -293,8 +337,9 @@ def test_waits_must_be_positive(redis_server: RedisServer, options: dict[str, fl
         RedisTokenStore(redis_server.client(), "k", **options)
 
 
+@pytest.mark.parametrize("cluster", [False, True])
 def test_a_user_without_the_change_stream_still_writes_and_waits(
-    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, cluster: bool
 ) -> None:
     """The change stream is a hint: an ACL that grants the hash and the lock but not the
     stream must not fail a token write, and waiting degrades to looking again."""
@@ -303,10 +348,12 @@ def test_a_user_without_the_change_stream_still_writes_and_waits(
     )
     url = f"redis://worker:pw@127.0.0.1:{redis_server.port}/0"
     store = RedisTokenStore(redis.Redis.from_url(url, socket_timeout=2), "k")
+    store._read_on_wake = not cluster  # what a redis.RedisCluster client gets
     with store.lock():
         assert store.save(TOKEN, replaces=None) == 1
         assert store.save(TOKEN, replaces=1) == 2  # its announcement was refused, not the write
     assert redis_server.client().exists(store.changes_key) == 0
+    assert "could not announce version 1" in caplog.text
     assert "could not announce version 2" in caplog.text
     for _ in range(2):
         started = time.monotonic()
@@ -534,15 +581,50 @@ def test_a_renewal_failing_unexpectedly_neither_stops_that_lease_nor_the_others(
     other.release()
 
 
+def test_a_lease_is_renewed_every_interval_from_one_interval_after_it_was_taken(
+    redis_server: RedisServer,
+) -> None:
+    lock = _CountedLock(redis_server.client(), "k:lock", timeout=5, thread_local=False)
+    assert lock.acquire(blocking=False)
+    with _RENEWER.keep(lock, 1.0):
+        time.sleep(0.1)
+    assert lock.renewals == 0  # not renewed at once: it was just taken
+    with _RENEWER.keep(lock, 0.05):
+        time.sleep(0.5)
+    assert 2 <= lock.renewals <= 20  # every 50 ms, not in a loop
+    lock.release()
+
+
+def test_a_hold_that_ended_is_neither_renewed_nor_kept(redis_server: RedisServer) -> None:
+    lock = _CountedLock(redis_server.client(), "k:lock", timeout=5, thread_local=False)
+    assert lock.acquire(blocking=False)
+    with _RENEWER.keep(lock, 60) as lease:
+        assert lease in _RENEWER._leases
+    assert lease not in _RENEWER._leases
+    _RENEWER._renew(lease)  # what the thread does with a lease found due as the hold ended
+    assert lock.renewals == 0
+    lock.release()
+
+
+def test_an_idle_renewer_sleeps(redis_server: RedisServer) -> None:
+    store = _seeded(redis_server)
+    with store.lock():  # the renewer thread is running from here on
+        pass
+    started = time.process_time()
+    time.sleep(0.5)
+    assert time.process_time() - started < 0.25  # a thread spinning would use about 0.5 s
+
+
 def test_a_lease_lost_or_unrenewable_is_logged(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = _seeded(redis_server, lock_timeout=0.3)
     with store.lock():
         redis_server.client().set("k:lock", b"another-worker")
-        time.sleep(0.25)  # the next renewal finds another owner
+        time.sleep(0.35)  # the next renewal finds another owner, and none is tried after it
+        assert not _RENEWER._leases  # nor kept: the lease is another worker's now
         redis_server.client().delete("k:lock")  # whose refresh ends
-    assert "the Redis lock 'k:lock' expired under its holder" in caplog.text
+    assert caplog.text.count("the Redis lock 'k:lock' expired under its holder") == 1
     caplog.clear()
     with store.lock():
         redis_server.stop()

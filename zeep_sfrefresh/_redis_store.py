@@ -158,7 +158,7 @@ class _Renewer:
         self._thread: threading.Thread | None = None
 
     @contextmanager
-    def keep(self, lock: redis.lock.Lock, interval: float) -> Iterator[None]:
+    def keep(self, lock: redis.lock.Lock, interval: float) -> Iterator[_Lease]:
         """Renew ``lock`` (already taken) every ``interval`` seconds during the block. When
         the block ends, a renewal under way has ended and none starts after."""
         lease = _Lease(lock, interval)
@@ -171,7 +171,7 @@ class _Renewer:
                 self._thread.start()
             self._changed.notify()
         try:
-            yield
+            yield lease
         finally:
             with lease.renewing:
                 lease.ended = True
@@ -186,25 +186,23 @@ class _Renewer:
             with self._changed:
                 now = time.monotonic()
                 due = [lease for lease in self._leases if lease.due <= now]
-                if not due:
+                if not due:  # sleep until the next renewal, or until a hold begins
                     first = min((lease.due for lease in self._leases), default=None)
                     self._changed.wait(None if first is None else first - now)
-                    continue
             for lease in due:
                 self._renew(lease)
 
     def _renew(self, lease: _Lease) -> None:
+        lease.due = time.monotonic() + lease.interval  # not due again at once, come what may
         with lease.renewing:
-            if lease.ended:
-                return
-            lease.due = time.monotonic() + lease.interval
-            try:
-                lease.lock.reacquire()
-            except LockNotOwnedError:
-                logger.warning("the Redis lock %r expired under its holder", lease.lock.name)
-                lease.ended = True
-            except Exception as exc:  # noqa: BLE001 - the one thread renewing every lease lives on
-                logger.warning("could not renew the Redis lock %r: %s", lease.lock.name, exc)
+            if not lease.ended:
+                try:
+                    lease.lock.reacquire()
+                except LockNotOwnedError:
+                    logger.warning("the Redis lock %r expired under its holder", lease.lock.name)
+                    lease.ended = True
+                except Exception as exc:  # noqa: BLE001 - the one renewing thread lives on
+                    logger.warning("could not renew the Redis lock %r: %s", lease.lock.name, exc)
         if lease.ended:
             self._drop(lease)
 

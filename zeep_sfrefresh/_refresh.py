@@ -11,9 +11,10 @@ session it asks :meth:`Refresher.refresh_after` for a newer one:
    while another worker holds it, wait for the store to change and adopt the token that
    worker stores (:meth:`Refresher._store_lock`). The lock is only taken to refresh, so
    one expiry costs the fleet one lock hold however many workers meet it, instead of each
-   queueing on the lock to read what the first one wrote. Under the lock, re-read the
-   store: if this process holds a token the store lacks (its write failed), write it
-   first; a newer stored token is adopted, as above.
+   queueing on the lock to read what the first one wrote. Under the lock, read the store
+   again (the built-in stores hand over the read their lock step made): if this process
+   holds a token the store lacks (its write failed), write it first; a newer stored token
+   is adopted, as above.
 3. Otherwise decide whether the refresh token may be sent (:func:`plan_request`): not if
    it is spent (refused for good, or unanswered twice), and not while another worker's
    request with it may be in flight (its :class:`RefreshIntent` is in the store): wait,
