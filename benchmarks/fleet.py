@@ -28,11 +28,12 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from _common import Counts, Figure, markdown_table
+from _common import Counts, Figure, cpu_seconds, markdown_table
 
 from zeep_sfrefresh.testing import StandInOrg, allow_insecure_transport
 from zeep_sfrefresh.testing.fleet import Fleet, StoreSpec, run_fleet
@@ -71,6 +72,10 @@ class RecoveryRow:
     over_two_calls: float
     """The median round after an expiry over the median round of two calls: what the
     refresh itself adds (1: nothing)."""
+    cpu_over_two_calls: float | None
+    """The median CPU time of a round after an expiry over that of a round of two calls,
+    every process together (workers, the org, Redis): the work the refresh adds, a steadier
+    figure than wall time on a busy machine (None where it cannot be read)."""
     locks_per_expiry: float
     """Store lock acquisitions per expiry, all workers together."""
     failed_calls: int
@@ -96,18 +101,32 @@ def measure(spec: StoreSpec, label: str, workers: int, expiries: int) -> Row:
         )
 
 
-def measure_recovery(spec: StoreSpec, label: str, workers: int, expiries: int) -> RecoveryRow:
+def measure_recovery(
+    spec: StoreSpec, label: str, workers: int, expiries: int, others: Sequence[int] = ()
+) -> RecoveryRow:
     """Take turns: a normal round, one of two calls per worker, one after an expiry (after
-    one warm-up round)."""
+    one warm-up round). ``others``: more processes whose CPU time counts (redis-server)."""
     with allow_insecure_transport(), StandInOrg(rotation=True) as org:
         with Fleet(org, spec, workers, rounds=1 + 3 * expiries) as fleet:
             fleet.round(expire=False)  # connections opened, WSDL operations warmed
             org.reset_counters()
+            pids = [*fleet.pids, *others]
+
+            def cpu() -> float | None:
+                children = cpu_seconds(pids)  # this process (the org) by its own clock
+                return None if children is None else children + time.process_time()
+
             normal, twice, after = [], [], []
+            cpu_twice: list[float | None] = []
+            cpu_after: list[float | None] = []
             for _ in range(expiries):
                 normal.append(fleet.round(expire=False))
+                before = cpu()
                 twice.append(fleet.round(expire=False, calls=2))
+                cpu_twice.append(_spent(before, cpu()))
+                before = cpu()
                 after.append(fleet.round())
+                cpu_after.append(_spent(before, cpu()))
         yardstick = statistics.median(r.seconds for r in normal)
         ratios = [r.seconds / yardstick for r in after]
         doubles = [r.seconds / yardstick for r in twice]
@@ -123,11 +142,26 @@ def measure_recovery(spec: StoreSpec, label: str, workers: int, expiries: int) -
             two_calls_min=round(min(doubles), 2),
             two_calls_max=round(max(doubles), 2),
             over_two_calls=round(statistics.median(ratios) / statistics.median(doubles), 2),
+            cpu_over_two_calls=_cpu_ratio(cpu_after, cpu_twice),
             locks_per_expiry=sum(r.locks for r in after) / expiries,
             failed_calls=sum(r.failed for r in normal + twice + after),
             token_requests_per_expiry=org.token_requests / expiries,
             family_revocations=org.family_revocations,
         )
+
+
+def _spent(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
+def _cpu_ratio(after: list[float | None], twice: list[float | None]) -> float | None:
+    """Median CPU of the rounds after an expiry over that of the rounds of two calls."""
+    if None in after or None in twice or not after:
+        return None
+    return round(
+        statistics.median(cast(list[float], after)) / statistics.median(cast(list[float], twice)),
+        2,
+    )
 
 
 RECOVERY_DOC = """Fleet recovery: how long worker processes take to succeed again after an expiry.
@@ -141,8 +175,11 @@ end, and each round is divided by the median normal round of the same fleet. Goa
 at or below 2 for a round after an expiry. A worker that meets the expiry makes two SOAP
 calls, the failed one and its resend, so the round of two calls each is the least it can
 take; the refreshing worker also makes the token request and the store's writes (a synced
-file write each for the file store) while the others wait for its token. The last column
-divides the two medians: what the refresh adds over two calls each. Locks
+file write each for the file store) while the others wait for its token. The next column
+divides the two medians: what the refresh adds over two calls each. The CPU column divides
+the CPU time every process used in those rounds (the workers, this process with the org,
+redis-server; read from Linux's /proc): the work the refresh adds, which wall time on two
+cores follows, but noisily. Locks
 per expiry counts the store lock's acquisitions by all workers together (1: only the worker
 that refreshes takes it). Part 1 of ``benchmarks/fleet.py`` (token requests per expiry with
 no store, a file store and Redis, for 1 to 16 processes) runs on its own.
@@ -167,9 +204,9 @@ def fleet_recovery(counts: Counts) -> dict[str, Any]:
         try:
             for workers in counts.recovery_workers:
                 for label, spec in recovery_stores(scratch, workers, redis):
-                    rows.append(
-                        asdict(measure_recovery(spec, label, workers, counts.recovery_rounds))
-                    )
+                    others = [redis.process.pid] if redis and redis.process else []
+                    row = measure_recovery(spec, label, workers, counts.recovery_rounds, others)
+                    rows.append(asdict(row))
         finally:
             if redis is not None:
                 redis.stop()
@@ -187,6 +224,7 @@ def render_fleet_recovery(result: dict[str, Any]) -> str:
             "after an expiry / normal (goal <= 2)",
             "two calls each / normal",
             "after an expiry / two calls each",
+            "CPU: after an expiry / two calls each",
             "store locks per expiry",
             "token requests per expiry",
             "failed calls",
@@ -202,6 +240,7 @@ def render_fleet_recovery(result: dict[str, Any]) -> str:
                 f"{row['two_calls_median']:.2f} "
                 f"({row['two_calls_min']:.2f}-{row['two_calls_max']:.2f})",
                 f"{row['over_two_calls']:.2f}",
+                "n/a" if row["cpu_over_two_calls"] is None else f"{row['cpu_over_two_calls']:.2f}",
                 f"{row['locks_per_expiry']:g}",
                 f"{row['token_requests_per_expiry']:g}",
                 row["failed_calls"],
@@ -261,7 +300,10 @@ def main() -> int:
                     )
             for workers in args.recovery_workers:
                 for label, spec in recovery_stores(scratch, workers, redis):
-                    recovery.append(measure_recovery(spec, label, workers, args.recovery_rounds))
+                    others = [redis.process.pid] if redis and redis.process else []
+                    recovery.append(
+                        measure_recovery(spec, label, workers, args.recovery_rounds, others)
+                    )
             if recovery:
                 rendered = [asdict(row) for row in recovery]
                 print()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,11 @@ def test_a_round_of_two_calls_each_posts_twice_per_worker_without_a_refresh(
     # The benchmark's floor for a round after an expiry: each worker's two calls in a row.
     spec = StoreSpec("file", str(tmp_path / "token.json"))
     with Fleet(sf_org, spec, workers=2, rounds=2) as fleet:
+        # The workers' process ids, whose CPU time the benchmark reads: live, and not ours.
+        assert len(set(fleet.pids)) == 2
+        assert os.getpid() not in fleet.pids
+        for pid in fleet.pids:
+            os.kill(pid, 0)  # raises if there is no such process
         with pytest.raises(ValueError, match="at least one call"):
             fleet.round(expire=False, calls=0)
         before = sf_org.soap_posts

@@ -187,6 +187,11 @@ class Fleet:
                 raise RuntimeError(f"a fleet worker failed to start:\n{detail}")
         return self
 
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids (once started)."""
+        return [process.pid for process in self._processes if process.pid is not None]
+
     def __exit__(self, *exc_info: object) -> None:
         self._barrier.abort()
         for process in self._processes:
