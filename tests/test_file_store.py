@@ -699,6 +699,13 @@ def test_a_lock_failure_other_than_a_busy_lock_is_raised(tmp_path: Path) -> None
         os.fstat(fd)  # closed
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX: where there is flock")
+def test_where_there_is_flock_the_store_takes_it_itself(tmp_path: Path) -> None:
+    # Not through filelock, whose machinery costs some 30 times an open and a flock, once
+    # per worker meeting an expiry; filelock is only for platforms without flock.
+    assert isinstance(FileTokenStore(tmp_path / "token.json")._file_lock, _Flock)
+
+
 def test_this_store_and_filelock_exclude_each_other(tmp_path: Path) -> None:
     # filelock takes the same flock on POSIX: workers of an earlier release (which locked
     # through filelock) and of this one never refresh at once.

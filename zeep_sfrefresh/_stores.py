@@ -38,6 +38,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
 
+try:
+    import fcntl
+except ImportError:  # Windows: the lock is filelock's (see _file_lock)
+    fcntl = None  # type: ignore[assignment]
+
 from ._errors import TokenStoreConflictError, TokenStoreError
 from ._forks import reset_in_child
 from ._tokens import fingerprint
@@ -373,8 +378,6 @@ class _Flock:
     def release(self) -> None:
         """Unlock, then close: the explicit unlock also ends the hold for a forked child
         that still has the descriptor."""
-        import fcntl
-
         fd, self._fd = self._fd, None
         if fd is None:
             return
@@ -396,8 +399,6 @@ def _locked(fd: int) -> bool:
     """``flock`` the open lock file ``fd`` without waiting: True if held, else False with
     ``fd`` closed (busy, or a file another program unlinked in between: not the lock any
     more); any other failure is raised, ``fd`` closed."""
-    import fcntl
-
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         if os.fstat(fd).st_nlink > 0:
@@ -442,11 +443,7 @@ _FileLock = _Flock | _PortableLock
 
 def _file_lock(path: str) -> _FileLock:
     """``flock`` where the platform has it, else filelock's lock."""
-    try:
-        import fcntl  # noqa: F401
-    except ImportError:
-        return _PortableLock(path)
-    return _Flock(path)
+    return _PortableLock(path) if fcntl is None else _Flock(path)
 
 
 class FileTokenStore:
@@ -551,7 +548,7 @@ class FileTokenStore:
             return False
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if poll_until(self._try_file_lock, deadline, self.poll_interval):
+            if poll_until(self._file_lock.try_acquire, deadline, self.poll_interval):
                 return True
         except OSError as exc:
             self._thread_lock.release()
@@ -561,9 +558,6 @@ class FileTokenStore:
             raise
         self._thread_lock.release()
         return False
-
-    def _try_file_lock(self) -> bool:
-        return self._file_lock.try_acquire()
 
     def _release(self) -> None:
         try:
