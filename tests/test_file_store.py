@@ -34,6 +34,7 @@ TOKEN = {
     "refresh_token": "5AepSECRETREFRESH",
     "instance_url": "https://a.my.salesforce.com",
 }
+NEWER = {**TOKEN, "access_token": "00DSECRETACCESS2", "refresh_token": "5AepSECRETREFRESH2"}
 
 
 def _plant(path: Path, content: bytes | str | dict[str, Any]) -> None:
@@ -210,13 +211,18 @@ def test_try_lock_takes_a_free_lock_only_on_the_expected_version(tmp_path: Path)
         with other.try_lock(1) as busy:
             assert not busy  # at once: it never waits
     with store.try_lock(2) as held:
-        assert not held  # the token moved past the version this worker would refresh
+        # Another version than this worker would refresh: what the file holds, not locked.
+        assert held == StoredToken(TOKEN, 1, intent)
         with other.try_lock(1) as free:
             assert free  # and the lock was not left held
     with store.lock():
-        store.save(TOKEN, replaces=1)
+        store.save(NEWER, replaces=1)
     with store.try_lock(1) as held:
-        assert not held
+        assert held == StoredToken(NEWER, 2)  # the token moved past the one it would refresh
+        with other.try_lock(2) as free:
+            assert free
+    with FileTokenStore(tmp_path / "empty.json").try_lock(1) as held:
+        assert held is False
 
 
 def test_try_lock_does_not_wait_for_another_process(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ TOKEN = {
     "refresh_token": "5AepSECRETREFRESH",
     "instance_url": "https://a.my.salesforce.com",
 }
+NEWER = {**TOKEN, "access_token": "00DSECRETACCESS2", "refresh_token": "5AepSECRETREFRESH2"}
 
 
 @pytest.mark.parametrize("decode_responses", [False, True])
@@ -254,12 +255,18 @@ def test_try_lock_takes_a_free_lock_only_on_the_expected_version(redis_server: R
             assert not busy  # at once: it never waits
     assert redis_server.client().exists("k:lock") == 0  # released
     with store.try_lock(2) as held:
-        assert not held  # the token moved past the version this worker would refresh
+        # Another version than this worker would refresh: what the hash holds, not locked.
+        assert held == StoredToken(TOKEN, 1)
         assert redis_server.client().exists("k:lock") == 0
     with store.lock():
-        store.save(TOKEN, replaces=1)
+        store.save(NEWER, replaces=1)
+        with other.try_lock(1) as moved:
+            assert moved == StoredToken(NEWER, 2)  # the version is checked before the lock
     with store.try_lock(1) as held:
-        assert not held
+        assert held == StoredToken(NEWER, 2)  # the token moved past the one it would refresh
+        assert redis_server.client().exists("k:lock") == 0
+    with RedisTokenStore(redis_server.client(), "empty").try_lock(1) as held:
+        assert held is False
 
 
 def test_a_lock_taken_by_try_lock_keeps_its_lease(redis_server: RedisServer) -> None:

@@ -23,6 +23,7 @@ from zeep_sfrefresh import (
     TokenRefreshError,
     TokenStoreError,
 )
+from zeep_sfrefresh._stores import holds_lock
 from zeep_sfrefresh.testing import StandInOrg
 from zeep_sfrefresh.testing.redis_server import RedisServer
 
@@ -227,7 +228,7 @@ class CountingFileStore(FileTokenStore):
     @contextmanager
     def try_lock(self, version: int) -> Iterator[StoredToken | Literal[False]]:
         with super().try_lock(version) as held:
-            self.taken += held is not False
+            self.taken += holds_lock(held, version)
             yield held
 
 
@@ -243,8 +244,117 @@ class CountingRedisStore(RedisTokenStore):
     @contextmanager
     def try_lock(self, version: int) -> Iterator[StoredToken | Literal[False]]:
         with super().try_lock(version) as held:
-            self.taken += held is not False
+            self.taken += holds_lock(held, version)
             yield held
+
+
+class SteppedStore:
+    """A built-in store (``inner``) that records the steps a worker's refresh takes with it:
+    ``try_lock:held`` (the lock taken), ``try_lock:moved`` (another version handed over,
+    not locked), ``try_lock:busy``, ``load``, ``wait``, ``intent``, ``save``."""
+
+    def __init__(self, inner: FileTokenStore | RedisTokenStore, *, hands_over: bool = True) -> None:
+        self._inner = inner
+        self._hands_over = hands_over
+        """False: like a store of one's own may, yield False for another version."""
+        self.steps: list[str] = []
+        self.lock = inner.lock
+        self.lock_wait = inner.lock_wait
+
+    @contextmanager
+    def try_lock(self, version: int) -> Iterator[StoredToken | Literal[False]]:
+        with self._inner.try_lock(version) as held:
+            if not self._hands_over and not holds_lock(held, version):
+                held = False
+            self.steps.append("try_lock:" + _outcome(held, version))
+            yield held
+
+    def load(self) -> StoredToken | None:
+        self.steps.append("load")
+        return self._inner.load()
+
+    def wait_for_change(self, version: int, timeout: float) -> StoredToken | None:
+        self.steps.append("wait")
+        return self._inner.wait_for_change(version, timeout)
+
+    def write_intent(self, intent: Any, *, version: int) -> None:
+        self.steps.append("intent")
+        self._inner.write_intent(intent, version=version)
+
+    def save(self, token: Any, *, replaces: int | None) -> int:
+        self.steps.append("save")
+        return self._inner.save(token, replaces=replaces)
+
+
+def _outcome(held: StoredToken | Literal[False], version: int) -> str:
+    if holds_lock(held, version):
+        return "held"
+    return "busy" if held is False else "moved"
+
+
+@pytest.mark.parametrize("kind", ["file", "redis"])
+def test_each_worker_takes_the_fewest_store_steps_an_expiry_needs(
+    harness: Build, tmp_path: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    """The worker that refreshes takes the lock at its own version without reading first;
+    one that finds the lock busy goes straight to waiting; one that comes after the refresh
+    gets the new token from its one try of the lock. No read repeats what a step found."""
+
+    def store() -> SteppedStore:
+        if kind == "file":
+            return SteppedStore(FileTokenStore(tmp_path / "token.json"))
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return SteppedStore(RedisTokenStore(server.client(), "{sf:token}"))
+
+    stores = store(), store(), store()
+    a, b, c = (harness(store=s) for s in stores)
+    a.org.rotation = True
+    a.org.expire_all_sessions()
+    release = a.org.hold_token_requests()
+    for each in stores:
+        each.steps.clear()
+    first = InBackground(a.client.service.getServerTimestamp)
+    wait_for(lambda: a.org.token_requests == 1)  # a holds the lock, in its token request
+    posts = a.org.soap_posts
+    second = InBackground(b.client.service.getServerTimestamp)
+    wait_for(lambda: a.org.soap_posts == posts + 1)  # b met the expiry
+    wait_for(lambda: "wait" in stores[1].steps)
+    release.set()
+    assert first.join().error is None, first.error
+    assert second.join().error is None, second.error
+    c.client.service.getServerTimestamp()  # c meets the expiry after the refresh
+    assert (a.org.token_requests, a.org.family_revocations) == (1, 0)
+    assert stores[0].steps == ["try_lock:held", "intent", "save"]
+    # Straight to waiting (then, while a's refresh lasts, a look and a try now and then).
+    assert stores[1].steps[:2] == ["try_lock:busy", "wait"]
+    assert "try_lock:held" not in stores[1].steps
+    assert stores[2].steps == ["try_lock:moved"]
+    assert a.transport.token.access_token == b.transport.token.access_token
+    assert c.transport.token.access_token == a.transport.token.access_token
+
+
+@pytest.mark.parametrize("kind", ["file", "redis"])
+def test_a_try_lock_that_does_not_hand_over_a_newer_token_costs_one_wait_that_ends_at_once(
+    harness: Build, tmp_path: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    inner: FileTokenStore | RedisTokenStore
+    if kind == "file":
+        inner = FileTokenStore(tmp_path / "token.json")
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        inner = RedisTokenStore(server.client(), "{sf:token}")
+    late = SteppedStore(inner, hands_over=False)
+    a, b = harness(store=inner), harness(store=late)
+    a.org.expire_all_sessions()
+    a.client.service.getServerTimestamp()  # a refreshes
+    late.steps.clear()
+    b.client.service.getServerTimestamp()  # b meets the expiry after it
+    # The wait found the newer token at once: no pause, no second look or try.
+    assert late.steps == ["try_lock:busy", "wait"]
+    assert (a.org.token_requests, b.transport.token.access_token) == (
+        1,
+        a.transport.token.access_token,
+    )
 
 
 class PlainStore:

@@ -96,14 +96,13 @@ return 1
 """
 
 # KEYS[1] = hash, KEYS[2] = lock; ARGV = version, lock token, lease in ms. Takes the lock
-# (as redis-py's Lock would) only while the token is still that version, and returns the
-# hash's fields read under it: {1, version, token, intent}, or {0}.
+# (as redis-py's Lock would) only while the token is still that version: {1, version,
+# token, intent} read under it. Another version: {0, version, token, intent}, the lock
+# not taken. The lock busy: {0}.
 _LOCK_IF_VERSION = """
-local found = redis.call('HGET', KEYS[1], 'version')
-if not found then found = '' end
-if found ~= ARGV[1] then return {0} end
-if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {0} end
 local fields = redis.call('HMGET', KEYS[1], 'version', 'token', 'intent')
+if (fields[1] or '') ~= ARGV[1] then return {0, fields[1], fields[2], fields[3]} end
+if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {0} end
 return {1, fields[1], fields[2], fields[3]}
 """
 
@@ -300,8 +299,10 @@ class RedisTokenStore:
     @contextmanager
     def try_lock(self, version: int) -> Iterator[StoredToken | Literal[False]]:
         """Hold the lock for the block, yielding the token read under it, if the lock is
-        free and the token is still ``version``, all in one script; otherwise False at once,
-        not holding it. A worker never takes the lock just to find another worker's token."""
+        free and the token is still ``version``, all in one script. Otherwise, at once and
+        not holding it: the token the hash holds when that is another version (what a
+        read would have found; an empty hash: False), or False when the lock is busy. A
+        worker never takes the lock just to find another worker's token."""
         token = uuid.uuid1().hex.encode()  # what redis-py's Lock would use
         try:
             taken, *fields = self._lock_if_version(
@@ -311,7 +312,7 @@ class RedisTokenStore:
         except RedisError as exc:
             raise self._unavailable("lock", exc) from exc
         if int(taken) != 1:
-            yield False
+            yield (self._parsed(fields) if fields else None) or False
             return
         lock = self._new_lock()
         lock.local.token = token  # the Lock now releases and renews the lease we took

@@ -66,6 +66,7 @@ from ._stores import (
     RefreshIntent,
     StoredToken,
     TokenStore,
+    holds_lock,
 )
 from ._tokens import Generation, Token, fingerprint
 
@@ -452,6 +453,13 @@ class Refresher:
         bounded by the store's ``lock_wait``. Without ``try_lock`` (a store of your own),
         the lock is waited for.
 
+        A store with both ``try_lock`` and ``wait_for_change`` is first tried at this
+        process's own version, without a read before: the worker that must refresh takes
+        the lock in one step, one that finds it busy goes straight to waiting, and one that
+        finds the store moved on gets the newer token from ``try_lock`` (the built-in stores
+        hand it over) or at once from ``wait_for_change``. Every read and round trip saved
+        here is on the path all the fleet's waiting workers wait on.
+
         A store with ``wait_for_change`` ends a pause as soon as the token changes (looking
         at itself from its ``poll_interval`` on), so the pause only sets how often the lock
         is tried again in case its holder ends without a token: after MAX_POLL_INTERVAL,
@@ -461,23 +469,28 @@ class Refresher:
         """
         store = self._store
         lock_wait = float(getattr(store, "lock_wait", DEFAULT_LOCK_WAIT))
-        if hasattr(store, "wait_for_change"):
+        watched = hasattr(store, "wait_for_change")
+        if watched:
             delay, longest = MAX_POLL_INTERVAL, _LOCK_RETRY_MAX
         else:
             delay = float(getattr(store, "poll_interval", DEFAULT_POLL_INTERVAL))
             longest = MAX_POLL_INTERVAL
         deadline = time.monotonic() + lock_wait
         seen: StoredToken | None = None
+        # The version to try the lock at; None: read the store first.
+        version = self._version if watched and hasattr(store, "try_lock") else None
         while True:
-            stored = seen or self._load()
-            if (
-                stored.version > self._version
-                and stored.token.get("access_token") != sent.access_token
-            ):
-                yield self._accept(self._catch_up(stored))  # _catch_up: log an unstored loss
-                return
-            with _try_lock(store, stored.version) as held:
-                if held:
+            if version is None:
+                stored = seen or self._load()
+                if (
+                    stored.version > self._version
+                    and stored.token.get("access_token") != sent.access_token
+                ):
+                    yield self._accept(self._catch_up(stored))  # _catch_up: log an unstored loss
+                    return
+                version = stored.version
+            with _try_lock(store, version) as held:
+                if holds_lock(held, version):
                     # The store's own read under the lock where it gives one (no second read).
                     yield held if isinstance(held, StoredToken) else self._load()
                     return
@@ -487,8 +500,12 @@ class Refresher:
                     f"could not take the lock of {store!r} within {lock_wait:g} s (another "
                     "worker held it for longer than a refresh takes, without storing a token)"
                 )
-            seen = _wait_for_change(store, stored.version, min(delay, remaining))
-            delay = min(delay * 2, longest)
+            if isinstance(held, StoredToken):  # not locked: the store holds another version
+                seen = held
+            else:
+                seen = _wait_for_change(store, version, min(delay, remaining))
+                delay = min(delay * 2, longest)
+            version = None
 
     def _exchange(
         self, sent: Token, stored: StoredToken, fp: str | None, attempt: int, reason: str

@@ -170,7 +170,10 @@ class TokenStore(Protocol):
       lock for the block and yield True if it is free and the stored version is still
       ``version``; otherwise yield False at once, without it (checked atomically where the
       store can). In place of True it may yield the :class:`StoredToken` it read under the
-      lock (the built-in stores do), which spares the refresher a read of its own.
+      lock (the built-in stores do), which spares the refresher a read of its own; and in
+      place of False, when the store holds another version, the :class:`StoredToken` it
+      found, not holding the lock (the built-in stores do). The version tells the two
+      apart: the lock is held when the yielded token is ``version``.
     * ``wait_for_change(version: int, timeout: float) -> StoredToken | None``: return once
       the stored version may no longer be ``version`` (a notification, or a cheap look), or
       after ``timeout`` seconds; returning early without a change is allowed. It may return
@@ -211,6 +214,13 @@ class TokenStore(Protocol):
         expired): it is the last check before a token request.
         """
         ...
+
+
+def holds_lock(held: object, version: int) -> bool:
+    """Whether what ``try_lock(version)`` yielded means the lock is held: True, or the
+    token read under it (``version``); not False, nor a token of another version (what the
+    store held instead, the lock not taken)."""
+    return held.version == version if isinstance(held, StoredToken) else bool(held)
 
 
 def poll_until(
@@ -523,9 +533,11 @@ class FileTokenStore:
     @contextmanager
     def try_lock(self, version: int) -> Iterator[StoredToken | Literal[False]]:
         """Hold the lock for the block, yielding the token read under it, if the lock is
-        free and the file still holds ``version``; otherwise False at once, not holding it.
-        The version is checked under the lock, which a changed one gives back at once: a
-        worker never holds the lock just to find another worker's token."""
+        free and the file still holds ``version``. Otherwise, at once and not holding it:
+        the token read when the file holds another version (an empty store: False), or
+        False when the lock is busy. The version is checked under the lock, which a changed
+        one gives back at once: a worker never holds the lock just to find another worker's
+        token."""
         locked = self._acquire(0.0)
         try:
             stored = self.load() if locked else None
@@ -533,7 +545,7 @@ class FileTokenStore:
                 if locked:
                     self._release()
                     locked = False
-                yield False
+                yield stored or False
             else:
                 yield stored
         finally:
