@@ -171,8 +171,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "StandInOrg"
     timeout = 60  # an idle keep-alive connection's thread ends after this
-    # TCP_NODELAY: headers and body go out in separate writes, and with Nagle's algorithm
-    # every answer would wait ~40 ms for the client's delayed ACK.
+    # TCP_NODELAY: a trickled answer goes out a byte per write, and with Nagle's algorithm
+    # every byte after the first would wait ~40 ms for the client's delayed ACK.
     disable_nagle_algorithm = True
 
     def version_string(self) -> str:
@@ -253,12 +253,19 @@ class _Handler(BaseHTTPRequestHandler):
         if answer.trickle > 0:
             self._trickle(answer)
             return
-        self.log_request(answer.status)
-        self.send_response_only(answer.status)
-        for name, value in self._head(answer):
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(answer.body)
+        head = self._head(answer)
+        if any(name.lower() == "connection" and value.lower() == "close" for name, value in head):
+            self.close_connection = True  # what send_header would have noted
+        # One write for the status line, the headers and the body: one segment for the
+        # client to read, as a real server sends a small answer.
+        self.wfile.write(self._bytes(answer, head))
+
+    def _bytes(self, answer: Answer, head: list[tuple[str, str]]) -> bytes:
+        """The whole answer as written on the wire: status line, ``head``, body."""
+        reason = self.responses.get(answer.status, ("",))[0]
+        lines = [f"{self.protocol_version} {answer.status} {reason}".rstrip()]
+        lines.extend(f"{name}: {value}" for name, value in head)
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "strict") + answer.body
 
     def _trickle(self, answer: Answer) -> None:
         """Write the whole answer one byte at a time, ``answer.trickle`` seconds apart.
@@ -268,14 +275,10 @@ class _Handler(BaseHTTPRequestHandler):
         the server is stopping.
         """
         self.close_connection = True
-        self.log_request(answer.status)
-        reason = self.responses.get(answer.status, ("",))[0]
         head = self._head(answer)
         if not any(name.lower() == "connection" for name, _ in head):
             head.append(("Connection", "close"))
-        lines = [f"{self.protocol_version} {answer.status} {reason}".rstrip()]
-        lines.extend(f"{name}: {value}" for name, value in head)
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "strict") + answer.body
+        data = self._bytes(answer, head)
         stopping = cast(LoopbackServer, self.server).stopping
         for index in range(len(data)):
             if index and stopping.wait(answer.trickle):
