@@ -708,13 +708,16 @@ def test_a_worker_waits_out_other_workers_refreshes_for_three_rounds_at_most(
     assert warnings == [f"refreshing the Salesforce session failed: {caller.error}"]
 
 
+@pytest.mark.parametrize("own_store", [False, True], ids=["file-store", "own-store"])
 @pytest.mark.parametrize("then", ["store-moved-on", "token-handed-over", "store-unchanged"])
 def test_a_token_the_disk_would_not_take_is_never_lost_nor_sent_twice(
-    harness: Build, tmp_path: Path, caplog: pytest.LogCaptureFixture, then: str
+    harness: Build, tmp_path: Path, caplog: pytest.LogCaptureFixture, then: str, own_store: bool
 ) -> None:
+    """With the file store, and with a store of one's own, which the refresher reads before
+    it takes the lock (no ``try_lock``)."""
     caplog.set_level(logging.INFO, logger="zeep_sfrefresh")
     path = tmp_path / "token.json"
-    a = harness(store=FileTokenStore(path))
+    a = harness(store=_CountingStore(path) if own_store else FileTokenStore(path))
     b = harness(store=FileTokenStore(path), overlap_wait=0.3)
     a.org.rotation = True
     a.org.expire_all_sessions()
