@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,12 +20,14 @@ from conftest import Harness, InBackground, wait_for
 from zeep_sfrefresh import (
     FileTokenStore,
     RedisTokenStore,
+    RefreshIntent,
     SalesforceTransport,
     StoredToken,
     TokenRefreshError,
     TokenStoreError,
 )
-from zeep_sfrefresh._stores import holds_lock
+from zeep_sfrefresh._stores import holds_lock, records_intent, takes_intent
+from zeep_sfrefresh._tokens import fingerprint
 from zeep_sfrefresh.testing import StandInOrg
 from zeep_sfrefresh.testing.redis_server import RedisServer
 
@@ -201,6 +205,10 @@ def test_a_lower_version_in_redis_is_refused(harness: Build, redis_server: Redis
     with pytest.raises(TokenStoreError, match="older than version 2"):
         h.client.service.getServerTimestamp()
     assert h.org.token_requests == 1
+    # Refused before any intent: none says its refresh token is in use (no request went out).
+    restored = RedisTokenStore(client, "sf:token").load()
+    assert restored is not None
+    assert (restored.version, restored.intent) == (1, None)
 
 
 def test_store_in_repr_without_secrets(harness: Build, tmp_path: Path, sf_org: StandInOrg) -> None:
@@ -242,8 +250,10 @@ class CountingRedisStore(RedisTokenStore):
             yield
 
     @contextmanager
-    def try_lock(self, version: int) -> Iterator[StoredToken | Literal[False]]:
-        with super().try_lock(version) as held:
+    def try_lock(
+        self, version: int, *, intent: RefreshIntent | None = None
+    ) -> Iterator[StoredToken | Literal[False]]:
+        with super().try_lock(version, intent=intent) as held:
             self.taken += holds_lock(held, version)
             yield held
 
@@ -261,13 +271,16 @@ class SteppedStore:
         self.lock = inner.lock
         self.lock_wait = inner.lock_wait
 
-    @contextmanager
-    def try_lock(self, version: int) -> Iterator[StoredToken | Literal[False]]:
-        with self._inner.try_lock(version) as held:
-            if not self._hands_over and not holds_lock(held, version):
-                held = False
-            self.steps.append("try_lock:" + _outcome(held, version))
-            yield held
+        @contextmanager
+        def try_lock(version: int, **options: Any) -> Iterator[StoredToken | Literal[False]]:
+            with inner.try_lock(version, **options) as held:
+                if not self._hands_over and not holds_lock(held, version):
+                    held = False
+                self.steps.append("try_lock:" + _outcome(held, version))
+                yield held
+
+        # Handed the next request's intent where the inner store takes it (Redis).
+        self.try_lock = records_intent(try_lock) if takes_intent(inner.try_lock) else try_lock
 
     def load(self) -> StoredToken | None:
         self.steps.append("load")
@@ -324,13 +337,73 @@ def test_each_worker_takes_the_fewest_store_steps_an_expiry_needs(
     assert second.join().error is None, second.error
     c.client.service.getServerTimestamp()  # c meets the expiry after the refresh
     assert (a.org.token_requests, a.org.family_revocations) == (1, 0)
-    assert stores[0].steps == ["try_lock:held", "intent", "save"]
+    # Redis records the intent with the lock (one round trip); the file store writes it.
+    refresher = (
+        ["try_lock:held", "save"] if kind == "redis" else ["try_lock:held", "intent", "save"]
+    )
+    assert stores[0].steps == refresher
     # Straight to waiting (then, while a's refresh lasts, a look and a try now and then).
     assert stores[1].steps[:2] == ["try_lock:busy", "wait"]
     assert "try_lock:held" not in stores[1].steps
     assert stores[2].steps == ["try_lock:moved"]
     assert a.transport.token.access_token == b.transport.token.access_token
     assert c.transport.token.access_token == a.transport.token.access_token
+
+
+def test_redis_records_the_intent_with_the_lock_before_the_token_request(
+    harness: Build, redis_server: RedisServer
+) -> None:
+    """Write-ahead as ever: while the request is out, the store says the refresh token may
+    be in use, by whom, in which attempt; one round trip fewer before the request."""
+    inner = RedisTokenStore(redis_server.client(), "{sf:token}")
+    store = SteppedStore(inner)
+    h = harness(store=store)
+    sent_with = h.transport.token.refresh_token
+    assert sent_with is not None
+    h.org.expire_all_sessions()
+    release = h.org.hold_token_requests()
+    store.steps.clear()
+    call = InBackground(h.client.service.getServerTimestamp)
+    wait_for(lambda: h.org.token_requests == 1)
+    stored = inner.load()
+    assert stored is not None
+    intent = stored.intent
+    assert intent is not None
+    assert (intent.refresh_token, intent.state, intent.attempts) == (
+        fingerprint(sent_with),
+        "sending",
+        1,
+    )
+    assert intent.holder.startswith(f"{socket.gethostname()}/{os.getpid()}/")  # this process
+    release.set()
+    assert call.join().error is None, call.error
+    assert store.steps == ["try_lock:held", "save"]  # no intent step of its own
+    stored = inner.load()
+    assert stored is not None
+    assert stored.intent is None  # cleared by the token's write
+
+
+def test_redis_leaves_an_intent_it_finds_to_the_refresher(redis_server: RedisServer) -> None:
+    store = RedisTokenStore(redis_server.client(), "k")
+    token = {"access_token": "00DSECRETACCESS", "refresh_token": "5AepSECRETREFRESH"}
+    with store.lock():
+        store.save(token, replaces=None)
+    mine = RefreshIntent("fp", "sending", 1, "host/1/1", 1.7e9)
+    theirs = RefreshIntent("fp", "unanswered", 1, "host/2/1", 1.6e9)
+    with store.try_lock(1, intent=mine) as held:
+        assert held == StoredToken(token, 1)  # as read before: no intent, so mine is recorded
+        assert store.load() == StoredToken(token, 1, mine)
+        store.write_intent(theirs, version=1)
+    with store.try_lock(1, intent=mine) as held:
+        assert held == StoredToken(token, 1, theirs)  # one was there: left for the caller
+        assert store.load() == StoredToken(token, 1, theirs)
+        store.write_intent(None, version=1)
+        with RedisTokenStore(redis_server.client(), "k").try_lock(1, intent=mine) as busy:
+            assert busy is False
+            assert store.load() == StoredToken(token, 1)  # not recorded without the lock
+    with store.try_lock(2, intent=mine) as moved:
+        assert moved == StoredToken(token, 1)  # another version: nothing recorded either
+        assert store.load() == StoredToken(token, 1)
 
 
 @pytest.mark.parametrize("kind", ["file", "redis"])

@@ -57,6 +57,7 @@ from ._stores import (
     RefreshIntent,
     StoredToken,
     poll_until,
+    records_intent,
 )
 
 __all__ = ["DEFAULT_LOCK_TIMEOUT", "RedisTokenStore"]
@@ -95,14 +96,16 @@ end
 return 1
 """
 
-# KEYS[1] = hash, KEYS[2] = lock; ARGV = version, lock token, lease in ms. Takes the lock
-# (as redis-py's Lock would) only while the token is still that version: {1, version,
-# token, intent} read under it. Another version: {0, version, token, intent}, the lock
-# not taken. The lock busy: {0}.
+# KEYS[1] = hash, KEYS[2] = lock; ARGV = version, lock token, lease in ms, intent JSON ("":
+# none). Takes the lock (as redis-py's Lock would) only while the token is still that
+# version, and then records the intent if the hash holds none: {1, version, token, intent}
+# as read before. Another version: {0, version, token, intent}, the lock not taken. The
+# lock busy: {0}.
 _LOCK_IF_VERSION = """
 local fields = redis.call('HMGET', KEYS[1], 'version', 'token', 'intent')
 if (fields[1] or '') ~= ARGV[1] then return {0, fields[1], fields[2], fields[3]} end
 if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {0} end
+if ARGV[4] ~= '' and not fields[3] then redis.call('HSET', KEYS[1], 'intent', ARGV[4]) end
 return {1, fields[1], fields[2], fields[3]}
 """
 
@@ -296,18 +299,27 @@ class RedisTokenStore:
         with self._holding(lock):
             yield
 
+    @records_intent
     @contextmanager
-    def try_lock(self, version: int) -> Iterator[StoredToken | Literal[False]]:
+    def try_lock(
+        self, version: int, *, intent: RefreshIntent | None = None
+    ) -> Iterator[StoredToken | Literal[False]]:
         """Hold the lock for the block, yielding the token read under it, if the lock is
         free and the token is still ``version``, all in one script. Otherwise, at once and
         not holding it: the token the hash holds when that is another version (what a
         read would have found; an empty hash: False), or False when the lock is busy. A
-        worker never takes the lock just to find another worker's token."""
+        worker never takes the lock just to find another worker's token.
+
+        With ``intent`` the script also records it when it takes the lock and the hash
+        holds no intent: the refreshing worker's token request then follows the lock with
+        no round trip between. The token yielded is as read before (its intent None: the
+        given one is recorded now)."""
         token = uuid.uuid1().hex.encode()  # what redis-py's Lock would use
+        payload = "" if intent is None else json.dumps(intent.to_json())
         try:
             taken, *fields = self._lock_if_version(
                 keys=[self.key, self.lock_key],
-                args=[str(version), token, int(self.lock_timeout * 1000)],
+                args=[str(version), token, int(self.lock_timeout * 1000), payload],
             )
         except RedisError as exc:
             raise self._unavailable("lock", exc) from exc

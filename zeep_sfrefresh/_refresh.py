@@ -67,6 +67,7 @@ from ._stores import (
     StoredToken,
     TokenStore,
     holds_lock,
+    takes_intent,
 )
 from ._tokens import Generation, Token, fingerprint
 
@@ -386,9 +387,13 @@ class Refresher:
         waited_for: RefreshIntent | None = None
         for _ in range(_MAX_ROUNDS):
             overlap: RefreshInProgressError | None = None
-            with self._store_lock(sent) as locked:
+            ahead = self._intent_ahead(sent)
+            with self._store_lock(sent, ahead) as locked:
                 if isinstance(locked, Token):
                     return self._adopt(locked), "adopted"
+                # Recorded with the lock if the store held no intent (_store_lock hands
+                # ``ahead`` over only for a lock at this process's version).
+                recorded = ahead if locked.version == self._version and not locked.intent else None
                 stored = self._catch_up(locked)
                 if stored.version != self._version:
                     token = self._accept(stored)  # refuses an older version
@@ -417,7 +422,7 @@ class Refresher:
                         )
                 if plan.wait_for is None:
                     try:
-                        return self._exchange(sent, stored, fp, plan.attempt, reason)
+                        return self._exchange(sent, stored, fp, plan.attempt, reason, recorded)
                     except RefreshInProgressError as exc:
                         overlap = exc
             # Another worker's refresh may bring the token: wait for it without the lock.
@@ -438,11 +443,37 @@ class Refresher:
             "other workers' refreshes kept changing the store; not refreshing this time"
         )
 
+    def _intent_ahead(self, sent: Token) -> RefreshIntent | None:
+        """The intent a store that can (the Redis store) records with its lock when it holds
+        none: the one the refresh of ``sent`` would write next, so the token request follows
+        the lock with no round trip between. With no intent stored, the plan made under the
+        lock is this one (same refresh token, holder and unanswered count: this process's
+        lock is held throughout). None when this refresh would not send the refresh token at
+        once whatever the store holds (spent here, no attempt left), or writes something
+        else first (this process's unstored token): a recorded intent is always followed by
+        its request, as one written just before it."""
+        if (
+            not takes_intent(getattr(self._store, "try_lock", None))
+            or self._unstored
+            or not sent.refresh_token
+        ):
+            return None
+        fp = fingerprint(sent.refresh_token)
+        if fp in self._spent:
+            return None
+        plan = plan_request(None, fp, holder=self._holder, unanswered=self._unanswered.get(fp, 0))
+        if not plan.attempt:
+            return None
+        return RefreshIntent(fp, "sending", plan.attempt, self._holder, time.time())
+
     @contextmanager
-    def _store_lock(self, sent: Token) -> Iterator[Token | StoredToken]:
+    def _store_lock(
+        self, sent: Token, ahead: RefreshIntent | None = None
+    ) -> Iterator[Token | StoredToken]:
         """Hold the store's lock for the block, yielding what the store holds (read under the
         lock), unless the store holds, or gets while the lock is busy, a token newer than
-        ``sent``: then yield that token (accepted), unlocked.
+        ``sent``: then yield that token (accepted), unlocked. ``ahead`` goes to the store's
+        ``try_lock`` (see :meth:`_intent_ahead`).
 
         The lock is for refreshing. A worker that only needs the token another worker is
         refreshing learns of it by a plain read, or by :func:`_wait_for_change` (returning
@@ -489,7 +520,10 @@ class Refresher:
                     yield self._accept(self._catch_up(stored))  # _catch_up: log an unstored loss
                     return
                 version = stored.version
-            with _try_lock(store, version) as held:
+            # The intent only for the version this process holds: for another one the
+            # refresher may stop before any request (an older version is refused).
+            intent = ahead if version == self._version else None
+            with _try_lock(store, version, intent) as held:
                 if holds_lock(held, version):
                     # The store's own read under the lock where it gives one (no second read).
                     yield held if isinstance(held, StoredToken) else self._load()
@@ -508,10 +542,17 @@ class Refresher:
             version = None
 
     def _exchange(
-        self, sent: Token, stored: StoredToken, fp: str | None, attempt: int, reason: str
+        self,
+        sent: Token,
+        stored: StoredToken,
+        fp: str | None,
+        attempt: int,
+        reason: str,
+        recorded: RefreshIntent | None = None,
     ) -> tuple[Token, EventKind]:
-        """Make the token request (under the store's lock) and store what it brings."""
-        if fp is not None:
+        """Make the token request (under the store's lock) and store what it brings; the
+        intent first, unless the store ``recorded`` it with the lock."""
+        if fp is not None and recorded is None:
             self._store.write_intent(
                 RefreshIntent(fp, "sending", attempt, self._holder, time.time()),
                 version=stored.version,
@@ -685,12 +726,16 @@ class Refresher:
             logger.exception("the refresh listener raised on a %s event", kind)
 
 
-def _try_lock(store: TokenStore, version: int) -> AbstractContextManager[bool | StoredToken]:
-    """``store.try_lock(version)``; for a store without it, its ``lock()`` (waited for)."""
+def _try_lock(
+    store: TokenStore, version: int, intent: RefreshIntent | None = None
+) -> AbstractContextManager[bool | StoredToken]:
+    """``store.try_lock(version)`` (``intent=`` too, when given); for a store without it,
+    its ``lock()`` (waited for)."""
     try_lock = getattr(store, "try_lock", None)
-    if try_lock is not None:
-        return cast(AbstractContextManager[bool | StoredToken], try_lock(version))
-    return _waited_lock(store)
+    if try_lock is None:
+        return _waited_lock(store)
+    held = try_lock(version) if intent is None else try_lock(version, intent=intent)
+    return cast(AbstractContextManager[bool | StoredToken], held)
 
 
 @contextmanager

@@ -36,7 +36,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, TypeVar, get_args
 
 try:
     import fcntl
@@ -214,6 +214,24 @@ class TokenStore(Protocol):
         expired): it is the last check before a token request.
         """
         ...
+
+
+_RECORDS_INTENT = "_zeep_sfrefresh_records_intent"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def records_intent(try_lock: F) -> F:
+    """Mark a store's ``try_lock`` as one that takes ``intent=`` (recorded with the lock when
+    the store holds none). On the method, not the class: a subclass that overrides
+    ``try_lock`` without it is never handed an intent."""
+    vars(try_lock)[_RECORDS_INTENT] = True
+    return try_lock
+
+
+def takes_intent(try_lock: object) -> bool:
+    """Whether ``try_lock`` (a store's bound method) was marked by :func:`records_intent`."""
+    return bool(getattr(try_lock, _RECORDS_INTENT, False))
 
 
 def holds_lock(held: object, version: int) -> bool:

@@ -9,6 +9,7 @@ families, how long the round took, and how often the workers took the store's lo
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import time
@@ -32,10 +33,11 @@ _LOCKS_TAKEN = 0
 def _counted(lock: Any) -> Any:
     """Wrap a store's lock context manager so that holding it is counted."""
 
+    @functools.wraps(lock)  # a mark the refresher reads on it too (records_intent)
     @contextmanager
-    def counting(*version: int) -> Iterator[Any]:
+    def counting(*version: int, **options: Any) -> Iterator[Any]:
         global _LOCKS_TAKEN
-        with lock(*version) as held:
+        with lock(*version, **options) as held:
             # lock() yields None; try_lock(version) yields what says whether it holds it.
             if not version or holds_lock(held, version[0]):
                 _LOCKS_TAKEN += 1
