@@ -218,10 +218,10 @@ class TokenStore(Protocol):
 
 _RECORDS_INTENT = "_zeep_sfrefresh_records_intent"
 
-F = TypeVar("F", bound=Callable[..., Any])
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def records_intent(try_lock: F) -> F:
+def records_intent(try_lock: _F) -> _F:
     """Mark a store's ``try_lock`` as one that takes ``intent=`` (recorded with the lock when
     the store holds none). On the method, not the class: a subclass that overrides
     ``try_lock`` without it is never handed an intent."""
