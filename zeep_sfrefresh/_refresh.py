@@ -393,7 +393,9 @@ class Refresher:
                     return self._adopt(locked), "adopted"
                 # Recorded with the lock if the store held no intent (_store_lock hands
                 # ``ahead`` over only for a lock at this process's version).
-                recorded = ahead if locked.version == self._version and not locked.intent else None
+                recorded = (
+                    ahead is not None and locked.version == self._version and not locked.intent
+                )
                 stored = self._catch_up(locked)
                 if stored.version != self._version:
                     token = self._accept(stored)  # refuses an older version
@@ -548,11 +550,11 @@ class Refresher:
         fp: str | None,
         attempt: int,
         reason: str,
-        recorded: RefreshIntent | None = None,
+        recorded: bool = False,
     ) -> tuple[Token, EventKind]:
         """Make the token request (under the store's lock) and store what it brings; the
         intent first, unless the store ``recorded`` it with the lock."""
-        if fp is not None and recorded is None:
+        if fp is not None and not recorded:
             self._store.write_intent(
                 RefreshIntent(fp, "sending", attempt, self._holder, time.time()),
                 version=stored.version,
