@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -119,6 +120,12 @@ def test_repr_and_errors_hold_no_token(redis_server: RedisServer) -> None:
 # --- waiting for another worker's token without the lock ------------------------------------
 
 
+def _entry(version: int, token: dict[str, str]) -> tuple[bytes, dict[bytes, bytes]]:
+    """The change stream's entry for ``version``: it carries the token as written."""
+    fields = {b"version": str(version).encode(), b"token": json.dumps(token).encode()}
+    return f"{version}-0".encode(), fields
+
+
 def _seeded(server: RedisServer, key: str = "k", **options: float) -> RedisTokenStore:
     store = RedisTokenStore(server.client(), key, **options)
     with store.lock():
@@ -133,14 +140,13 @@ def test_a_token_write_is_announced_on_the_change_stream(redis_server: RedisServ
     with store.lock():
         store.write_intent(None, version=1)  # an intent is not a new token: no entry
         store.save({**TOKEN, "access_token": "NEW"}, replaces=1)
-    assert client.xrange(store.changes_key) == [
-        (b"1-0", {b"version": b"1"}),
-        (b"2-0", {b"version": b"2"}),
-    ]
+    new = {**TOKEN, "access_token": "NEW"}
+    # One entry: the stream never keeps a token the hash no longer holds.
+    assert client.xrange(store.changes_key) == [_entry(2, new)]
     for version in range(3, 20):
         with store.lock():
             store.save(TOKEN, replaces=version - 1)
-    assert client.xlen(store.changes_key) == 8  # trimmed: only waiters read it
+    assert client.xrange(store.changes_key) == [_entry(19, TOKEN)]
 
 
 def test_a_stream_ahead_of_a_reseeded_hash_starts_over(redis_server: RedisServer) -> None:
@@ -151,7 +157,7 @@ def test_a_stream_ahead_of_a_reseeded_hash_starts_over(redis_server: RedisServer
     client.delete("k")  # re-seeded by hand: versions start again at 1
     with store.lock():
         assert store.save(TOKEN, replaces=None) == 1
-    assert client.xrange(store.changes_key) == [(b"1-0", {b"version": b"1"})]
+    assert client.xrange(store.changes_key) == [_entry(1, TOKEN)]
 
 
 @pytest.mark.parametrize("missing", ["both", "compare_and_set", "announce"])
@@ -170,9 +176,7 @@ def test_a_server_without_the_scripts_still_takes_and_announces_the_write(
     with store.lock():
         assert store.save({**TOKEN, "access_token": "NEW"}, replaces=1) == 2
         assert store.save(TOKEN, replaces=2) == 3  # the scripts are there now
-    assert client.xrange(store.changes_key) == [
-        (f"{version}-0".encode(), {b"version": str(version).encode()}) for version in (1, 2, 3)
-    ]
+    assert client.xrange(store.changes_key) == [_entry(3, TOKEN)]
     loaded = store.load()
     assert loaded is not None
     assert loaded.version == 3
@@ -187,14 +191,7 @@ def test_a_write_that_lost_is_not_announced(redis_server: RedisServer) -> None:
         for replaces in (None, 1):  # version 1 or 2 again: another writer was first
             with pytest.raises(TokenStoreConflictError):
                 store.save({**TOKEN, "access_token": "LOST"}, replaces=replaces)
-    assert (
-        client.xrange(store.changes_key)
-        == before
-        == [
-            (b"1-0", {b"version": b"1"}),
-            (b"2-0", {b"version": b"2"}),
-        ]
-    )
+    assert client.xrange(store.changes_key) == before == [_entry(2, TOKEN)]
 
 
 class _CountingConnection(redis.Connection):
@@ -218,16 +215,13 @@ def test_a_token_write_and_its_announcement_take_one_round_trip(
     )
     client = redis.Redis(connection_pool=pool)
     store = RedisTokenStore(client, "k")
-    store._read_on_wake = not cluster  # what a redis.RedisCluster client gets
+    store._pipelined = not cluster  # what a redis.RedisCluster client gets
     with store.lock():
         store.save(TOKEN, replaces=None)  # the server learns the scripts
         _CountingConnection.sends = 0
         assert store.save({**TOKEN, "access_token": "NEW"}, replaces=1) == 2
         assert _CountingConnection.sends == round_trips
-    assert client.xrange(store.changes_key) == [
-        (b"1-0", {b"version": b"1"}),
-        (b"2-0", {b"version": b"2"}),
-    ]
+    assert client.xrange(store.changes_key) == [_entry(2, {**TOKEN, "access_token": "NEW"})]
     loaded = store.load()
     assert loaded is not None
     assert (loaded.version, loaded.token["access_token"]) == (2, "NEW")
@@ -318,15 +312,44 @@ def test_wait_for_change_is_bounded_and_sees_a_change_already_made(
     assert newer.version == 1
 
 
-def test_a_cluster_client_waits_on_the_stream_alone(redis_server: RedisServer) -> None:
-    # This store does not rely on a cluster client's pipelines: its wait ends all the same,
-    # without the token, which the refresher then reads.
+@pytest.mark.parametrize(("protocol", "decode_responses"), [(2, False), (3, False), (3, True)])
+def test_a_waiting_worker_gets_the_token_in_the_reply_that_wakes_it(
+    redis_server: RedisServer, protocol: int, decode_responses: bool
+) -> None:
+    """One round trip, the XREAD, in either reply shape: no read of the hash after it (a
+    cluster client too: it is one command on one key)."""
+    _seeded(redis_server).save(NEWER, replaces=1)
+    pool = redis.ConnectionPool(
+        port=redis_server.port,
+        socket_timeout=2,
+        protocol=protocol,
+        decode_responses=decode_responses,
+        connection_class=_CountingConnection,
+    )
+    store = RedisTokenStore(redis.Redis(connection_pool=pool), "k")
+    stored = store.load()  # the connection opened (its handshake sends too)
+    _CountingConnection.sends = 0
+    newer = store.wait_for_change(1, timeout=20)
+    assert _CountingConnection.sends == 1
+    assert newer == stored
+    assert newer is not None
+    assert (newer.version, newer.token, newer.intent) == (2, NEWER, None)
+
+
+def test_an_entry_without_the_token_costs_a_read(redis_server: RedisServer) -> None:
+    """An entry written by an older release carries the version alone: the waiting worker
+    reads the hash, and goes by the last entry, not the first one after its version."""
+    client = redis_server.client()
     store = _seeded(redis_server)
-    store._read_on_wake = False  # what a redis.RedisCluster client gets
-    started = time.monotonic()
-    assert store.wait_for_change(0, timeout=20) is None
-    assert time.monotonic() - started < 5
-    assert store.wait_for_change(1, timeout=0.2) is None
+    with store.lock():
+        store.save(NEWER, replaces=1)
+        store.save(TOKEN, replaces=2)
+    client.delete(store.changes_key)
+    client.xadd(store.changes_key, _entry(2, NEWER)[1], id="2-0")  # type: ignore[arg-type]
+    client.xadd(store.changes_key, {"version": "3"}, id="3-0")  # an older writer's
+    newer = store.wait_for_change(1, timeout=20)
+    assert newer is not None
+    assert (newer.version, newer.token) == (3, TOKEN)
 
 
 def test_redis_down_while_waiting_is_a_clear_error(redis_server: RedisServer) -> None:
@@ -355,7 +378,7 @@ def test_a_user_without_the_change_stream_still_writes_and_waits(
     )
     url = f"redis://worker:pw@127.0.0.1:{redis_server.port}/0"
     store = RedisTokenStore(redis.Redis.from_url(url, socket_timeout=2), "k")
-    store._read_on_wake = not cluster  # what a redis.RedisCluster client gets
+    store._pipelined = not cluster  # what a redis.RedisCluster client gets
     with store.lock():
         assert store.save(TOKEN, replaces=None) == 1
         assert store.save(TOKEN, replaces=1) == 2  # its announcement was refused, not the write

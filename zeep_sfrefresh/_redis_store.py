@@ -13,15 +13,16 @@ live holder keeps it: a watchdog thread (one per process) renews the lease every
 long GC pause), the write-ahead intent tells the next lock holder that the refresh token may
 be in use.
 
-After every token write the writer appends its version to a small stream, ``<key>:changes``
-(entry ID ``<version>-0``). A worker waiting for another worker's refresh
-(:meth:`RedisTokenStore.wait_for_change`) blocks in ``XREAD`` from the version it holds, so
-it learns of the new token the moment it is stored, and of one stored before it started
-waiting at once: no gap to close, no polling of the lock. Unlike a pub/sub subscription this
-needs no connection of its own (nothing to set up per wait, or to keep from crossing a fork).
-The entry is only a wake-up call, written by a script of its own pipelined behind the
-compare-and-set (one round trip for both): a server that refuses it (an ACL without the
-stream key) costs waiters speed, never a write.
+After every token write the writer announces it on a stream of one entry, ``<key>:changes``
+(entry ID ``<version>-0``, fields ``version`` and ``token``: the token the hash holds, so the
+stream never keeps a token the hash no longer has). A worker waiting for another worker's
+refresh (:meth:`RedisTokenStore.wait_for_change`) blocks in ``XREAD`` from the version it
+holds, so it gets the new token the moment it is stored, in the reply that wakes it, and one
+stored before it started waiting at once: no gap to close, no polling of the lock, no second
+read. Unlike a pub/sub subscription this needs no connection of its own (nothing to set up
+per wait, or to keep from crossing a fork). The announcement is a script of its own,
+pipelined behind the compare-and-set (one round trip for both): a server that refuses it (an
+ACL without the stream key) costs waiters speed, never a write.
 """
 
 from __future__ import annotations
@@ -81,17 +82,21 @@ return {1, ARGV[2]}
 
 # KEYS[1] = change stream, KEYS[2] = hash; ARGV = the version just written. Only while the
 # hash holds that version, and once: pipelined behind the compare-and-set, it must not
-# announce a write that lost. Entry IDs must grow: a stream ahead of the version (the hash
-# was re-seeded by hand) is started over.
+# announce a write that lost. The entry carries the token as the hash holds it (its intent
+# was cleared by the write), and the stream keeps that entry alone: the token is never in
+# Redis longer than in the hash. Entry IDs must grow: a stream ahead of the version (the
+# hash was re-seeded by hand) is started over.
 _ANNOUNCE = """
-if redis.call('HGET', KEYS[2], 'version') ~= ARGV[1] then return 0 end
+local fields = redis.call('HMGET', KEYS[2], 'version', 'token')
+if fields[1] ~= ARGV[1] then return 0 end
 local id = ARGV[1] .. '-0'
-local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '8', id, 'version', ARGV[1])
+local entry = {'XADD', KEYS[1], 'MAXLEN', '1', id, 'version', ARGV[1], 'token', fields[2]}
+local added = redis.pcall(unpack(entry))
 if type(added) == 'table' and added.err then
     local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
     if last and last[1] == id then return 0 end
     redis.call('DEL', KEYS[1])
-    redis.call('XADD', KEYS[1], 'MAXLEN', '8', id, 'version', ARGV[1])
+    redis.call(unpack(entry))
 end
 return 1
 """
@@ -126,6 +131,22 @@ return {1, found}
 
 def _text(value: object) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _last_entry(reply: Any) -> Mapping[Any, Any] | None:
+    """The fields of the last entry of a one-stream ``XREAD`` reply (None: no entry), in
+    either of redis-py's shapes: ``[[name, entries]]`` (RESP2), ``{name: [entries]}``
+    (RESP3)."""
+    if not reply:
+        return None
+    entries = next(iter(reply.values()))[0] if isinstance(reply, dict) else reply[0][1]
+    return dict(entries[-1][1]) if entries else None
+
+
+def _field(entry: Mapping[Any, Any], name: str) -> Any:
+    """A field of a stream entry, whether the client decodes responses or not."""
+    found = entry.get(name.encode())
+    return entry.get(name) if found is None else found
 
 
 class _Lease:
@@ -245,7 +266,9 @@ class RedisTokenStore:
                 "lock_timeout, lock_wait and poll_interval must be positive numbers of seconds"
             )
         self._client = client
-        self._read_on_wake = not isinstance(client, redis.RedisCluster)
+        # Whether a token write and its announcement go in one pipeline (not relied on
+        # with a cluster client: there they go one after the other).
+        self._pipelined = not isinstance(client, redis.RedisCluster)
         self.key = key
         """The hash holding the token, its version and its intent."""
         self.lock_key = f"{key}:lock"
@@ -334,18 +357,17 @@ class RedisTokenStore:
             yield stored
 
     def wait_for_change(self, version: int, timeout: float) -> StoredToken | None:
-        """Return once a token newer than ``version`` is stored (the token itself, or None
-        from a cluster client), or None after ``timeout`` seconds.
+        """Return the token once one newer than ``version`` is stored, or None after
+        ``timeout`` seconds.
 
         It blocks in ``XREAD`` on :attr:`changes_key` from entry ``<version>-0``: a newer
         version written before the call ends it at once, one written during it wakes it.
         Each ``XREAD`` blocks at most 100 ms, well within any sane ``socket_timeout``. The
-        token is read in the same round trip: an ``HMGET`` pipelined behind the ``XREAD``,
-        which Redis runs as soon as the ``XREAD`` returns, so a woken worker does not wait
-        for the server a second time (on a busy machine, milliseconds). A cluster client
-        only reads the stream; the refresher then reads the token. A server that refuses
-        (an ACL without the stream key, a proxy without streams) is logged once; waits then
-        simply last ``timeout``."""
+        entry that wakes it carries the token, so a woken worker adopts it with no second
+        round trip (on a busy machine, milliseconds, and a pipeline's CPU); an entry
+        without one (written by an older release of this library) costs a read. A server
+        that refuses the stream (an ACL without the key, a proxy without streams) is
+        logged once; waits then simply last ``timeout``."""
         deadline = time.monotonic() + timeout
         if not self._notified:
             time.sleep(timeout)
@@ -353,9 +375,13 @@ class RedisTokenStore:
         try:
             while (remaining := deadline - time.monotonic()) > 0:
                 block = max(1, round(min(remaining, 0.1) * 1000))
-                woken, fields = self._watch(version, block)
-                if woken:
-                    return None if fields is None else self._parsed(fields)
+                reply = self._client.xread({self.changes_key: f"{version}-0"}, block=block)
+                entry = _last_entry(reply)
+                if entry is not None:
+                    token = _field(entry, "token")
+                    if token is None:
+                        return self.load()
+                    return self._parsed([_field(entry, "version"), token, None])
         except ResponseError as exc:
             self._notified = False
             logger.warning(
@@ -369,19 +395,6 @@ class RedisTokenStore:
         except RedisError as exc:
             raise self._unavailable("watch", exc) from exc
         return None
-
-    def _watch(self, version: int, block: int) -> tuple[bool, list[Any] | None]:
-        """``XREAD`` from ``<version>-0`` for at most ``block`` ms: whether an entry came, and
-        the token's fields read right after it in the same round trip (None from a cluster
-        client, whose pipelines this store does not rely on)."""
-        since = f"{version}-0"
-        if not self._read_on_wake:
-            return bool(self._client.xread({self.changes_key: since}, count=1, block=block)), None
-        pipe = self._client.pipeline(transaction=False)
-        pipe.xread({self.changes_key: since}, count=1, block=block)
-        pipe.hmget(self.key, _FIELDS)
-        entries, fields = pipe.execute()
-        return bool(entries), fields
 
     @contextmanager
     def _holding(self, lock: redis.lock.Lock) -> Iterator[None]:
@@ -459,7 +472,7 @@ class RedisTokenStore:
         announcement's: its result, its error, or None when it is still to be made (a
         cluster client, whose pipelines this store does not rely on, or a script the server
         did not have yet, which redis-py then loads)."""
-        if not self._read_on_wake:
+        if not self._pipelined:
             return *self._compare_and_set(keys=[self.key], args=args), None
         pipe = self._client.pipeline(transaction=False)
         pipe.evalsha(self._compare_and_set.sha, 1, self.key, *args)
