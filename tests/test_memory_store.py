@@ -79,6 +79,7 @@ def test_what_load_returns_cannot_be_changed_in_place() -> None:
         stored.version = 7  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         stored.intent.state = "spent"  # type: ignore[misc]
+    stored.token["access_token"] = "CHANGED"  # type: ignore[index]  # a copy, as any read
     assert store.load() == _stores.StoredToken(TOKEN, 1, _intent())
 
 

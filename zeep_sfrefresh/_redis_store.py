@@ -57,6 +57,7 @@ from ._stores import (
     DEFAULT_POLL_INTERVAL,
     RefreshIntent,
     StoredToken,
+    next_version,
     poll_until,
     records_intent,
 )
@@ -447,7 +448,7 @@ class RedisTokenStore:
     def save(self, token: Mapping[str, Any], *, replaces: int | None) -> int:
         """Compare-and-set on the version (a Lua script), then wake the workers waiting for
         it (:meth:`wait_for_change`) in the same round trip; see ``TokenStore.save``."""
-        version = 1 if replaces is None else replaces + 1
+        version = next_version(replaces)
         expected = "" if replaces is None else str(replaces)
         args = [expected, str(version), json.dumps(dict(token))]
         try:

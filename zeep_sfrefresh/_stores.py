@@ -288,7 +288,8 @@ def watch_until(
     return True
 
 
-def _next_version(replaces: int | None) -> int:
+def next_version(replaces: int | None) -> int:
+    """The version a token written over version ``replaces`` (None: an empty store) gets."""
     return 1 if replaces is None else replaces + 1
 
 
@@ -344,8 +345,14 @@ class MemoryTokenStore:
             self._lock.release()
 
     def load(self) -> StoredToken | None:
-        """The token held, or None; see ``TokenStore.load``."""
-        return self._stored
+        """The token held, or None; see ``TokenStore.load``. A copy, as a read from any
+        other store is: changing it does not change the store."""
+        stored = self._stored
+        return (
+            None
+            if stored is None
+            else StoredToken(dict(stored.token), stored.version, stored.intent)
+        )
 
     def save(self, token: Mapping[str, Any], *, replaces: int | None) -> int:
         """Compare-and-set on the version; see ``TokenStore.save``."""
@@ -353,7 +360,7 @@ class MemoryTokenStore:
             found = None if self._stored is None else self._stored.version
             if found != replaces:
                 raise _conflict(found, replaces)
-            version = _next_version(replaces)
+            version = next_version(replaces)
             self._stored = StoredToken(dict(token), version)
             return version
 
@@ -753,7 +760,7 @@ class FileTokenStore:
         found = None if current is None else current.version
         if found != replaces:
             raise _conflict(found, replaces)
-        version = _next_version(replaces)
+        version = next_version(replaces)
         document: dict[str, Any] = {"version": version, "token": dict(token)}
         kept = dict(settings) if settings is not None else self._settings(found_document)
         if kept is not None:
