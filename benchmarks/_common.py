@@ -86,7 +86,7 @@ FULL = Counts(
     timeit_target=0.05,
     memory_calls=50_000,
     recovery_workers=(8, 32),
-    recovery_rounds=15,
+    recovery_rounds=45,
 )
 QUICK = Counts(
     happy_rounds=10,

@@ -14,7 +14,7 @@ makes two SOAP calls, the failed one and its resend: the round of two calls each
 floor). Figures, not assertions:
 
     python benchmarks/fleet.py [--workers 1 4 8 16] [--expiries 3]
-        [--recovery-workers 8 32] [--recovery-rounds 15] [--json PATH]
+        [--recovery-workers 8 32] [--recovery-rounds 45] [--json PATH]
 
 Rotation and overlap rejection are on, as on a Salesforce connected app used by several
 orgs.
@@ -274,7 +274,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 4, 8, 16])
     parser.add_argument("--expiries", type=int, default=3)
     parser.add_argument("--recovery-workers", type=int, nargs="*", default=[8, 32])
-    parser.add_argument("--recovery-rounds", type=int, default=15)
+    parser.add_argument("--recovery-rounds", type=int, default=45)
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
 
