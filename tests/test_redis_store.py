@@ -316,8 +316,7 @@ def test_wait_for_change_is_bounded_and_sees_a_change_already_made(
 def test_a_waiting_worker_gets_the_token_in_the_reply_that_wakes_it(
     redis_server: RedisServer, protocol: int, decode_responses: bool
 ) -> None:
-    """One round trip, the XREAD, in either reply shape: no read of the hash after it (a
-    cluster client too: it is one command on one key)."""
+    """One round trip, the XREAD, in either reply shape: no read of the hash after it."""
     _seeded(redis_server).save(NEWER, replaces=1)
     pool = redis.ConnectionPool(
         port=redis_server.port,
@@ -347,7 +346,14 @@ def test_an_entry_without_the_token_costs_a_read(redis_server: RedisServer) -> N
     client.delete(store.changes_key)
     client.xadd(store.changes_key, _entry(2, NEWER)[1], id="2-0")  # type: ignore[arg-type]
     client.xadd(store.changes_key, {"version": "3"}, id="3-0")  # an older writer's
-    newer = store.wait_for_change(1, timeout=20)
+    pool = redis.ConnectionPool(
+        port=redis_server.port, socket_timeout=2, connection_class=_CountingConnection
+    )
+    waiter = RedisTokenStore(redis.Redis(connection_pool=pool), "k")
+    waiter.load()  # the connection opened (its handshake sends too)
+    _CountingConnection.sends = 0
+    newer = waiter.wait_for_change(1, timeout=20)
+    assert _CountingConnection.sends == 2  # the XREAD, then the read of the hash
     assert newer is not None
     assert (newer.version, newer.token) == (3, TOKEN)
 

@@ -369,10 +369,11 @@ def test_redis_records_the_intent_with_the_lock_before_the_token_request(
     assert stored is not None
     intent = stored.intent
     assert intent is not None
-    assert (intent.refresh_token, intent.state, intent.attempts) == (
+    assert (intent.refresh_token, intent.state, intent.attempts, intent.reason) == (
         fingerprint(sent_with),
         "sending",
         1,
+        "",  # a reason only says why a refresh token is spent
     )
     assert intent.holder.startswith(f"{socket.gethostname()}/{os.getpid()}/")  # this process
     release.set()

@@ -63,6 +63,7 @@ from ._stores import (
     DEFAULT_LOCK_WAIT,
     DEFAULT_POLL_INTERVAL,
     MAX_POLL_INTERVAL,
+    IntentState,
     RefreshIntent,
     StoredToken,
     TokenStore,
@@ -466,7 +467,7 @@ class Refresher:
         plan = plan_request(None, fp, holder=self._holder, unanswered=self._unanswered.get(fp, 0))
         if not plan.attempt:
             return None
-        return RefreshIntent(fp, "sending", plan.attempt, self._holder, time.time())
+        return self._intent(fp, "sending", plan.attempt)
 
     @contextmanager
     def _store_lock(
@@ -556,7 +557,7 @@ class Refresher:
         intent first, unless the store ``recorded`` it with the lock."""
         if fp is not None and not recorded:
             self._store.write_intent(
-                RefreshIntent(fp, "sending", attempt, self._holder, time.time()),
+                self._intent(fp, "sending", attempt),
                 version=stored.version,
             )
         logger.info("%s; refreshing the session", reason)
@@ -576,7 +577,7 @@ class Refresher:
                         fp, stored.version, f"{attempt} token requests with it got no answer", exc
                     ) from exc
                 self._note(
-                    RefreshIntent(fp, "unanswered", attempt, self._holder, time.time()),
+                    self._intent(fp, "unanswered", attempt),
                     stored.version,
                 )
             elif exc.error == "invalid_grant":
@@ -608,6 +609,10 @@ class Refresher:
             raise store_error
         return fresh, "refreshed"
 
+    def _intent(self, fp: str, state: IntentState, attempts: int, why: str = "") -> RefreshIntent:
+        """This refresher's intent about the refresh token ``fp``, as of now."""
+        return RefreshIntent(fp, state, attempts, self._holder, time.time(), why)
+
     def _note(self, intent: RefreshIntent | None, version: int) -> None:
         """Record what became of a token request in the store; this process remembers it
         anyway, so a store that fails now only costs the other workers a wait."""
@@ -628,7 +633,7 @@ class Refresher:
             status_code=cause.status_code if cause is not None else None,
         )
         self._spent[fp] = error
-        self._note(RefreshIntent(fp, "spent", 0, self._holder, time.time(), why), version)
+        self._note(self._intent(fp, "spent", 0, why), version)
         return error
 
     def _await_change(self, seen: StoredToken, *, intent_too: bool) -> StoredToken | None:
