@@ -234,7 +234,7 @@ def test_org_command_serves_login_and_query(tmp_path: Path) -> None:
         assert requests.get(_line_with(login, "authorize?"), timeout=30).status_code == 200
         code, _, err = _finish(login)
         assert code == 0, err
-        _line_with(process, "expired every session")  # the timer has run at least once
+        _line_with(process, "expired 1 session")  # the login's session, 0.5 s after it
         got = _run("query", "-v", "SELECT Id FROM Account", "--token-file", str(token_file))
         assert got.returncode == 0, got.stderr
         assert got.stdout.splitlines()[-1] == "(3 rows)"

@@ -1137,6 +1137,20 @@ def test_expire_session_and_expire_all(sf_org: StandInOrg) -> None:
     assert post_soap(sf_org, "u", "getServerTimestamp", renewed).status_code == 200
 
 
+def test_sessions_expire_by_age(sf_org: StandInOrg, token: dict[str, str]) -> None:
+    """A session timeout: sessions issued ``age`` seconds ago go, a younger one lives on."""
+    time.sleep(0.2)
+    younger = refresh(sf_org, token["refresh_token"]).json()["access_token"]
+    assert sf_org.expire_sessions_older_than(60) == 0
+    assert sf_org.is_valid_session(token["access_token"])
+    assert sf_org.expire_sessions_older_than(0.1) == 1
+    assert not sf_org.is_valid_session(token["access_token"])
+    assert sf_org.is_valid_session(younger)
+    assert post_soap(sf_org, "u", "getServerTimestamp", younger).status_code == 200
+    assert sf_org.expire_sessions_older_than(0) == 1
+    assert not sf_org.is_valid_session(younger)
+
+
 @pytest.mark.parametrize("code", ["c", "T"])
 def test_other_apis_answer_get_server_timestamp(
     sf_org: StandInOrg, token: dict[str, str], code: str

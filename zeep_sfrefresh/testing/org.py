@@ -26,6 +26,7 @@ import dataclasses
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -420,6 +421,16 @@ class StandInOrg:
         """Invalidate every access token and SOAP session issued so far (refresh tokens stay)."""
         with self.state.lock:
             self.state.sessions.clear()
+
+    def expire_sessions_older_than(self, age: float) -> int:
+        """Invalidate the sessions issued ``age`` seconds ago or more, as a session timeout
+        does (a session just issued lives on); return how many."""
+        cutoff = time.monotonic() - age
+        with self.state.lock:
+            old = [key for key, session in self.state.sessions.items() if session.issued <= cutoff]
+            for key in old:
+                del self.state.sessions[key]
+        return len(old)
 
     def expire_session(self, access_token: str) -> None:
         """Invalidate one access token or session ID."""

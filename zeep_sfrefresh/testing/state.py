@@ -79,6 +79,9 @@ class Session:
     rest: bool = True
     """False for a session the REST API refuses as "not valid for use with the REST API"
     (``StandInOrg.make_rest_invalid``); the SOAP APIs still take it."""
+    issued: float = field(default_factory=time.monotonic)
+    """When it was issued (``time.monotonic``), for a timeout by age
+    (``StandInOrg.expire_sessions_older_than``)."""
 
 
 @dataclass(eq=False)
