@@ -23,7 +23,7 @@ from zeep.proxy import AsyncServiceProxy
 from zeep_sfrefresh import PARTNER_WSDL, SalesforceTransport
 from zeep_sfrefresh._async_transport import AsyncSalesforceTransport
 from zeep_sfrefresh.testing import StandInOrg
-from zeep_sfrefresh.testing.redis_server import REDIS_SERVER, RedisServer
+from zeep_sfrefresh.testing.redis_server import REDIS_SERVER, RedisClusterServer, RedisServer
 
 pytest_plugins = ["zeep_sfrefresh.testing.pytest_plugin"]
 
@@ -212,23 +212,43 @@ def harness(sf_org: StandInOrg, request: pytest.FixtureRequest) -> Iterator[Call
         loop.close()
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A fresh redis-server on a free loopback port, killed after the test.
-
-    Skipped when redis-server is not installed, except in CI (.ci/run installs it and sets
-    ZEEP_SFREFRESH_REQUIRE_REDIS=1), where its absence is a failure.
-    """
+def need_redis_server() -> None:
+    """Skip the test when redis-server is not installed, except in CI (.ci/run installs it
+    and sets ZEEP_SFREFRESH_REQUIRE_REDIS=1), where its absence is a failure."""
     if REDIS_SERVER is None:
         reason = "redis-server is not installed (Debian package redis-server)"
         if os.environ.get("ZEEP_SFREFRESH_REQUIRE_REDIS") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server on a free loopback port, killed after the test (see
+    :func:`need_redis_server` for when it is skipped)."""
+    need_redis_server()
     server = RedisServer(tmp_path).start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def _shared_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServer]:
+    need_redis_server()
+    with RedisClusterServer(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_cluster(_shared_redis_cluster: RedisClusterServer) -> RedisClusterServer:
+    """A real Redis cluster of three nodes on loopback, emptied for the test. One cluster
+    serves the whole run (starting one takes two seconds): a test must not stop its nodes
+    (start a :class:`RedisClusterServer` of its own for that). Skipped as
+    :func:`redis_server`."""
+    _shared_redis_cluster.flush()
+    return _shared_redis_cluster
 
 
 @pytest.fixture

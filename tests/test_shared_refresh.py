@@ -29,7 +29,7 @@ from zeep_sfrefresh import (
 from zeep_sfrefresh._stores import holds_lock, records_intent, takes_intent
 from zeep_sfrefresh._tokens import fingerprint
 from zeep_sfrefresh.testing import StandInOrg
-from zeep_sfrefresh.testing.redis_server import RedisServer
+from zeep_sfrefresh.testing.redis_server import RedisClusterServer, RedisServer
 
 Build = Callable[..., Harness]
 
@@ -182,9 +182,14 @@ def test_an_emptied_store_is_refused(harness: Build, tmp_path: Path) -> None:
     assert h.org.token_requests == 0
 
 
-def test_redis_store_shares_one_refresh(harness: Build, redis_server: RedisServer) -> None:
-    a = harness(store=RedisTokenStore(redis_server.client(), "sf:token"))
-    b = harness(store=RedisTokenStore(redis_server.client(), "sf:token"))
+@pytest.mark.parametrize("redis_kind", ["redis_server", "redis_cluster"])
+def test_redis_store_shares_one_refresh(
+    harness: Build, request: pytest.FixtureRequest, redis_kind: str
+) -> None:
+    # A redis-server, or a cluster of three through a redis.RedisCluster client.
+    redis_at: RedisServer | RedisClusterServer = request.getfixturevalue(redis_kind)
+    a = harness(store=RedisTokenStore(redis_at.client(), "{sf:token}"))
+    b = harness(store=RedisTokenStore(redis_at.client(), "{sf:token}"))
     a.org.rotation = True
     a.org.expire_all_sessions()
     a.client.service.getServerTimestamp()

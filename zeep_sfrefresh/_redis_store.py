@@ -5,7 +5,8 @@ The token, its version and any :class:`RefreshIntent` live in one Redis hash (fi
 ``<key>:lock``. Writes are Lua scripts, so they are atomic: a token write is a
 compare-and-set on the version, and an intent write also checks that the writer still owns
 the lock. On a cluster the keys must live in one slot: wrap the key in braces
-(``{sf:token:prod}``).
+(``{sf:token:prod}``); a ``redis.RedisCluster`` client with a key that does not is refused
+when the store is made.
 
 The lock expires after ``lock_timeout`` seconds so a dead worker cannot block the fleet. A
 live holder keeps it: a watchdog thread (one per process) renews the lease every third of
@@ -38,10 +39,12 @@ from typing import Any, Literal
 
 try:
     import redis
+    from redis.crc import key_slot
     from redis.exceptions import (
         LockError,
         LockNotOwnedError,
         NoScriptError,
+        RedisClusterException,
         RedisError,
         ResponseError,
     )
@@ -70,6 +73,10 @@ DEFAULT_LOCK_TIMEOUT = 60.0
 logger = logging.getLogger(__name__)
 
 _FIELDS = ("version", "token", "intent")
+
+_FAILURES = (RedisError, RedisClusterException)
+"""What a client raises when Redis cannot answer: a cluster client raises
+``RedisClusterException``, outside ``RedisError``, when no node is reachable."""
 
 # KEYS[1] = hash; ARGV = expected version ("" for none), new version, token JSON.
 _COMPARE_AND_SET = """
@@ -239,7 +246,9 @@ class RedisTokenStore:
 
     :param client: a ``redis.Redis`` (or ``redis.RedisCluster``) client. Give it a
         ``socket_timeout`` so a hung server cannot hang a refresh.
-    :param key: the hash holding the token; ``<key>:lock`` is the lock.
+    :param key: the hash holding the token; ``<key>:lock`` is the lock and
+        ``<key>:changes`` the change stream. With a cluster client they must share a hash
+        slot (a key in braces, ``{sf:token:prod}``), else ``ValueError``.
     :param lock_timeout: seconds after which Redis frees a lock whose holder died; a live
         holder renews it every ``lock_timeout / 3`` seconds.
     :param lock_wait: seconds to wait for the lock before giving up with TokenStoreError.
@@ -247,13 +256,14 @@ class RedisTokenStore:
         the pauses double up to ``MAX_POLL_INTERVAL`` (50 ms). Workers waiting for another
         worker's token do not poll for it: its write wakes them (:meth:`wait_for_change`).
 
-    Redis errors become :class:`TokenStoreError`: the store fails closed (no refresh without
+    Redis errors (a cluster client's too, whose "no node reachable" is not a ``RedisError``)
+    become :class:`TokenStoreError`: the store fails closed (no refresh without
     coordination) and nothing retries in a loop.
     """
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | redis.RedisCluster,
         key: str,
         *,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
@@ -276,6 +286,8 @@ class RedisTokenStore:
         """The key of the refresh lock: ``<key>:lock``."""
         self.changes_key = f"{key}:changes"
         """The stream of written versions that wakes waiting workers: ``<key>:changes``."""
+        if isinstance(client, redis.RedisCluster):
+            self._check_slots()
         self.lock_timeout = lock_timeout
         """Seconds after which Redis frees the lock of a holder that died."""
         self.lock_wait = lock_wait
@@ -293,7 +305,17 @@ class RedisTokenStore:
     def __repr__(self) -> str:
         return f"RedisTokenStore(key={self.key!r})"
 
-    def _unavailable(self, action: str, exc: RedisError) -> TokenStoreError:
+    def _check_slots(self) -> None:
+        """Refuse keys a cluster keeps in different slots: every script takes two of them
+        at once, which a cluster refuses, so the first refresh would fail, not the setup."""
+        keys = (self.key, self.lock_key, self.changes_key)
+        if len({key_slot(name.encode()) for name in keys}) > 1:
+            raise ValueError(
+                f"on a Redis cluster the keys {', '.join(map(repr, keys))} must share a hash "
+                f"slot: put the key in braces, like {'{' + self.key + '}'!r}"
+            )
+
+    def _unavailable(self, action: str, exc: Exception) -> TokenStoreError:
         return TokenStoreError(f"Redis could not {action} {self.key!r} ({type(exc).__name__})")
 
     def _new_lock(self) -> redis.lock.Lock:
@@ -314,7 +336,7 @@ class RedisTokenStore:
                 time.monotonic() + self.lock_wait,
                 self.poll_interval,
             )
-        except RedisError as exc:
+        except _FAILURES as exc:
             raise self._unavailable("lock", exc) from exc
         if not acquired:
             raise TokenStoreError(
@@ -345,7 +367,7 @@ class RedisTokenStore:
                 keys=[self.key, self.lock_key],
                 args=[str(version), token, int(self.lock_timeout * 1000), payload],
             )
-        except RedisError as exc:
+        except _FAILURES as exc:
             raise self._unavailable("lock", exc) from exc
         if int(taken) != 1:
             yield (self._parsed(fields) if fields else None) or False
@@ -393,7 +415,7 @@ class RedisTokenStore:
                 self.key,
             )
             time.sleep(max(0.0, deadline - time.monotonic()))
-        except RedisError as exc:
+        except _FAILURES as exc:
             raise self._unavailable("watch", exc) from exc
         return None
 
@@ -415,14 +437,14 @@ class RedisTokenStore:
                     "the Redis lock %r expired before its refresh ended; raise lock_timeout",
                     self.lock_key,
                 )
-            except RedisError as exc:
+            except _FAILURES as exc:
                 logger.warning("could not release the Redis lock %r: %s", self.lock_key, exc)
 
     def load(self) -> StoredToken | None:
         """Read the token, its version and its intent in one step; see ``TokenStore.load``."""
         try:
             fields = self._client.hmget(self.key, _FIELDS)
-        except RedisError as exc:
+        except _FAILURES as exc:
             raise self._unavailable("read", exc) from exc
         return self._parsed(fields)
 
@@ -453,7 +475,7 @@ class RedisTokenStore:
         args = [expected, str(version), json.dumps(dict(token))]
         try:
             written, found, announced = self._write(args, version)
-        except RedisError as exc:
+        except _FAILURES as exc:
             raise self._unavailable("write", exc) from exc
         if int(written) != 1:
             raise TokenStoreConflictError(
@@ -490,10 +512,10 @@ class RedisTokenStore:
         stored already: a failure here only leaves them to find it at their next look."""
         try:
             self._announce_script(keys=[self.changes_key, self.key], args=[str(version)])
-        except RedisError as exc:
+        except _FAILURES as exc:
             self._unannounced(version, exc)
 
-    def _unannounced(self, version: int, exc: RedisError) -> None:
+    def _unannounced(self, version: int, exc: Exception) -> None:
         logger.warning(
             "could not announce version %d on %r (%s); waiting workers find it at their next look",
             version,
@@ -513,7 +535,7 @@ class RedisTokenStore:
             written, found = self._write_intent(
                 keys=[self.key, self.lock_key], args=[str(version), token, payload]
             )
-        except RedisError as exc:
+        except _FAILURES as exc:
             raise self._unavailable("write", exc) from exc
         if int(written) == 1:
             return

@@ -51,12 +51,13 @@ class StoreSpec:
     """Which store the workers share, in a form that crosses process boundaries.
 
     ``kind`` is ``"none"`` (each worker keeps its token to itself: the outage case),
-    ``"file"`` (``target`` is the path) or ``"redis"`` (``target`` is a ``redis://`` URL,
-    ``key`` the key).
+    ``"file"`` (``target`` is the path), ``"redis"`` (``target`` is a ``redis://`` URL,
+    ``key`` the key) or ``"redis-cluster"`` (``target`` the ``redis://`` URL of one node of a
+    cluster, which a ``redis.RedisCluster`` client starts from).
     """
 
     kind: str
-    """``"none"``, ``"file"`` or ``"redis"``."""
+    """``"none"``, ``"file"``, ``"redis"`` or ``"redis-cluster"``."""
     target: str = ""
     """The file's path, or the ``redis://`` URL."""
     key: str = "sf:token:fleet"
@@ -72,12 +73,13 @@ class StoreSpec:
             from zeep_sfrefresh import FileTokenStore
 
             store = FileTokenStore(self.target)
-        elif self.kind == "redis":
+        elif self.kind in ("redis", "redis-cluster"):
             import redis
 
             from zeep_sfrefresh import RedisTokenStore
 
-            client = redis.Redis.from_url(self.target, socket_timeout=5)
+            kind = redis.RedisCluster if self.kind == "redis-cluster" else redis.Redis
+            client = kind.from_url(self.target, socket_timeout=5)
             store = RedisTokenStore(client, self.key)
         else:
             raise ValueError(f"unknown store kind {self.kind!r}")
