@@ -208,8 +208,8 @@ class _CountingConnection(redis.Connection):
 def test_a_token_write_and_its_announcement_take_one_round_trip(
     redis_server: RedisServer, cluster: bool, round_trips: int
 ) -> None:
-    """Pipelined; a cluster client, whose pipelines this store does not rely on, makes the
-    two writes one after the other, with the same result."""
+    """Pipelined; a cluster client, whose pipelines refuse scripts, makes the two writes
+    one after the other, with the same result (on a real cluster: test_redis_cluster.py)."""
     pool = redis.ConnectionPool(
         port=redis_server.port, socket_timeout=2, connection_class=_CountingConnection
     )

@@ -277,8 +277,8 @@ class RedisTokenStore:
                 "lock_timeout, lock_wait and poll_interval must be positive numbers of seconds"
             )
         self._client = client
-        # Whether a token write and its announcement go in one pipeline (not relied on
-        # with a cluster client: there they go one after the other).
+        # Whether a token write and its announcement go in one pipeline: redis-py's cluster
+        # pipelines refuse scripts, so with a cluster client they go one after the other.
         self._pipelined = not isinstance(client, redis.RedisCluster)
         self.key = key
         """The hash holding the token, its version and its intent."""
@@ -493,8 +493,8 @@ class RedisTokenStore:
         in one round trip (not one script: a server that refuses the stream, an ACL without
         it, must still take the write). Returns the compare-and-set's reply and the
         announcement's: its result, its error, or None when it is still to be made (a
-        cluster client, whose pipelines this store does not rely on, or a script the server
-        did not have yet, which redis-py then loads)."""
+        cluster client, whose pipelines refuse scripts, or a script the server did not have
+        yet, which redis-py then loads)."""
         if not self._pipelined:
             return *self._compare_and_set(keys=[self.key], args=args), None
         pipe = self._client.pipeline(transaction=False)
