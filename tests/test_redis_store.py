@@ -493,6 +493,20 @@ def test_defaults_and_repr(redis_server: RedisServer) -> None:
         RedisTokenStore(redis_server.client(), "")
 
 
+@pytest.mark.parametrize("cluster", [False, True])
+def test_an_asyncio_client_is_refused_when_the_store_is_made(
+    redis_server: RedisServer, cluster: bool
+) -> None:
+    # Its commands return coroutines: without the check the first refresh would fail
+    # ("cannot unpack non-iterable coroutine object"), long after the setup.
+    import redis.asyncio
+
+    kind = redis.asyncio.RedisCluster if cluster else redis.asyncio.Redis
+    client = kind.from_url(redis_server.url)  # a cluster client connects on first use
+    with pytest.raises(TypeError, match=r"needs a synchronous client \(redis.Redis or"):
+        RedisTokenStore(client, "{k}")  # type: ignore[arg-type]  # mypy says so too
+
+
 @pytest.mark.parametrize("lock_wait", [0.0, -0.5])
 def test_a_lock_wait_of_zero_or_less_is_refused(
     redis_server: RedisServer, lock_wait: float

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -241,11 +242,25 @@ class _Renewer:
 _RENEWER = _Renewer()
 
 
+def _refuse_async(client: object) -> None:
+    """Refuse a ``redis.asyncio`` client when the store is made: its commands return
+    coroutines, so the first refresh, not the setup, would fail. (Only looked for when a
+    program imported ``redis.asyncio``: one that did not cannot have made such a client.)"""
+    aio = sys.modules.get("redis.asyncio")
+    if aio is not None and isinstance(client, (aio.Redis, aio.RedisCluster)):
+        raise TypeError(
+            "RedisTokenStore needs a synchronous client (redis.Redis or redis.RedisCluster), "
+            "not a redis.asyncio one: the async transport runs the store's steps in a worker "
+            "thread, off the event loop"
+        )
+
+
 class RedisTokenStore:
     """A token store in Redis, for workers on several machines.
 
-    :param client: a ``redis.Redis`` (or ``redis.RedisCluster``) client. Give it a
-        ``socket_timeout`` so a hung server cannot hang a refresh.
+    :param client: a ``redis.Redis`` (or ``redis.RedisCluster``) client, synchronous
+        with the async transport too (a ``redis.asyncio`` client is refused: ``TypeError``).
+        Give it a ``socket_timeout`` so a hung server cannot hang a refresh.
     :param key: the hash holding the token; ``<key>:lock`` is the lock and
         ``<key>:changes`` the change stream. With a cluster client they must share a hash
         slot (a key in braces, ``{sf:token:prod}``), else ``ValueError``.
@@ -276,6 +291,7 @@ class RedisTokenStore:
             raise ValueError(
                 "lock_timeout, lock_wait and poll_interval must be positive numbers of seconds"
             )
+        _refuse_async(client)
         self._client = client
         # Whether a token write and its announcement go in one pipeline: redis-py's cluster
         # pipelines refuse scripts, so with a cluster client they go one after the other.
