@@ -843,6 +843,74 @@ def test_anything_but_a_credential_is_a_type_error_saying_what_is_accepted(
         SalesforceTransport(oauth, session=other)
 
 
+class _NoIntents:
+    """A store missing one of the four methods the refresher calls."""
+
+    def lock(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
+
+    def load(self) -> None:
+        return None
+
+    def save(self, token: Mapping[str, Any], *, replaces: int | None) -> int:
+        return 1
+
+
+_BAD_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [
+    ({"store": "token.json"}, TypeError, r"store must be a token store.*FileTokenStore\(path\)"),
+    ({"store": Path("token.json")}, TypeError, r"not PosixPath \(a file: FileTokenStore"),
+    ({"store": _NoIntents()}, TypeError, r"write_intent\(\), not _NoIntents$"),
+    ({"overlap_wait": "30"}, TypeError, "overlap_wait must be a number of seconds, not str"),
+    ({"overlap_wait": True}, TypeError, "overlap_wait must be a number of seconds, not bool"),
+    ({"overlap_wait": -1}, ValueError, "overlap_wait must be zero or more seconds, not -1"),
+    ({"overlap_wait": float("inf")}, ValueError, "overlap_wait must be zero or more seconds"),
+    ({"token_timeout": 0}, ValueError, "token_timeout must be a positive number of seconds"),
+    ({"token_timeout": float("nan")}, ValueError, "token_timeout must be a positive number"),
+    ({"route_to_instance": "false"}, TypeError, "route_to_instance must be a bool, not str"),
+    ({"redact_logs": 1}, TypeError, "redact_logs must be a bool, not int"),
+    ({"name": 5}, TypeError, "name must be a str, not int"),
+    ({"listener": 5}, TypeError, "listener must be callable .*, not int"),
+    ({"circuit_breaker": "off"}, TypeError, "circuit_breaker must be a CircuitBreaker or None"),
+    ({"allowed_domains": "a.com"}, TypeError, r"a list of domains, like \['a.com'\], not one"),
+    ({"allowed_domains": ["a.com", ""]}, TypeError, "allowed_domains must hold domain names"),
+    ({"allowed_domains": [" . "]}, TypeError, "allowed_domains must hold domain names"),
+    ({"allowed_domains": [b"a.com"]}, TypeError, "allowed_domains must hold domain names"),
+]
+
+
+@pytest.mark.parametrize(("options", "error", "message"), _BAD_OPTIONS)
+@pytest.mark.parametrize("kind", [SalesforceTransport, AsyncSalesforceTransport])
+def test_an_option_of_the_wrong_kind_is_refused_when_the_transport_is_built(
+    sf_org: StandInOrg,
+    kind: type[SalesforceTransport | AsyncSalesforceTransport],
+    options: dict[str, Any],
+    error: type[Exception],
+    message: str,
+) -> None:
+    # Not at the first expiry, in production, where most of them are first used.
+    oauth = make_oauth(sf_org, sf_org.issue_token(), [])
+    with pytest.raises(error, match=message):
+        kind(oauth, **options)
+    assert sf_org.token_requests == 0
+
+
+def test_the_options_that_are_right_are_taken_as_given(sf_org: StandInOrg) -> None:
+    oauth = make_oauth(sf_org, sf_org.issue_token(), [])
+    transport = SalesforceTransport(
+        oauth,
+        overlap_wait=0,
+        token_timeout=5,
+        circuit_breaker=None,
+        listener=print,
+        name="Sf",
+        route_to_instance=False,
+        # Iterated once (a generator), compared as hosts are: lower case, no dot at the ends.
+        allowed_domains=(domain for domain in ["Example.COM", ".my.salesforce.com."]),
+    )
+    assert transport._core.policy.allowed_domains == ("example.com", "my.salesforce.com")
+    assert (transport._core.name, transport._core.route_to_instance) == ("Sf", False)
+
+
 @pytest.mark.parametrize(
     ("blocked", "statement", "extra"),
     [

@@ -198,3 +198,33 @@ def test_jwt_bearer_validates_its_arguments(keys: tuple[str, str]) -> None:
         JwtBearer("id", "user", "not a key")
     with pytest.raises(ValueError, match="180 seconds"):
         JwtBearer("id", "user", keys[0], lifetime=600)
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error", "message"),
+    [
+        ("30", TypeError, "timeout must be a number of seconds, not str"),
+        (None, TypeError, "timeout must be a number of seconds, not NoneType"),
+        (0, ValueError, "timeout must be a positive number of seconds, not 0"),
+        (float("inf"), ValueError, "timeout must be a positive number of seconds, not inf"),
+    ],
+)
+@pytest.mark.parametrize("name", GRANTS)
+def test_a_credential_object_refuses_a_timeout_that_is_not_seconds(
+    sf_org: StandInOrg,
+    keys: tuple[str, str],
+    name: str,
+    timeout: object,
+    error: type[Exception],
+    message: str,
+) -> None:
+    assert GRANTS[name](sf_org, keys).timeout == 30.0  # the default
+    kind = type(GRANTS[name](sf_org, keys))
+    arguments: dict[str, tuple[Any, ...]] = {
+        "jwt-bearer": (sf_org.client_id, USERNAME, keys[0]),
+        "client-credentials": (sf_org.client_id, sf_org.client_secret),
+        "password": (sf_org.client_id, "s", "u@example.com", "p"),
+    }
+    where = {"domain_url": sf_org.url} if name == "client-credentials" else {}
+    with pytest.raises(error, match=message):
+        kind(*arguments[name], timeout=timeout, **where)

@@ -20,7 +20,7 @@ import requests
 from ._breaker import DEFAULT_BREAKER, CircuitBreaker
 from ._events import RefreshListener
 from ._flow import check_sendable
-from ._grants import DEFAULT_TOKEN_TIMEOUT, Grant, SessionGrant
+from ._grants import DEFAULT_TOKEN_TIMEOUT, Grant, SessionGrant, check_seconds
 from ._redaction import install_log_redaction
 from ._refresh import DEFAULT_OVERLAP_WAIT, Refresher
 from ._routing import SALESFORCE_DOMAINS, DestinationPolicy
@@ -62,8 +62,9 @@ class SalesforceOptions(TypedDict, total=False):
     """After ``threshold`` refreshed sessions in a row are rejected at once, no token request
     for ``cooldown`` seconds (default ``CircuitBreaker()``; None turns this off)."""
     allowed_domains: Iterable[str]
-    """Domains whose hosts may be a token's instance (default ``SALESFORCE_DOMAINS``): the
-    session id is only ever sent to that instance, over https. Loopback http instances are
+    """Domains whose hosts may be a token's instance (default ``SALESFORCE_DOMAINS``;
+    compared in lower case, without a dot at either end): the session id is only ever sent
+    to that instance, over https. Loopback http instances are
     allowed only when the application set ``OAUTHLIB_INSECURE_TRANSPORT``."""
     redact_logs: bool
     """Put :class:`RedactingFilter` on the loggers of requests-oauthlib, oauthlib, zeep,
@@ -110,6 +111,54 @@ def check_session(session: object) -> None:
             "token on every request, WSDL downloads included; pass the OAuth2Session as the "
             "first argument"
         )
+
+
+_STORE_METHODS = ("lock", "load", "save", "write_intent")
+
+
+def check_options(options: SalesforceOptions) -> tuple[str, ...]:
+    """Refuse option values of the wrong kind now, when the transport is built: most are
+    first used when a session expires, in production, the worst moment to learn of a typo
+    (a path for ``store``, ``"30"`` from a config file, ``route_to_instance="false"``).
+    Returns ``allowed_domains`` as the destination policy takes them: lower case, without
+    a dot at either end (iterated once: it may be a generator)."""
+    store = options.get("store")
+    if store is not None and not all(callable(getattr(store, m, None)) for m in _STORE_METHODS):
+        hint = ""
+        if isinstance(store, (str, os.PathLike)):
+            hint = " (a file: FileTokenStore(path); Redis: RedisTokenStore(client, key))"
+        raise TypeError(
+            "store must be a token store, with lock(), load(), save() and write_intent(), "
+            f"not {type(store).__name__}{hint}"
+        )
+    if "overlap_wait" in options:
+        check_seconds("overlap_wait", options["overlap_wait"], zero=True)
+    if "token_timeout" in options:
+        check_seconds("token_timeout", options["token_timeout"])
+    for name, kind in (("route_to_instance", bool), ("redact_logs", bool), ("name", str)):
+        value = options.get(name)
+        if name in options and not isinstance(value, kind):
+            raise TypeError(f"{name} must be a {kind.__name__}, not {type(value).__name__}")
+    listener = options.get("listener")
+    if listener is not None and not callable(listener):
+        raise TypeError(
+            "listener must be callable (it is given each RefreshEvent), "
+            f"not {type(listener).__name__}"
+        )
+    breaker = options.get("circuit_breaker")
+    if breaker is not None and not isinstance(breaker, CircuitBreaker):
+        raise TypeError(
+            f"circuit_breaker must be a CircuitBreaker or None, not {type(breaker).__name__}"
+        )
+    domains = options.get("allowed_domains", SALESFORCE_DOMAINS)
+    if isinstance(domains, (str, bytes)):
+        raise TypeError(
+            f"allowed_domains must be a list of domains, like [{domains!r}], not one string"
+        )
+    checked = tuple(domains)
+    if not all(isinstance(domain, str) and domain.strip(". ") for domain in checked):
+        raise TypeError(f"allowed_domains must hold domain names, not {checked!r}")
+    return tuple(domain.strip().strip(".").lower() for domain in checked)
 
 
 def _refresher(oauth: OAuth2Session | Grant, options: SalesforceOptions) -> Refresher:
@@ -159,10 +208,11 @@ def build_core(oauth: OAuth2Session | Grant, options: SalesforceOptions) -> Core
     if unknown:  # what an explicit keyword list would refuse
         raise TypeError(f"unexpected keyword argument {', '.join(map(repr, unknown))}")
     _check_credential(oauth)
+    domains = check_options(options)
     refresher = _refresher(oauth, options)
     check_sendable(refresher.token, soap=False)
     policy = DestinationPolicy(
-        tuple(options.get("allowed_domains", SALESFORCE_DOMAINS)),
+        domains,
         # The application's own switch for plain-http OAuth (tests on loopback); read,
         # never set, here.
         allow_loopback=bool(os.environ.get("OAUTHLIB_INSECURE_TRANSPORT")),

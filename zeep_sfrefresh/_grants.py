@@ -21,6 +21,7 @@ rotated) the token, which rides on the warning and is kept.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -64,10 +65,15 @@ class Grant(Protocol):
         ...
 
 
-def _check_timeout(timeout: float) -> float:
-    if timeout <= 0:
-        raise ValueError("timeout must be a positive number of seconds")
-    return timeout
+def check_seconds(name: str, value: object, *, zero: bool = False) -> float:
+    """``value`` as a duration in seconds, or a clear error naming ``name``: a number (not a
+    bool, not a string from a config file), finite, above zero (at zero too with ``zero``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        least = "zero or more" if zero else "a positive number of"
+        raise ValueError(f"{name} must be {least} seconds, not {value!r}")
+    return float(value)
 
 
 class SessionGrant:
@@ -83,7 +89,7 @@ class SessionGrant:
     def __init__(self, oauth: OAuth2Session, *, timeout: float = DEFAULT_TOKEN_TIMEOUT) -> None:
         self._oauth = oauth
         self._token_url()  # refuse a session without a token URL now, not at the first expiry
-        self.timeout = _check_timeout(timeout)
+        self.timeout = check_seconds("timeout", timeout)
         """Seconds the whole token request may take, connect to last byte."""
         reset_in_child(self)
 
@@ -168,7 +174,7 @@ class _FetchTokenGrant:
             raise ValueError("token_url must be an http(s) URL")
         self.token_url = token_url
         """The OAuth token endpoint: ``<login_url>/services/oauth2/token`` unless given."""
-        self.timeout = _check_timeout(timeout)
+        self.timeout = check_seconds("timeout", timeout)
         """Seconds the whole token request may take, connect to last byte."""
 
     def _session(self) -> OAuth2Session:
