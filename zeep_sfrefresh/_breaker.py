@@ -18,6 +18,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, replace
 
+from ._checks import check_seconds
+
 __all__ = ["DEFAULT_BREAKER", "MAX_RETRY_AFTER", "NO_BREAKER", "CircuitBreaker"]
 
 MAX_RETRY_AFTER = 600.0
@@ -44,10 +46,11 @@ class CircuitBreaker:
     """No token request before this time: the token endpoint asked to wait."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int):
+            raise TypeError(f"threshold must be an int, not {type(self.threshold).__name__}")
         if self.threshold < 1:
             raise ValueError("threshold must be at least 1")
-        if self.cooldown <= 0:
-            raise ValueError("cooldown must be a positive number of seconds")
+        check_seconds("cooldown", self.cooldown)
 
     def record(self, usable: bool, now: float) -> CircuitBreaker:
         """Return the breaker after a refreshed session worked (``usable``) or was rejected."""

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, TypedDict
 import requests
 
 from ._breaker import DEFAULT_BREAKER, CircuitBreaker
+from ._checks import check_seconds
 from ._events import RefreshListener
 from ._flow import check_sendable
-from ._grants import DEFAULT_TOKEN_TIMEOUT, Grant, SessionGrant, check_seconds
+from ._grants import DEFAULT_TOKEN_TIMEOUT, Grant, SessionGrant
 from ._redaction import install_log_redaction
 from ._refresh import DEFAULT_OVERLAP_WAIT, Refresher
 from ._routing import SALESFORCE_DOMAINS, DestinationPolicy

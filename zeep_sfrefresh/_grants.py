@@ -21,10 +21,10 @@ rotated) the token, which rides on the warning and is kept.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._checks import check_seconds
 from ._errors import RefreshInProgressError, TokenRefreshError
 from ._exchange import TOKEN_PATH, request_token
 from ._forks import reset_in_child
@@ -63,17 +63,6 @@ class Grant(Protocol):
         """Return a token to replace ``current`` (None: the first one), or raise
         :class:`TokenRefreshError`."""
         ...
-
-
-def check_seconds(name: str, value: object, *, zero: bool = False) -> float:
-    """``value`` as a duration in seconds, or a clear error naming ``name``: a number (not a
-    bool, not a string from a config file), finite, above zero (at zero too with ``zero``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
-        least = "zero or more" if zero else "a positive number of"
-        raise ValueError(f"{name} must be {least} seconds, not {value!r}")
-    return float(value)
 
 
 class SessionGrant:

@@ -54,6 +54,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
         "RedisTokenStore needs redis-py: pip install 'zeep-sfrefresh[redis]'"
     ) from exc
 
+from ._checks import check_seconds
 from ._errors import TokenStoreConflictError, TokenStoreError
 from ._forks import reset_in_child
 from ._stores import (
@@ -287,10 +288,9 @@ class RedisTokenStore:
     ) -> None:
         if not key:
             raise ValueError("key must be a non-empty Redis key name")
-        if lock_timeout <= 0 or lock_wait <= 0 or poll_interval <= 0:
-            raise ValueError(
-                "lock_timeout, lock_wait and poll_interval must be positive numbers of seconds"
-            )
+        lock_timeout = check_seconds("lock_timeout", lock_timeout)
+        lock_wait = check_seconds("lock_wait", lock_wait)
+        poll_interval = check_seconds("poll_interval", poll_interval)
         _refuse_async(client)
         self._client = client
         # Whether a token write and its announcement go in one pipeline: redis-py's cluster

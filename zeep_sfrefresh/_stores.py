@@ -43,6 +43,7 @@ try:
 except ImportError:  # Windows: the lock is filelock's (see _file_lock)
     fcntl = None  # type: ignore[assignment]
 
+from ._checks import check_seconds
 from ._errors import TokenStoreConflictError, TokenStoreError
 from ._forks import reset_in_child
 from ._tokens import fingerprint
@@ -307,9 +308,7 @@ class MemoryTokenStore:
     """
 
     def __init__(self, *, lock_wait: float = DEFAULT_LOCK_WAIT) -> None:
-        if lock_wait <= 0:
-            raise ValueError("lock_wait must be a positive number of seconds")
-        self.lock_wait = lock_wait
+        self.lock_wait = check_seconds("lock_wait", lock_wait)
         """Seconds :meth:`lock` waits for another thread's refresh before TokenStoreError."""
         self._lock = threading.Lock()
         self._data_lock = threading.Lock()
@@ -514,8 +513,8 @@ class FileTokenStore:
         lock_wait: float = DEFAULT_LOCK_WAIT,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
-        if lock_wait <= 0 or poll_interval <= 0:
-            raise ValueError("lock_wait and poll_interval must be positive numbers of seconds")
+        lock_wait = check_seconds("lock_wait", lock_wait)
+        poll_interval = check_seconds("poll_interval", poll_interval)
         self.path = Path(path).expanduser()
         """The token file (``~`` expanded); its lock is ``<path>.lock``."""
         self.intent_path = self.path.with_name(self.path.name + ".intent")
