@@ -63,6 +63,23 @@ def test_the_keys_live_together_on_the_node_serving_the_slot(
     assert store.load() == StoredToken(NEWER, 2)
 
 
+def test_node_of_names_the_node_the_cluster_sends_a_key_to(
+    redis_cluster: RedisClusterServer,
+) -> None:
+    client = redis_cluster.client()
+    edges = {0, 5460, 5461, 10921, 10922, 16383}  # each node's first and last slot
+    keys: dict[int, str] = {}
+    n = 0
+    while len(keys) < len(edges):
+        slot = key_slot(f"k{n}".encode())
+        if slot in edges:
+            keys.setdefault(slot, f"k{n}")
+        n += 1
+    for key in keys.values():
+        served_by = client.get_node_from_key(key)  # type: ignore[no-untyped-call]
+        assert redis_cluster.node_of(key).port == served_by.port
+
+
 def test_try_lock_and_intents_on_a_cluster(redis_cluster: RedisClusterServer) -> None:
     store = _seeded(redis_cluster)
     other = RedisTokenStore(redis_cluster.client(), KEY)

@@ -151,10 +151,14 @@ class RedisClusterServer:
             **kwargs,
         )
 
+    def _first_slot(self, n: int) -> int:
+        """The first hash slot node ``n`` serves (node ``len(nodes)``: one past the last)."""
+        return n * SLOTS // len(self.nodes)
+
     def node_of(self, key: str) -> RedisServer:
         """The node that serves ``key``'s hash slot."""
         slot = key_slot(key.encode())
-        return self.nodes[slot * len(self.nodes) // SLOTS]
+        return next(node for n, node in enumerate(self.nodes) if slot < self._first_slot(n + 1))
 
     def flush(self) -> None:
         """Delete every key on every node."""
@@ -169,9 +173,8 @@ class RedisClusterServer:
                 node.workdir.mkdir(parents=True, exist_ok=True)
                 node.start()
             for n, node in enumerate(self.nodes):
-                first = n * SLOTS // len(self.nodes)
-                last = (n + 1) * SLOTS // len(self.nodes) - 1
-                _command(node.client(), "CLUSTER ADDSLOTSRANGE", first, last)
+                last = self._first_slot(n + 1) - 1
+                _command(node.client(), "CLUSTER ADDSLOTSRANGE", self._first_slot(n), last)
             first_node = self.nodes[0].client()
             for node in self.nodes[1:]:
                 _command(first_node, "CLUSTER MEET", "127.0.0.1", node.port, node.bus_port)
@@ -185,15 +188,16 @@ class RedisClusterServer:
             raise
         return self
 
-    @staticmethod
-    def _ready(node: RedisServer) -> bool:
+    def _ready(self, node: RedisServer) -> bool:
+        """Whether ``node`` knows every node and reports the cluster ready."""
         info = _command(node.client(decode_responses=True), "CLUSTER INFO")
         fields = (
             info
             if isinstance(info, dict)
             else dict(line.split(":", 1) for line in str(info).splitlines() if ":" in line)
         )
-        return fields.get("cluster_state") == "ok" and fields.get("cluster_known_nodes") == "3"
+        known = str(len(self.nodes))
+        return fields.get("cluster_state") == "ok" and fields.get("cluster_known_nodes") == known
 
     def stop(self) -> None:
         """Kill every node. Safe to call twice."""
