@@ -123,11 +123,11 @@ def test_corrupt_file_raises_and_is_never_overwritten(tmp_path: Path, content: b
 
 
 def test_unreadable_path_is_a_clear_error(tmp_path: Path) -> None:
-    (
-        tmp_path / "token.json"
-    ).mkdir()  # a folder where the file should be: unreadable, even for root
+    store = FileTokenStore(tmp_path / "token.json")
+    # A folder where the file should be, made after the store: unreadable, even for root.
+    (tmp_path / "token.json").mkdir()
     with pytest.raises(TokenStoreError, match="cannot read"):
-        FileTokenStore(tmp_path / "token.json").load()
+        store.load()
 
 
 def test_errors_and_repr_hold_no_token(tmp_path: Path) -> None:
@@ -270,6 +270,20 @@ def test_wait_for_change_is_bounded_and_sees_a_change_already_made(tmp_path: Pat
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.parametrize("name", ["", ".", "..", "/", "folder", "folder/", "link", "missing/.."])
+def test_a_path_that_is_no_file_name_is_refused_when_the_store_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # Not at the first read, with an error about a file that is not regular.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "folder")
+    with pytest.raises(ValueError, match=f"path must name the token file, not a folder: {name!r}"):
+        FileTokenStore(name)
+    FileTokenStore("folder/token.json")  # a file in a folder that exists
+    FileTokenStore("missing/token.json")  # or not yet: made with the first write
+
+
 @pytest.mark.parametrize(
     "options", [{"poll_interval": 0}, {"poll_interval": -1}, {"lock_wait": 0}, {"lock_wait": -1}]
 )
@@ -402,9 +416,8 @@ def test_a_token_file_that_is_not_safely_ours_is_refused(
 ) -> None:
     _seeded(tmp_path / "target.json")
     path = tmp_path / "token.json"
-    _seeded(path)
+    store = _seeded(path)
     make(path)
-    store = FileTokenStore(path)
     with pytest.raises(TokenStoreError, match=message):
         store.load()
     with store.lock(), pytest.raises(TokenStoreError, match=message):

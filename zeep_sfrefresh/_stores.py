@@ -517,6 +517,8 @@ class FileTokenStore:
         poll_interval = check_seconds("poll_interval", poll_interval)
         self.path = Path(path).expanduser()
         """The token file (``~`` expanded); its lock is ``<path>.lock``."""
+        if self.path.name == ".." or self.path.is_dir():  # "", "." and "/" are folders
+            raise ValueError(f"path must name the token file, not a folder: {str(path)!r}")
         self.intent_path = self.path.with_name(self.path.name + ".intent")
         """Where the intent of a refresh under way is recorded (``<path>.intent``)."""
         self.lock_wait = lock_wait
