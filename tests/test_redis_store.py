@@ -491,6 +491,8 @@ def test_defaults_and_repr(redis_server: RedisServer) -> None:
     assert repr(store) == "RedisTokenStore(key='sf:token:prod')"
     with pytest.raises(ValueError, match="non-empty Redis key name"):
         RedisTokenStore(redis_server.client(), "")
+    with pytest.raises(TypeError, match=r"^key must be a str, not bytes$"):
+        RedisTokenStore(redis_server.client(), b"sf:token")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("cluster", [False, True])

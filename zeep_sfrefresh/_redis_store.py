@@ -286,6 +286,8 @@ class RedisTokenStore:
         lock_wait: float = DEFAULT_LOCK_WAIT,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
+        if not isinstance(key, str):  # bytes would name the lock "b'...':lock"
+            raise TypeError(f"key must be a str, not {type(key).__name__}")
         if not key:
             raise ValueError("key must be a non-empty Redis key name")
         lock_timeout = check_seconds("lock_timeout", lock_timeout)
