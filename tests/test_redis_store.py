@@ -259,6 +259,9 @@ def test_try_lock_takes_a_free_lock_only_on_the_expected_version(redis_server: R
     with store.try_lock(1) as held:
         assert held == StoredToken(NEWER, 2)  # the token moved past the one it would refresh
         assert redis_server.client().exists("k:lock") == 0
+    with store.try_lock(2) as held:
+        assert held == StoredToken(NEWER, 2)
+        assert store.load() == StoredToken(NEWER, 2)  # taken without an intent: none recorded
     with RedisTokenStore(redis_server.client(), "empty").try_lock(1) as held:
         assert held is False
 
