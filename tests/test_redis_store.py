@@ -512,6 +512,23 @@ def test_an_asyncio_client_is_refused_when_the_store_is_made(
         RedisTokenStore(client, "{k}")  # type: ignore[arg-type]  # mypy says so too
 
 
+@pytest.mark.parametrize(
+    ("client", "message"),
+    [
+        ("redis://127.0.0.1:6379/0", r"not str \(for a URL: redis\.Redis\.from_url\(url, "),
+        (None, "not NoneType$"),
+        (object(), "not object$"),
+    ],
+)
+def test_what_is_not_a_redis_client_is_refused_when_the_store_is_made(
+    client: object, message: str
+) -> None:
+    with pytest.raises(TypeError, match=r"^client must be a redis\.Redis or redis\.RedisCluster "):
+        RedisTokenStore(client, "k")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=message):
+        RedisTokenStore(client, "k")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("lock_wait", [0.0, -0.5])
 def test_a_lock_wait_of_zero_or_less_is_refused(
     redis_server: RedisServer, lock_wait: float

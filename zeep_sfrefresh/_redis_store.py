@@ -243,10 +243,17 @@ class _Renewer:
 _RENEWER = _Renewer()
 
 
-def _refuse_async(client: object) -> None:
-    """Refuse a ``redis.asyncio`` client when the store is made: its commands return
-    coroutines, so the first refresh, not the setup, would fail. (Only looked for when a
-    program imported ``redis.asyncio``: one that did not cannot have made such a client.)"""
+def _check_client(client: object) -> None:
+    """Refuse what is not a synchronous redis-py client when the store is made: a URL (give
+    a client made from it), or a ``redis.asyncio`` client, whose commands return coroutines,
+    so the first refresh, not the setup, would fail. (``redis.asyncio`` is only looked for
+    when a program imported it: one that did not cannot have made such a client.)"""
+    if isinstance(client, str) or not callable(getattr(client, "register_script", None)):
+        hint = " (for a URL: redis.Redis.from_url(url, socket_timeout=5))"
+        raise TypeError(
+            "client must be a redis.Redis or redis.RedisCluster client, not "
+            f"{type(client).__name__}{hint if isinstance(client, str) else ''}"
+        )
     aio = sys.modules.get("redis.asyncio")
     if aio is not None and isinstance(client, (aio.Redis, aio.RedisCluster)):
         raise TypeError(
@@ -293,7 +300,7 @@ class RedisTokenStore:
         lock_timeout = check_seconds("lock_timeout", lock_timeout)
         lock_wait = check_seconds("lock_wait", lock_wait)
         poll_interval = check_seconds("poll_interval", poll_interval)
-        _refuse_async(client)
+        _check_client(client)
         self._client = client
         # Whether a token write and its announcement go in one pipeline: redis-py's cluster
         # pipelines refuse scripts, so with a cluster client they go one after the other.
