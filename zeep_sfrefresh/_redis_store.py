@@ -248,7 +248,7 @@ def _check_client(client: object) -> None:
     a client made from it), or a ``redis.asyncio`` client, whose commands return coroutines,
     so the first refresh, not the setup, would fail. (``redis.asyncio`` is only looked for
     when a program imported it: one that did not cannot have made such a client.)"""
-    if isinstance(client, str) or not callable(getattr(client, "register_script", None)):
+    if not callable(getattr(client, "register_script", None)):
         hint = " (for a URL: redis.Redis.from_url(url, socket_timeout=5))"
         raise TypeError(
             "client must be a redis.Redis or redis.RedisCluster client, not "
