@@ -617,9 +617,9 @@ def _org(args: argparse.Namespace, out: TextIO) -> int:
         stop = threading.Event()
         # By age, as a session timeout: a session issued just before a tick lives on (one
         # expired on a fixed tick could die between a refresh and its resend).
-        while not stop.wait(args.expire_every / 4 if args.expire_every else 3600):
-            expired = org.expire_sessions_older_than(args.expire_every) if args.expire_every else 0
-            if expired:
+        lifetime_s = args.expire_every
+        while not stop.wait(lifetime_s / 4 if lifetime_s else 3600):
+            if lifetime_s and (expired := org.expire_sessions_older_than(lifetime_s)):
                 noun = "session" if expired == 1 else "sessions"
                 print(f"{time.strftime('%H:%M:%S')} expired {expired} {noun}", file=out, flush=True)
     except KeyboardInterrupt:

@@ -117,7 +117,7 @@ def check_session(session: object) -> None:
 _STORE_METHODS = ("lock", "load", "save", "write_intent")
 
 
-def check_options(options: SalesforceOptions) -> tuple[str, ...]:
+def _check_options(options: SalesforceOptions) -> tuple[str, ...]:
     """Refuse option values of the wrong kind now, when the transport is built: most are
     first used when a session expires, in production, the worst moment to learn of a typo
     (a path for ``store``, ``"30"`` from a config file, ``route_to_instance="false"``).
@@ -209,7 +209,7 @@ def build_core(oauth: OAuth2Session | Grant, options: SalesforceOptions) -> Core
     if unknown:  # what an explicit keyword list would refuse
         raise TypeError(f"unexpected keyword argument {', '.join(map(repr, unknown))}")
     _check_credential(oauth)
-    domains = check_options(options)
+    domains = _check_options(options)
     refresher = _refresher(oauth, options)
     check_sendable(refresher.token, soap=False)
     policy = DestinationPolicy(

@@ -78,8 +78,8 @@ class StoreSpec:
 
             from zeep_sfrefresh import RedisTokenStore
 
-            kind = redis.RedisCluster if self.kind == "redis-cluster" else redis.Redis
-            client = kind.from_url(self.target, socket_timeout=5)
+            client_class = redis.RedisCluster if self.kind == "redis-cluster" else redis.Redis
+            client = client_class.from_url(self.target, socket_timeout=5)
             store = RedisTokenStore(client, self.key)
         else:
             raise ValueError(f"unknown store kind {self.kind!r}")
