@@ -192,7 +192,7 @@ def test_memory_store_is_shared_per_session() -> None:
 # --- waiting for another worker's token without the lock ------------------------------------
 
 
-def _seeded(path: Path, **options: float) -> FileTokenStore:
+def _seeded(path: Path, **options: Any) -> FileTokenStore:
     store = FileTokenStore(path, **options)
     with store.lock():
         store.save(TOKEN, replaces=None)
@@ -287,7 +287,7 @@ def test_a_path_that_is_no_file_name_is_refused_when_the_store_is_made(
 @pytest.mark.parametrize(
     "options", [{"poll_interval": 0}, {"poll_interval": -1}, {"lock_wait": 0}, {"lock_wait": -1}]
 )
-def test_waits_must_be_positive(tmp_path: Path, options: dict[str, float]) -> None:
+def test_waits_must_be_positive(tmp_path: Path, options: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="positive"):
         FileTokenStore(tmp_path / "token.json", **options)
 

@@ -126,7 +126,7 @@ def _entry(version: int, token: dict[str, str]) -> tuple[bytes, dict[bytes, byte
     return f"{version}-0".encode(), fields
 
 
-def _seeded(server: RedisServer, key: str = "k", **options: float) -> RedisTokenStore:
+def _seeded(server: RedisServer, key: str = "k", **options: Any) -> RedisTokenStore:
     store = RedisTokenStore(server.client(), key, **options)
     with store.lock():
         store.save(TOKEN, replaces=None)
@@ -371,7 +371,7 @@ def test_redis_down_while_waiting_is_a_clear_error(redis_server: RedisServer) ->
 
 
 @pytest.mark.parametrize("options", [{"poll_interval": 0}, {"lock_wait": -1}, {"lock_timeout": 0}])
-def test_waits_must_be_positive(redis_server: RedisServer, options: dict[str, float]) -> None:
+def test_waits_must_be_positive(redis_server: RedisServer, options: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="positive"):
         RedisTokenStore(redis_server.client(), "k", **options)
 

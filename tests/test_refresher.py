@@ -499,7 +499,7 @@ def test_the_refresh_is_decided_on_what_the_store_holds_under_the_lock(
 class _PauseRecordingFileStore(FileTokenStore):
     """A file store that records how long the refresher asks it to wait for a change."""
 
-    def __init__(self, path: Path, **kwargs: float) -> None:
+    def __init__(self, path: Path, **kwargs: Any) -> None:
         super().__init__(path, **kwargs)
         self.waits: list[float] = []
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["check_seconds"]
+__all__ = ["check_flag", "check_seconds"]
+
+
+def check_flag(name: str, value: object) -> bool:
+    """``value`` if it is a bool, else a TypeError naming ``name``: the string ``"false"``
+    from a config file is true."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
+    return value
 
 
 def check_seconds(name: str, value: object, *, zero: bool = False) -> float:

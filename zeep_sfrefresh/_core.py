@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypedDict
 import requests
 
 from ._breaker import DEFAULT_BREAKER, CircuitBreaker
-from ._checks import check_seconds
+from ._checks import check_flag, check_seconds
 from ._events import RefreshListener
 from ._flow import check_sendable
 from ._grants import DEFAULT_TOKEN_TIMEOUT, Grant, SessionGrant
@@ -136,10 +136,12 @@ def _check_options(options: SalesforceOptions) -> tuple[str, ...]:
         check_seconds("overlap_wait", options["overlap_wait"], zero=True)
     if "token_timeout" in options:
         check_seconds("token_timeout", options["token_timeout"])
-    for name, kind in (("route_to_instance", bool), ("redact_logs", bool), ("name", str)):
-        value = options.get(name)
-        if name in options and not isinstance(value, kind):
-            raise TypeError(f"{name} must be a {kind.__name__}, not {type(value).__name__}")
+    for flag in ("route_to_instance", "redact_logs"):
+        if flag in options:
+            check_flag(flag, options[flag])
+    name = options.get("name")
+    if "name" in options and not isinstance(name, str):
+        raise TypeError(f"name must be a str, not {type(name).__name__}")
     listener = options.get("listener")
     if listener is not None and not callable(listener):
         raise TypeError(

@@ -34,7 +34,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -49,12 +50,13 @@ try:
         RedisError,
         ResponseError,
     )
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess without redis
     raise ImportError(
         "RedisTokenStore needs redis-py: pip install 'zeep-sfrefresh[redis]'"
     ) from exc
 
-from ._checks import check_seconds
+from ._checks import check_flag, check_seconds
 from ._errors import TokenStoreConflictError, TokenStoreError
 from ._forks import reset_in_child
 from ._stores import (
@@ -75,6 +77,15 @@ DEFAULT_LOCK_TIMEOUT = 60.0
 logger = logging.getLogger(__name__)
 
 _FIELDS = ("version", "token", "intent")
+
+_WATCH_BLOCK_MS = 1000
+"""How long one ``XREAD`` of the watch blocks, at most (ms)."""
+_WATCH_BLOCK_MIN_MS = 50
+"""How short the watch's ``XREAD`` gets when the client's ``socket_timeout`` cuts it (ms)."""
+_WATCH_PAUSE = 0.5
+"""Seconds before the watch tries a Redis that failed again, doubling per failure ..."""
+_WATCH_PAUSE_MAX = 10.0
+"""... up to this."""
 
 _FAILURES = (RedisError, RedisClusterException)
 """What a client raises when Redis cannot answer: a cluster client raises
@@ -143,20 +154,123 @@ def _text(value: object) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def _last_entry(reply: Any) -> Mapping[Any, Any] | None:
-    """The fields of the last entry of a one-stream ``XREAD`` reply (None: no entry), in
-    either of redis-py's shapes: ``[[name, entries]]`` (RESP2), ``{name: [entries]}``
+def _last(reply: Any) -> tuple[str, Mapping[Any, Any]] | None:
+    """The ID and fields of the last entry of a one-stream ``XREAD`` reply (None: no entry),
+    in either of redis-py's shapes: ``[[name, entries]]`` (RESP2), ``{name: [entries]}``
     (RESP3)."""
     if not reply:
         return None
     entries = next(iter(reply.values()))[0] if isinstance(reply, dict) else reply[0][1]
-    return dict(entries[-1][1]) if entries else None
+    if not entries:
+        return None
+    entry_id, fields = entries[-1]
+    return _text(entry_id), dict(fields)
 
 
 def _field(entry: Mapping[Any, Any], name: str) -> Any:
     """A field of a stream entry, whether the client decodes responses or not."""
     found = entry.get(name.encode())
     return entry.get(name) if found is None else found
+
+
+def _parse(key: str, fields: Sequence[Any]) -> StoredToken | None:
+    """The stored token from the ``version``, ``token`` and ``intent`` fields of the hash
+    at ``key`` (or of an entry that announced it)."""
+    version, token, intent = fields
+    if version is None and token is None:
+        return None
+    try:
+        number = int(_text(version))
+        data = json.loads(_text(token))
+        recorded = None if intent is None else RefreshIntent.from_json(json.loads(_text(intent)))
+    except (TypeError, ValueError) as exc:
+        raise TokenStoreError(
+            f"Redis key {key!r} does not hold a token written by zeep-sfrefresh"
+        ) from exc
+    if number < 1 or not isinstance(data, dict) or not data.get("access_token"):
+        raise TokenStoreError(f"Redis key {key!r} does not hold a valid token")
+    return StoredToken(data, number, recorded)
+
+
+class _Watcher:
+    """Keeps the newest token announced on a store's change stream, read by a thread of its
+    own blocked in ``XREAD``, so that :meth:`RedisTokenStore.peek` costs no round trip.
+
+    It holds the client and the key names, not the store: when the store is collected,
+    :meth:`stop` is called and the thread ends after its current ``XREAD``. Each ``XREAD``
+    blocks at most a second (an idle process makes one command a second), less when the
+    client's ``socket_timeout`` cuts it (halved on each timeout, down to 50 ms). A Redis
+    that cannot answer is logged once per outage and tried again after a pause that grows to
+    :data:`_WATCH_PAUSE_MAX`; one that refuses the stream (an ACL without it) ends the
+    watch, logged once. Meanwhile :attr:`latest` stays as it was: a worker then learns of a
+    new token at its next failed call, as with ``watch=False``.
+    """
+
+    def __init__(self, client: Any, key: str, changes_key: str, since: int) -> None:
+        self.latest: StoredToken | None = None
+        """The newest token announced since the watch began (None: none yet)."""
+        self._client = client
+        self._key = key
+        self._changes_key = changes_key
+        self._after = f"{since}-0"
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="zeep-sfrefresh-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the watch after the ``XREAD`` under way."""
+        self._stopped.set()
+
+    def _run(self) -> None:
+        block = _WATCH_BLOCK_MS
+        failures = 0
+        while not self._stopped.is_set():
+            try:
+                reply = self._client.xread({self._changes_key: self._after}, block=block)
+                self._take(reply)
+            except RedisTimeoutError:
+                if block > _WATCH_BLOCK_MIN_MS:  # the client's socket_timeout is shorter
+                    block = max(block // 2, _WATCH_BLOCK_MIN_MS)
+                    continue
+                failures = self._failed(failures, "timed out")
+            except ResponseError as exc:
+                logger.warning(
+                    "Redis refused to read %r (%s); workers learn of a new token at their "
+                    "next failed call (grant the key in the ACL, like %r)",
+                    self._changes_key,
+                    exc,
+                    self._key,
+                )
+                return
+            except (*_FAILURES, TokenStoreError) as exc:
+                failures = self._failed(failures, f"{type(exc).__name__}: {exc}")
+            else:
+                failures = 0
+
+    def _take(self, reply: Any) -> None:
+        last = _last(reply)
+        if last is None:
+            return
+        self._after, entry = last  # past it, whatever it holds
+        token = _field(entry, "token")
+        if token is None:  # an entry of an older release, without the token
+            fields = self._client.hmget(self._key, _FIELDS)
+        else:
+            fields = [_field(entry, "version"), token, None]
+        stored = _parse(self._key, fields)
+        if stored is not None and (self.latest is None or stored.version > self.latest.version):
+            self.latest = stored
+
+    def _failed(self, failures: int, why: str) -> int:
+        if failures == 0:
+            logger.warning(
+                "watching %r for new tokens failed (%s); trying again, workers meanwhile "
+                "learn of a new token at their next failed call",
+                self._changes_key,
+                why,
+            )
+        self._stopped.wait(min(_WATCH_PAUSE * 2**failures, _WATCH_PAUSE_MAX))
+        return failures + 1
 
 
 class _Lease:
@@ -278,6 +392,11 @@ class RedisTokenStore:
     :param poll_interval: seconds before :meth:`lock` tries a busy lock again, at first;
         the pauses double up to ``MAX_POLL_INTERVAL`` (50 ms). Workers waiting for another
         worker's token do not poll for it: its write wakes them (:meth:`wait_for_change`).
+    :param watch: keep the newest token announced on the change stream, read by a thread
+        of the store's own (started with the first call, blocked in ``XREAD``, one command
+        a second while idle, on a connection of the client's pool), so that a worker that
+        did not meet an expiry sends its next call with the new token instead of failing
+        once with the old one (:meth:`peek`). False: no thread.
 
     Redis errors (a cluster client's too, whose "no node reachable" is not a ``RedisError``)
     become :class:`TokenStoreError`: the store fails closed (no refresh without
@@ -292,6 +411,7 @@ class RedisTokenStore:
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         lock_wait: float = DEFAULT_LOCK_WAIT,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        watch: bool = True,
     ) -> None:
         if not isinstance(key, str):  # bytes would name the lock "b'...':lock"
             raise TypeError(f"key must be a str, not {type(key).__name__}")
@@ -300,6 +420,7 @@ class RedisTokenStore:
         lock_timeout = check_seconds("lock_timeout", lock_timeout)
         lock_wait = check_seconds("lock_wait", lock_wait)
         poll_interval = check_seconds("poll_interval", poll_interval)
+        check_flag("watch", watch)
         _check_client(client)
         self._client = client
         # Whether a token write and its announcement go in one pipeline: redis-py's cluster
@@ -326,6 +447,35 @@ class RedisTokenStore:
         self._notified = True
         """False once the server refused to read the change stream: waits are then sleeps."""
         self._held = threading.local()  # the lock this thread holds, for write_intent
+        self.watch = watch
+        """Whether :meth:`peek` keeps a watch on the change stream (else it is always None)."""
+        self._after_fork()
+        reset_in_child(self)
+
+    def _after_fork(self) -> None:
+        # The parent's watch thread does not exist in a child: the child's first peek starts
+        # one of its own.
+        self._watcher: _Watcher | None = None
+        self._watch_lock = threading.Lock()
+
+    def peek(self, version: int) -> StoredToken | None:
+        """The newest token announced on :attr:`changes_key` when it is newer than
+        ``version``, else None; see ``TokenStore``. No round trip: the first look starts the
+        watch (a thread reading the stream from ``version`` on, ended when the store is
+        collected), and each look reads what it has seen."""
+        watcher = self._watcher
+        if watcher is None:
+            if not self.watch:
+                return None
+            with self._watch_lock:
+                watcher = self._watcher
+                if watcher is None:
+                    watcher = self._watcher = _Watcher(
+                        self._client, self.key, self.changes_key, version
+                    )
+                    weakref.finalize(self, watcher.stop)
+        latest = watcher.latest
+        return latest if latest is not None and latest.version > version else None
 
     def __repr__(self) -> str:
         return f"RedisTokenStore(key={self.key!r})"
@@ -424,8 +574,9 @@ class RedisTokenStore:
             while (remaining := deadline - time.monotonic()) > 0:
                 block = max(1, round(min(remaining, 0.1) * 1000))
                 reply = self._client.xread({self.changes_key: f"{version}-0"}, block=block)
-                entry = _last_entry(reply)
-                if entry is not None:
+                last = _last(reply)
+                if last is not None:
+                    entry = last[1]
                     token = _field(entry, "token")
                     if token is None:
                         return self.load()
@@ -474,23 +625,7 @@ class RedisTokenStore:
         return self._parsed(fields)
 
     def _parsed(self, fields: list[Any]) -> StoredToken | None:
-        """The stored token from the hash's ``version``, ``token`` and ``intent`` fields."""
-        version, token, intent = fields
-        if version is None and token is None:
-            return None
-        try:
-            number = int(_text(version))
-            data = json.loads(_text(token))
-            recorded = (
-                None if intent is None else RefreshIntent.from_json(json.loads(_text(intent)))
-            )
-        except (TypeError, ValueError) as exc:
-            raise TokenStoreError(
-                f"Redis key {self.key!r} does not hold a token written by zeep-sfrefresh"
-            ) from exc
-        if number < 1 or not isinstance(data, dict) or not data.get("access_token"):
-            raise TokenStoreError(f"Redis key {self.key!r} does not hold a valid token")
-        return StoredToken(data, number, recorded)
+        return _parse(self.key, fields)
 
     def save(self, token: Mapping[str, Any], *, replaces: int | None) -> int:
         """Compare-and-set on the version (a Lua script), then wake the workers waiting for

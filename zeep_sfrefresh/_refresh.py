@@ -25,8 +25,12 @@ session it asks :meth:`Refresher.refresh_after` for a newer one:
    request, wait (bounded) for that worker's token to reach the store and adopt it.
 
 A refresh token is never sent twice without cause: with rotation, a second use revokes
-the whole family. The happy path does no store I/O; a worker holding an outdated token pays
-one extra SOAP round trip per expiry (its failed call) and no token request. Lock, then
+the whole family. Before each call the store's ``peek`` (where it has one) says whether it
+holds a newer token, without a round trip (a ``stat`` of the file, a look at memory, the
+Redis store's watch of its change stream): a worker that did not meet an expiry adopts the
+token another worker stored and sends its call with it, so only the calls in flight when
+the session expired fail. Without ``peek``, each worker holding an outdated token pays one
+extra SOAP round trip per expiry (its failed call) and no token request. Lock, then
 re-check inside the lock, after authlib's OAuth2 client. The same object serves threads
 (:meth:`refresh_after`) and coroutines (:meth:`arefresh_after`).
 """
@@ -75,7 +79,14 @@ from ._tokens import Generation, Token, fingerprint
 if TYPE_CHECKING:  # asyncio loads with the first coroutine that refreshes, not at import
     import asyncio
 
-__all__ = ["DEFAULT_OVERLAP_WAIT", "MAX_ATTEMPTS", "Plan", "Refresher", "plan_request"]
+__all__ = [
+    "DEFAULT_OVERLAP_WAIT",
+    "MAX_ATTEMPTS",
+    "NEWER_IN_STORE",
+    "Plan",
+    "Refresher",
+    "plan_request",
+]
 
 DEFAULT_OVERLAP_WAIT = 30.0
 """Seconds to wait for another worker's token when its refresh may be under way."""
@@ -94,6 +105,9 @@ MAX_ATTEMPTS = 2
 After a request that got no answer the server may have rotated the refresh token; a second
 request then revokes a family that was lost anyway, and otherwise (the request never got
 there) saves it. A third would only burn the login rate limit."""
+
+NEWER_IN_STORE = "a newer token in the store"
+"""The reason of an ``adopted`` event for a token taken before a call (not after a fault)."""
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +200,8 @@ class Refresher:
         self._worked: Generation | None = None
         self._rejected: Generation | None = None
         self._generation = Generation(self._seed(seed), 1)
+        self._peek: Callable[[int], StoredToken | None] | None = getattr(store, "peek", None)
+        """The store's cheap look for a newer token, asked before every call (or None)."""
         reset_in_child(self)
 
     def _after_fork(self) -> None:
@@ -202,8 +218,46 @@ class Refresher:
 
     @property
     def current(self) -> Generation:
-        """The current generation. Reading it takes no lock: generations are replaced whole."""
+        """The generation to send now. Reading it takes no lock (generations are replaced
+        whole): a store with ``peek`` is asked first for a newer token, which is adopted
+        (:meth:`_adopt_peeked`), so a worker that did not meet an expiry sends its next call
+        with the token another worker stored instead of failing once with the old one."""
+        if self._peek is not None:
+            newer = self._peek(self._version)
+            if newer is not None:
+                return self._adopt_peeked(newer)
         return self._generation
+
+    def _adopt_peeked(self, stored: StoredToken) -> Generation:
+        """Adopt ``stored`` (newer than this process's version when peeked) unless a refresh
+        holds this process's lock: then the generation as it is (the refresh settles it; a
+        call never waits for a token request here). A token that cannot be used is logged
+        and left to the next failed call, which reads the store under its rules."""
+        if not self._lock.acquire(blocking=False):
+            return self._generation
+        try:
+            before = self._generation
+            if stored.version <= self._version:
+                return before  # adopted, or refreshed here, since the look
+            unstored = self._unstored
+            try:
+                token = self._accept(stored)
+            except TokenStoreError as exc:
+                logger.warning("not adopting the store's newer token: %s", exc)
+                return before
+            if unstored:
+                self._drop_unstored(stored)
+            if token.access_token != before.token.access_token:
+                self._adopt(token)
+                self._emit("adopted", NEWER_IN_STORE, None, before.token, token)
+                if _host(token) != _host(before.token):
+                    logger.info(
+                        "the org's instance moved: %s -> %s", _host(before.token), _host(token)
+                    )
+                    self._emit("instance_moved", NEWER_IN_STORE, None, before.token, token)
+            return self._generation
+        finally:
+            self._lock.release()
 
     @property
     def token(self) -> Token:
@@ -369,12 +423,7 @@ class Refresher:
             return stored
         mine = self._generation.token
         if stored.version > self._version:
-            logger.warning(
-                "the store moved on (version %d) while this process's token %s was unstored; "
-                "using the store's",
-                stored.version,
-                fingerprint(mine.access_token),
-            )
+            self._drop_unstored(stored)
             return stored
         if stored.version < self._version:
             return stored  # _accept refuses it
@@ -382,6 +431,15 @@ class Refresher:
         logger.info("stored the token whose earlier write failed (version %d)", version)
         self._version, self._unstored = version, False
         return StoredToken(mine.data, version)
+
+    def _drop_unstored(self, stored: StoredToken) -> None:
+        """Say that this process's unstored token gives way to the store's newer one."""
+        logger.warning(
+            "the store moved on (version %d) while this process's token %s was unstored; "
+            "using the store's",
+            stored.version,
+            fingerprint(self._generation.token.access_token),
+        )
 
     def _replace(self, sent: Token, reason: str) -> tuple[Token, EventKind]:
         """Replace ``sent`` through the store (see the module doc); wait outside its lock."""

@@ -43,7 +43,7 @@ try:
 except ImportError:  # Windows: the lock is filelock's (see _file_lock)
     fcntl = None  # type: ignore[assignment]
 
-from ._checks import check_seconds
+from ._checks import check_flag, check_seconds
 from ._errors import TokenStoreConflictError, TokenStoreError
 from ._forks import reset_in_child
 from ._tokens import fingerprint
@@ -185,6 +185,17 @@ class TokenStore(Protocol):
     With them, waiters adopt another worker's token as soon as it is stored and never
     queue on the lock to do so. The refresher reads ``lock_wait`` and ``poll_interval``
     (seconds) from the store when it has them.
+
+    A third optional method spares the workers that did not meet an expiry the failed call
+    each would otherwise make with the old token:
+
+    * ``peek(version: int) -> StoredToken | None``: the stored token when the store knows,
+      without a round trip, that it is newer than ``version``; None otherwise. The refresher
+      calls it before every call, so it must cost microseconds, never block and never raise
+      (a look that fails or misses a change is None: the call that then meets the expiry
+      recovers through the store as without it). The built-in stores have it: a ``stat``
+      of the file, a look at memory, and for Redis the newest token a thread of the store's
+      own reads from the change stream.
     """
 
     def lock(self) -> AbstractContextManager[object]:
@@ -353,6 +364,15 @@ class MemoryTokenStore:
             else StoredToken(dict(stored.token), stored.version, stored.intent)
         )
 
+    def peek(self, version: int) -> StoredToken | None:
+        """The token held (a copy) when it is newer than ``version``, else None: what a
+        transport on the same session refreshed, taken before a call that would fail without
+        it; see ``TokenStore``."""
+        stored = self._stored
+        if stored is None or stored.version <= version:
+            return None
+        return StoredToken(dict(stored.token), stored.version, stored.intent)
+
     def save(self, token: Mapping[str, Any], *, replaces: int | None) -> int:
         """Compare-and-set on the version; see ``TokenStore.save``."""
         with self._data_lock:
@@ -502,6 +522,11 @@ class FileTokenStore:
     * Waiting for another worker's token (:meth:`wait_for_change`) looks at the file's
       identity (a ``stat``: every write replaces the file) every ``poll_interval`` seconds
       at first, then every tenth of the time waited, and reads the file once it changed.
+    * Before every call the refresher asks :meth:`peek` for a newer token: a ``stat`` of the
+      file (about a microsecond on a local disk), and a read only when the file changed, so a
+      worker that did not meet an expiry sends its next call with the token another worker
+      stored instead of failing once with the old one. ``watch=False`` turns the look off
+      (a file on a network share, where a ``stat`` may be a round trip).
     * A file that cannot be read or parsed raises :class:`TokenStoreError` and is never
       overwritten: it may hold the only copy of a rotated refresh token.
     """
@@ -512,9 +537,11 @@ class FileTokenStore:
         *,
         lock_wait: float = DEFAULT_LOCK_WAIT,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        watch: bool = True,
     ) -> None:
         lock_wait = check_seconds("lock_wait", lock_wait)
         poll_interval = check_seconds("poll_interval", poll_interval)
+        check_flag("watch", watch)
         self.path = Path(path).expanduser()
         """The token file (``~`` expanded); its lock is ``<path>.lock``."""
         if self.path.name == ".." or self.path.is_dir():  # "", "." and "/" are folders
@@ -526,6 +553,11 @@ class FileTokenStore:
         self.poll_interval = poll_interval
         """Seconds before a busy lock or an unchanged file is looked at again, at first (doubling
         up to 50 ms)."""
+        self.watch = watch
+        """Whether :meth:`peek` looks at the file (else it is always None)."""
+        self._peeked: tuple[tuple[int, int, int] | None, StoredToken | None] | None = None
+        """The file's identity when :meth:`peek` last read it, and what it read (None: not
+        read yet)."""
         self._after_fork()
         reset_in_child(self)
 
@@ -620,6 +652,28 @@ class FileTokenStore:
                 return stored
             if not watch_until(partial(self._moved, before), deadline, self.poll_interval):
                 return None
+
+    def peek(self, version: int) -> StoredToken | None:
+        """The stored token when the file holds a version newer than ``version``, else None;
+        see ``TokenStore``. A ``stat`` per look, and a read only when the file changed since
+        the last read, whose result the looks share until the next change (transports on
+        one store object each adopt it). A file that cannot be read is None here, logged
+        once per change: the call goes on with the token in hand, and the refresh that may
+        follow reports it."""
+        if not self.watch:
+            return None
+        identity = self._identity()
+        seen = self._peeked
+        if seen is None or seen[0] != identity:
+            try:
+                stored = self.load()
+            except TokenStoreError as exc:
+                logger.warning("not looking for a newer token in %s: %s", self.path, exc)
+                stored = None
+            # The identity from before the read: a write after it is read at the next look.
+            seen = self._peeked = (identity, stored)
+        stored = seen[1]
+        return stored if stored is not None and stored.version > version else None
 
     def _moved(self, identity: tuple[int, int, int] | None) -> bool:
         return self._identity() != identity

@@ -1,0 +1,390 @@
+"""A worker that did not meet an expiry sends its next call with the token another worker
+stored (the stores' ``peek``), instead of failing once with the old one. Real parts: the
+stand-in org over sockets, token files on disk, a real redis-server and cluster."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from conftest import Harness, make_oauth, wait_for
+from forking import Child
+
+from zeep_sfrefresh import (
+    FileTokenStore,
+    MemoryTokenStore,
+    RedisTokenStore,
+    RefreshEvent,
+    SalesforceTransport,
+    StoredToken,
+    TokenStore,
+)
+from zeep_sfrefresh._redis_store import _WATCH_BLOCK_MS
+from zeep_sfrefresh._refresh import NEWER_IN_STORE
+from zeep_sfrefresh.testing import StandInOrg
+from zeep_sfrefresh.testing.redis_server import RedisClusterServer, RedisServer
+
+Build = Callable[..., Harness]
+
+TOKEN = {
+    "access_token": "00DSECRETACCESS",
+    "refresh_token": "5AepSECRETREFRESH",
+    "instance_url": "https://a.my.salesforce.com",
+}
+NEWER = {**TOKEN, "access_token": "00DSECRETACCESS2", "refresh_token": "5AepSECRETREFRESH2"}
+NEWEST = {**TOKEN, "access_token": "00DSECRETACCESS3", "refresh_token": "5AepSECRETREFRESH3"}
+
+
+Store = FileTokenStore | MemoryTokenStore | RedisTokenStore
+
+
+def _store_maker(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, **options: Any
+) -> Callable[[], Store]:
+    """Make a store object per worker, all on one token (memory: one object, as the
+    transports of one session share)."""
+    if kind == "file":
+        return lambda: FileTokenStore(tmp_path / "token.json", **options)
+    if kind == "memory":
+        shared = MemoryTokenStore()
+        return lambda: shared
+    server: RedisServer | RedisClusterServer = request.getfixturevalue(
+        "redis_cluster" if kind == "redis-cluster" else "redis_server"
+    )
+    return lambda: RedisTokenStore(server.client(), "{sf:token}", **options)
+
+
+def _watch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "zeep-sfrefresh-watch"]
+
+
+# --- through the transports -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["file", "redis", "redis-cluster", "memory"])
+def test_a_worker_that_did_not_meet_the_expiry_sends_the_new_token_at_once(
+    harness: Build, request: pytest.FixtureRequest, tmp_path: Path, kind: str
+) -> None:
+    make = _store_maker(kind, request, tmp_path)
+    events: list[RefreshEvent] = []
+    a = harness(store=make())
+    b_store = make()
+    b = harness(store=b_store, listener=events.append)
+    b.client.service.getServerTimestamp()  # b is at work (for Redis, its watch is on)
+    a.org.rotation = True
+    a.org.expire_all_sessions()
+    a.client.service.getServerTimestamp()  # a meets the expiry and refreshes
+    fresh = a.saved[0]["access_token"]
+    wait_for(lambda: b_store.peek(1) is not None)  # Redis: the announcement reached b's watch
+    posts = a.org.soap_posts
+    b.client.service.getServerTimestamp()
+    # One post, with the new token: no failed call, no token request, no revocation.
+    assert a.org.soap_posts == posts + 1
+    assert a.org.sessions_seen[-1] == fresh
+    assert (a.org.token_requests, a.org.family_revocations) == (1, 0)
+    assert b.transport.token.access_token == fresh
+    assert b.oauth.token["access_token"] == fresh  # told, as after any adoption
+    assert b.saved == []  # its token_updater is for tokens it refreshed itself
+    assert [(e.kind, e.reason) for e in events] == [("adopted", NEWER_IN_STORE)]
+    b.client.service.getServerTimestamp()
+    assert len(events) == 1  # adopted once
+
+
+@pytest.mark.parametrize("kind", ["file", "redis"])
+def test_without_watch_a_worker_fails_once_and_adopts(
+    harness: Build, request: pytest.FixtureRequest, tmp_path: Path, kind: str
+) -> None:
+    make = _store_maker(kind, request, tmp_path, watch=False)
+    a = harness(store=make())
+    b = harness(store=make())
+    b.client.service.getServerTimestamp()
+    a.org.expire_all_sessions()
+    a.client.service.getServerTimestamp()
+    time.sleep(0.2)  # time enough for a watch, had there been one
+    posts = a.org.soap_posts
+    b.client.service.getServerTimestamp()
+    assert a.org.soap_posts == posts + 2  # the failed call, then the resend
+    assert a.org.token_requests == 1
+    assert b.transport.token.access_token == a.saved[0]["access_token"]
+
+
+def _transport(org: StandInOrg, store: TokenStore, **options: Any) -> SalesforceTransport:
+    return SalesforceTransport(make_oauth(org, org.issue_token(), []), store=store, **options)
+
+
+def test_a_look_never_waits_for_a_refresh_under_way(sf_org: StandInOrg, tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    transport = _transport(sf_org, FileTokenStore(path))
+    refresher = transport._core.refresher
+    before = refresher.current
+    other = FileTokenStore(path)
+    with other.lock():
+        other.save(NEWER, replaces=1)
+    with refresher._lock:  # as a refresh in another thread holds it for its token request
+        assert refresher.current is before  # at once, with the token in hand
+    assert refresher.current.token.access_token == NEWER["access_token"]
+    assert refresher.current.epoch == before.epoch + 1
+
+
+def test_an_unusable_newer_token_is_logged_and_left(
+    sf_org: StandInOrg, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "token.json"
+    transport = _transport(sf_org, FileTokenStore(path))
+    before = transport._core.refresher.current
+    other = FileTokenStore(path)
+    with other.lock():
+        other.save({**NEWER, "instance_url": "ftp://a.example"}, replaces=1)
+    with caplog.at_level(logging.WARNING):
+        assert transport._core.refresher.current is before
+    assert "not adopting the store's newer token" in caplog.text
+    assert "SECRET" not in caplog.text
+
+
+# --- FileTokenStore.peek ----------------------------------------------------------------------
+
+
+def _seeded_file(path: Path) -> FileTokenStore:
+    store = FileTokenStore(path)
+    with store.lock():
+        store.save(TOKEN, replaces=None)
+    return store
+
+
+def test_file_peek_reads_each_change_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "token.json"
+    writer = _seeded_file(path)
+    looker = FileTokenStore(path)
+    assert looker.peek(1) is None
+    assert looker.peek(0) == StoredToken(TOKEN, 1)
+    with writer.lock():
+        writer.save(NEWER, replaces=1)
+    assert looker.peek(1) == StoredToken(NEWER, 2)
+    assert looker.peek(2) is None
+    # A change of mode alone is no write: the file is not read again (it would be refused).
+    path.chmod(0o644)
+    assert looker.peek(1) == StoredToken(NEWER, 2)
+    assert caplog.text == ""
+    path.chmod(0o600)
+    # A file that cannot be read: None, logged once for that change.
+    path.write_text("not a token file")
+    path.chmod(0o600)
+    with caplog.at_level(logging.WARNING):
+        assert looker.peek(1) is None
+        assert looker.peek(1) is None
+    assert caplog.text.count("not looking for a newer token") == 1
+
+
+def test_file_peek_without_a_file_or_without_watch(tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    assert FileTokenStore(path).peek(0) is None
+    _seeded_file(path)
+    assert FileTokenStore(path, watch=False).peek(0) is None
+    assert FileTokenStore(path).peek(0) == StoredToken(TOKEN, 1)
+
+
+def test_memory_peek_is_a_copy_of_a_newer_token() -> None:
+    store = MemoryTokenStore()
+    assert store.peek(0) is None
+    with store.lock():
+        store.save(TOKEN, replaces=None)
+    found = store.peek(0)
+    assert found == StoredToken(TOKEN, 1)
+    assert found is not None
+    found.token["access_token"] = "changed"  # type: ignore[index]
+    assert store.peek(0) == StoredToken(TOKEN, 1)
+    assert store.peek(1) is None
+
+
+@pytest.mark.parametrize("watch", [True, False])
+def test_store_watch_must_be_a_bool(tmp_path: Path, watch: bool) -> None:
+    assert FileTokenStore(tmp_path / "t.json", watch=watch).watch is watch
+    with pytest.raises(TypeError, match="watch must be a bool, not str"):
+        FileTokenStore(tmp_path / "t.json", watch="false")  # type: ignore[arg-type]
+
+
+# --- RedisTokenStore.peek: the watch of the change stream -------------------------------------
+
+
+def _seeded_redis(client: redis.Redis | redis.RedisCluster, key: str = "k") -> RedisTokenStore:
+    store = RedisTokenStore(client, key)
+    with store.lock():
+        store.save(TOKEN, replaces=None)
+    return store
+
+
+def _commands(server: RedisServer, name: str) -> int:
+    stats = server.client().info("commandstats").get(f"cmdstat_{name}", {})
+    return int(stats.get("calls", 0))
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+@pytest.mark.parametrize("decode_responses", [False, True])
+def test_redis_peek_learns_of_a_write_with_no_round_trip(
+    redis_server: RedisServer, protocol: int, decode_responses: bool
+) -> None:
+    writer = _seeded_redis(redis_server.client())
+    looker = RedisTokenStore(
+        redis_server.client(protocol=protocol, decode_responses=decode_responses), "k"
+    )
+    assert looker.peek(1) is None  # the watch starts, from version 1
+    with writer.lock():
+        writer.save(NEWER, replaces=1)
+    wait_for(lambda: looker.peek(1) is not None)
+    assert looker.peek(1) == StoredToken(NEWER, 2)
+    assert looker.peek(2) is None
+    reads = [_commands(redis_server, name) for name in ("hmget", "evalsha", "xread")]
+    for _ in range(50):
+        looker.peek(1)
+    # No command for the looks (the watch's own XREAD, at most one a second, aside).
+    assert [_commands(redis_server, name) for name in ("hmget", "evalsha")] == reads[:2]
+
+
+def test_redis_peek_starts_from_a_write_made_before_it(redis_server: RedisServer) -> None:
+    writer = _seeded_redis(redis_server.client())
+    with writer.lock():
+        writer.save(NEWER, replaces=1)
+    looker = RedisTokenStore(redis_server.client(), "k")
+    assert looker.peek(1) is None  # nothing seen yet; the watch reads from version 1 on
+    wait_for(lambda: looker.peek(1) == StoredToken(NEWER, 2))
+
+
+def test_redis_peek_without_watch_starts_no_thread(redis_server: RedisServer) -> None:
+    writer = _seeded_redis(redis_server.client())
+    before = _watch_threads()
+    looker = RedisTokenStore(redis_server.client(), "k", watch=False)
+    with writer.lock():
+        writer.save(NEWER, replaces=1)
+    assert looker.peek(1) is None
+    assert _watch_threads() == before
+    with pytest.raises(TypeError, match="watch must be a bool"):
+        RedisTokenStore(redis_server.client(), "k", watch=1)  # type: ignore[arg-type]
+
+
+def test_redis_watch_ends_with_its_store(redis_server: RedisServer) -> None:
+    before = set(_watch_threads())
+    looker = RedisTokenStore(redis_server.client(), "k")
+    looker.peek(0)
+    looker.peek(0)
+    (thread,) = set(_watch_threads()) - before  # one per store, however many looks
+    del looker
+    gc.collect()
+    wait_for(lambda: not thread.is_alive(), timeout=_WATCH_BLOCK_MS / 1000 + 5)
+
+
+def test_redis_watch_fits_a_short_socket_timeout(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = _seeded_redis(redis_server.client())
+    short = redis.Redis.from_url(redis_server.url, socket_timeout=0.2)
+    looker = RedisTokenStore(short, "k")
+    with caplog.at_level(logging.WARNING):
+        looker.peek(1)
+        time.sleep(1.5)  # XREADs of a second time out at first; the watch shortens them
+        with writer.lock():
+            writer.save(NEWER, replaces=1)
+        wait_for(lambda: looker.peek(1) == StoredToken(NEWER, 2))
+    assert caplog.text == ""
+
+
+def test_redis_watch_reads_the_hash_for_an_entry_without_the_token(
+    redis_server: RedisServer,
+) -> None:
+    client = redis_server.client()
+    _seeded_redis(client)
+    looker = RedisTokenStore(client, "k")
+    looker.peek(1)
+    client.hset("k", mapping={"version": "2", "token": '{"access_token": "00DSECRETACCESS2"}'})
+    client.xadd("k:changes", {"version": "2"}, id="2-0")  # as an older release announced
+    wait_for(lambda: looker.peek(1) == StoredToken({"access_token": "00DSECRETACCESS2"}, 2))
+
+
+def test_redis_watch_outlives_a_garbled_entry(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = redis_server.client()
+    writer = _seeded_redis(client)
+    looker = RedisTokenStore(client, "k")
+    looker.peek(1)
+    with caplog.at_level(logging.WARNING):
+        client.xadd("k:changes", {"version": "2", "token": "{"}, id="2-0")
+        wait_for(lambda: "watching 'k:changes' for new tokens failed" in caplog.text)
+        client.hset("k", mapping={"version": "2"})
+        with writer.lock():
+            writer.save(NEWEST, replaces=2)
+        wait_for(lambda: looker.peek(1) == StoredToken(NEWEST, 3))
+    assert caplog.text.count("watching") == 1
+    assert "SECRET" not in caplog.text
+
+
+def test_redis_down_is_logged_once_and_peek_keeps_what_it_saw(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = _seeded_redis(redis_server.client())
+    looker = RedisTokenStore(redis_server.client(), "k")
+    looker.peek(1)
+    with writer.lock():
+        writer.save(NEWER, replaces=1)
+    wait_for(lambda: looker.peek(1) is not None)
+    with caplog.at_level(logging.WARNING):
+        redis_server.stop()
+        wait_for(lambda: "for new tokens failed" in caplog.text)
+        time.sleep(1.6)  # pauses of 0.5 s and 1 s: two more failed tries, not logged
+        assert looker.peek(1) == StoredToken(NEWER, 2)
+    assert caplog.text.count("for new tokens failed") == 1
+
+
+def test_redis_watch_refused_by_an_acl_ends_logged_once(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    _seeded_redis(redis_server.client())
+    redis_server.client().acl_setuser(
+        "worker", enabled=True, passwords=["+pw"], keys=["k", "k:lock"], commands=["+@all"]
+    )
+    url = f"redis://worker:pw@127.0.0.1:{redis_server.port}/0"
+    before = set(_watch_threads())
+    looker = RedisTokenStore(redis.Redis.from_url(url, socket_timeout=2), "k")
+    with caplog.at_level(logging.WARNING):
+        assert looker.peek(0) is None
+        (thread,) = set(_watch_threads()) - before
+        thread.join(5)
+    assert not thread.is_alive()
+    assert caplog.text.count("Redis refused to read 'k:changes'") == 1
+    assert looker.peek(0) is None
+
+
+def test_redis_watch_on_a_cluster(redis_cluster: RedisClusterServer) -> None:
+    writer = _seeded_redis(redis_cluster.client(), "{sf:token}")
+    looker = RedisTokenStore(redis_cluster.client(), "{sf:token}")
+    looker.peek(1)
+    with writer.lock():
+        writer.save(NEWER, replaces=1)
+    wait_for(lambda: looker.peek(1) == StoredToken(NEWER, 2))
+
+
+def test_a_forked_child_watches_with_a_thread_of_its_own(redis_server: RedisServer) -> None:
+    writer = _seeded_redis(redis_server.client())
+    looker = RedisTokenStore(redis_server.client(), "k")
+    looker.peek(1)  # the parent's watch: its thread does not exist in the child
+
+    def in_child() -> dict[str, Any]:
+        deadline = time.monotonic() + 10
+        while (found := looker.peek(1)) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return {"version": None if found is None else found.version, "pid": os.getpid()}
+
+    child = Child(in_child)
+    with writer.lock():
+        writer.save(NEWER, replaces=1)  # after the fork
+    report, code = child.result()
+    assert code == 0
+    assert report is not None
+    assert report["version"] == 2
