@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import Harness, make_oauth, wait_for
+from conftest import Harness, InBackground, make_oauth, wait_for
 from forking import Child
 
 from zeep_sfrefresh import (
@@ -359,6 +359,10 @@ def test_redis_watch_refused_by_an_acl_ends_logged_once(
     assert not thread.is_alive()
     assert caplog.text.count("Redis refused to read 'k:changes'") == 1
     assert looker.peek(0) is None
+    # A waiting worker then reads the stream itself (refused too: it polls instead).
+    with caplog.at_level(logging.WARNING):
+        assert looker.wait_for_change(1, 0.2) is None
+    assert "waiting workers poll instead" in caplog.text
 
 
 def test_redis_watch_on_a_cluster(redis_cluster: RedisClusterServer) -> None:
@@ -388,3 +392,54 @@ def test_a_forked_child_watches_with_a_thread_of_its_own(redis_server: RedisServ
     assert code == 0
     assert report is not None
     assert report["version"] == 2
+
+
+def test_a_failed_call_adopts_what_the_watch_has_with_no_round_trip(
+    sf_org: StandInOrg, redis_server: RedisServer
+) -> None:
+    transport = _transport(sf_org, RedisTokenStore(redis_server.client(), "k"))
+    refresher = transport._core.refresher
+    sent = refresher.current  # the watch starts; this is what a call sends
+    writer = RedisTokenStore(redis_server.client(), "k")
+    with writer.lock():
+        writer.save(NEWER, replaces=1)
+    store = refresher.store
+    assert isinstance(store, RedisTokenStore)
+    wait_for(lambda: store.peek(1) is not None)
+    before = [_commands(redis_server, name) for name in ("evalsha", "hmget", "set")]
+    newer = refresher.refresh_after(sent)  # that call met INVALID_SESSION_ID
+    assert newer.token.access_token == NEWER["access_token"]
+    assert [_commands(redis_server, name) for name in ("evalsha", "hmget", "set")] == before
+    assert sf_org.token_requests == 0
+
+
+def test_a_waiting_worker_waits_on_the_watch(redis_server: RedisServer) -> None:
+    writer = _seeded_redis(redis_server.client())
+    looker = RedisTokenStore(redis_server.client(), "k")
+    looker.peek(1)
+    wait_for(lambda: _commands(redis_server, "xread") >= 1)  # the watch is in its XREAD
+    reads = _commands(redis_server, "xread")
+    started = time.monotonic()
+    assert looker.wait_for_change(1, 0.3) is None
+    assert time.monotonic() - started >= 0.3
+    # An XREAD of its own would be one every 100 ms; the watch's may end its block once.
+    assert _commands(redis_server, "xread") - reads <= 1
+    waiter = InBackground(lambda: looker.wait_for_change(1, 10))
+    with writer.lock():
+        writer.save(NEWER, replaces=1)
+    assert waiter.join(5).result == StoredToken(NEWER, 2)
+
+
+def test_a_wait_on_the_watch_ends_when_redis_goes_away(redis_server: RedisServer) -> None:
+    _seeded_redis(redis_server.client())
+    looker = RedisTokenStore(redis_server.client(), "k")
+    looker.peek(1)
+    wait_for(lambda: _commands(redis_server, "xread") >= 1)
+    started = time.monotonic()
+    waiter = InBackground(lambda: looker.wait_for_change(1, 10))
+    time.sleep(0.1)
+    redis_server.stop()
+    waiter.join(8)
+    # Early, not after its 10 s: the caller then reads for itself (and learns Redis is down).
+    assert (waiter.result, waiter.error) == (None, None)
+    assert time.monotonic() - started < 8

@@ -209,6 +209,10 @@ class _Watcher:
     def __init__(self, client: Any, key: str, changes_key: str, since: int) -> None:
         self.latest: StoredToken | None = None
         """The newest token announced since the watch began (None: none yet)."""
+        self.reading = True
+        """Whether the watch is reading the stream (not failing, not ended): only then can a
+        wait for a change rely on it."""
+        self._changed = threading.Condition()
         self._client = client
         self._key = key
         self._changes_key = changes_key
@@ -221,31 +225,54 @@ class _Watcher:
         """End the watch after the ``XREAD`` under way."""
         self._stopped.set()
 
+    def wait(self, version: int, timeout: float) -> StoredToken | None:
+        """The newest token once it is newer than ``version``, or None after ``timeout``
+        seconds (or as soon as the watch stops reading: the caller then reads for itself)."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: self._newer(version) is not None or not self.reading, timeout
+            )
+            return self._newer(version)
+
+    def _newer(self, version: int) -> StoredToken | None:
+        latest = self.latest
+        return latest if latest is not None and latest.version > version else None
+
+    def _reading(self, reading: bool) -> None:
+        if reading != self.reading:
+            with self._changed:
+                self.reading = reading
+                self._changed.notify_all()
+
     def _run(self) -> None:
         block = _WATCH_BLOCK_MS
         failures = 0
-        while not self._stopped.is_set():
-            try:
-                reply = self._client.xread({self._changes_key: self._after}, block=block)
-                self._take(reply)
-            except RedisTimeoutError:
-                if block > _WATCH_BLOCK_MIN_MS:  # the client's socket_timeout is shorter
-                    block = max(block // 2, _WATCH_BLOCK_MIN_MS)
-                    continue
-                failures = self._failed(failures, "timed out")
-            except ResponseError as exc:
-                logger.warning(
-                    "Redis refused to read %r (%s); workers learn of a new token at their "
-                    "next failed call (grant the key in the ACL, like %r)",
-                    self._changes_key,
-                    exc,
-                    self._key,
-                )
-                return
-            except (*_FAILURES, TokenStoreError) as exc:
-                failures = self._failed(failures, f"{type(exc).__name__}: {exc}")
-            else:
-                failures = 0
+        try:
+            while not self._stopped.is_set():
+                try:
+                    reply = self._client.xread({self._changes_key: self._after}, block=block)
+                    self._take(reply)
+                except RedisTimeoutError:
+                    if block > _WATCH_BLOCK_MIN_MS:  # the client's socket_timeout is shorter
+                        block = max(block // 2, _WATCH_BLOCK_MIN_MS)
+                        continue
+                    failures = self._failed(failures, "timed out")
+                except ResponseError as exc:
+                    logger.warning(
+                        "Redis refused to read %r (%s); workers learn of a new token at "
+                        "their next failed call (grant the key in the ACL, like %r)",
+                        self._changes_key,
+                        exc,
+                        self._key,
+                    )
+                    return
+                except (*_FAILURES, TokenStoreError) as exc:
+                    failures = self._failed(failures, f"{type(exc).__name__}: {exc}")
+                else:
+                    failures = 0
+                    self._reading(True)
+        finally:
+            self._reading(False)
 
     def _take(self, reply: Any) -> None:
         last = _last(reply)
@@ -258,10 +285,14 @@ class _Watcher:
         else:
             fields = [_field(entry, "version"), token, None]
         stored = _parse(self._key, fields)
-        if stored is not None and (self.latest is None or stored.version > self.latest.version):
-            self.latest = stored
+        latest = self.latest
+        if stored is not None and (latest is None or stored.version > latest.version):
+            with self._changed:
+                self.latest = stored
+                self._changed.notify_all()
 
     def _failed(self, failures: int, why: str) -> int:
+        self._reading(False)
         if failures == 0:
             logger.warning(
                 "watching %r for new tokens failed (%s); trying again, workers meanwhile "
@@ -565,7 +596,14 @@ class RedisTokenStore:
         round trip (on a busy machine, milliseconds, and a pipeline's CPU); an entry
         without one (written by an older release of this library) costs a read. A server
         that refuses the stream (an ACL without the key, a proxy without streams) is
-        logged once; waits then simply last ``timeout``."""
+        logged once; waits then simply last ``timeout``.
+
+        While the store's watch (:meth:`peek`) reads the stream, it waits for the watch's
+        thread instead, which has the token as soon as it is announced: no command of its
+        own (a waiting worker then costs Redis the one ``try_lock`` script)."""
+        watcher = self._watcher
+        if watcher is not None and watcher.reading:  # it reads the stream already
+            return watcher.wait(version, timeout)
         deadline = time.monotonic() + timeout
         if not self._notified:
             time.sleep(timeout)

@@ -237,17 +237,12 @@ class Refresher:
             return self._generation
         try:
             before = self._generation
-            if stored.version <= self._version:
-                return before  # adopted, or refreshed here, since the look
-            unstored = self._unstored
             try:
-                token = self._accept(stored)
+                token = self._accept_peeked(stored)
             except TokenStoreError as exc:
                 logger.warning("not adopting the store's newer token: %s", exc)
                 return before
-            if unstored:
-                self._drop_unstored(stored)
-            if token.access_token != before.token.access_token:
+            if token is not None and token.access_token != before.token.access_token:
                 self._adopt(token)
                 self._emit("adopted", NEWER_IN_STORE, None, before.token, token)
                 if _host(token) != _host(before.token):
@@ -258,6 +253,17 @@ class Refresher:
             return self._generation
         finally:
             self._lock.release()
+
+    def _accept_peeked(self, stored: StoredToken) -> Token | None:
+        """``stored`` (from ``peek``) accepted (see :meth:`_accept`), or None when this
+        process caught up with it since the look. Under this process's lock."""
+        if stored.version <= self._version:
+            return None
+        unstored = self._unstored
+        token = self._accept(stored)
+        if unstored:
+            self._drop_unstored(stored)
+        return token
 
     @property
     def token(self) -> Token:
@@ -442,7 +448,14 @@ class Refresher:
         )
 
     def _replace(self, sent: Token, reason: str) -> tuple[Token, EventKind]:
-        """Replace ``sent`` through the store (see the module doc); wait outside its lock."""
+        """Replace ``sent`` through the store (see the module doc); wait outside its lock.
+        A newer token the store's ``peek`` already knows of is adopted first, with no store
+        I/O (the Redis store's watch may have it before the failed call came back)."""
+        peeked = None if self._peek is None else self._peek(self._version)
+        if peeked is not None:
+            token = self._accept_peeked(peeked)
+            if token is not None and token.access_token != sent.access_token:
+                return self._adopt(token), "adopted"
         waited_for: RefreshIntent | None = None
         for _ in range(_MAX_ROUNDS):
             overlap: RefreshInProgressError | None = None
