@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,8 @@ import pytest
 import redis
 from conftest import Harness, InBackground, make_oauth, wait_for
 from forking import Child
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from zeep_sfrefresh import (
     FileTokenStore,
@@ -221,6 +224,10 @@ def _seeded_redis(client: redis.Redis | redis.RedisCluster, key: str = "k") -> R
     return store
 
 
+def _connections(server: RedisServer) -> int:
+    return int(server.client().info("stats")["total_connections_received"])
+
+
 def _commands(server: RedisServer, name: str) -> int:
     stats = server.client().info("commandstats").get(f"cmdstat_{name}", {})
     return int(stats.get("calls", 0))
@@ -292,7 +299,22 @@ def test_redis_watch_fits_a_short_socket_timeout(
         with writer.lock():
             writer.save(NEWER, replaces=1)
         wait_for(lambda: looker.peek(1) == StoredToken(NEWER, 2))
+        # Each XREAD that times out costs a reconnect; once shortened, they stop.
+        connections = _connections(redis_server)
+        time.sleep(1)
+        assert _connections(redis_server) - connections <= 1
     assert caplog.text == ""
+
+
+def test_redis_watch_with_a_socket_timeout_below_any_block_logs_it(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    _seeded_redis(redis_server.client())
+    looker = RedisTokenStore(redis.Redis.from_url(redis_server.url, socket_timeout=0.01), "k")
+    with caplog.at_level(logging.WARNING):
+        looker.peek(1)  # 1000, 500, ... 62, 50 ms: each times out, the last is logged
+        wait_for(lambda: "for new tokens failed (timed out)" in caplog.text)
+    assert caplog.text.count("for new tokens failed") == 1
 
 
 def test_redis_watch_reads_the_hash_for_an_entry_without_the_token(
@@ -336,10 +358,23 @@ def test_redis_down_is_logged_once_and_peek_keeps_what_it_saw(
     wait_for(lambda: looker.peek(1) is not None)
     with caplog.at_level(logging.WARNING):
         redis_server.stop()
-        wait_for(lambda: "for new tokens failed" in caplog.text)
+        wait_for(lambda: "for new tokens failed (ConnectionError: " in caplog.text)
         time.sleep(1.6)  # pauses of 0.5 s and 1 s: two more failed tries, not logged
         assert looker.peek(1) == StoredToken(NEWER, 2)
-    assert caplog.text.count("for new tokens failed") == 1
+        assert caplog.text.count("for new tokens failed") == 1
+        # Back (empty: no persistence): the watch reads again, and relies on it again.
+        redis_server.start()
+        writer = _seeded_redis(redis_server.client())
+        for version, token in ((2, NEWER), (3, NEWEST)):
+            with writer.lock():
+                writer.save(token, replaces=version - 1)
+        wait_for(lambda: looker.peek(2) == StoredToken(NEWEST, 3), timeout=15)
+        reads = _commands(redis_server, "xread")
+        assert looker.wait_for_change(3, 0.3) is None
+        assert _commands(redis_server, "xread") - reads <= 1  # on the watch, not its own
+        # A second outage is logged again.
+        redis_server.stop()
+        wait_for(lambda: caplog.text.count("for new tokens failed") == 2)
 
 
 def test_redis_watch_refused_by_an_acl_ends_logged_once(
@@ -428,6 +463,9 @@ def test_a_waiting_worker_waits_on_the_watch(redis_server: RedisServer) -> None:
     with writer.lock():
         writer.save(NEWER, replaces=1)
     assert waiter.join(5).result == StoredToken(NEWER, 2)
+    started = time.monotonic()
+    assert looker.wait_for_change(2, 0.2) is None  # the version it holds is no change
+    assert time.monotonic() - started >= 0.2
 
 
 def test_a_wait_on_the_watch_ends_when_redis_goes_away(redis_server: RedisServer) -> None:
@@ -443,3 +481,58 @@ def test_a_wait_on_the_watch_ends_when_redis_goes_away(redis_server: RedisServer
     # Early, not after its 10 s: the caller then reads for itself (and learns Redis is down).
     assert (waiter.result, waiter.error) == (None, None)
     assert time.monotonic() - started < 8
+
+
+class _Hangup:
+    """A TCP server on 127.0.0.1 that closes every connection at once, noting when each came:
+    a Redis that fails every command the same way, so the watch's retries can be counted."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[float] = []
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            self.arrivals.append(time.monotonic())
+            connection.close()
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def test_redis_watch_tries_a_failing_redis_again_after_growing_pauses(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hangup = _Hangup()
+    try:
+        client = redis.Redis(
+            port=hangup.port, socket_timeout=2, retry=Retry(NoBackoff(), 0), protocol=2
+        )
+        store = RedisTokenStore(client, "k")
+        with caplog.at_level(logging.WARNING):
+            store.peek(1)
+            wait_for(lambda: len(hangup.arrivals) >= 3, timeout=5)
+        first, second, third = hangup.arrivals[:3]
+        assert 0.45 <= second - first < 0.95  # 0.5 s after the first failure
+        assert 0.95 <= third - second < 1.45  # then 1 s
+        assert caplog.text.count("for new tokens failed") == 1
+    finally:
+        hangup.close()
+
+
+def test_looks_at_once_start_one_watch(redis_server: RedisServer) -> None:
+    store = RedisTokenStore(redis_server.client(), "k")
+    before = set(_watch_threads())
+    with store._watch_lock:  # both looks find no watch, then queue for the lock
+        looks = [InBackground(lambda: store.peek(0)) for _ in range(2)]
+        time.sleep(0.1)
+    for look in looks:
+        look.join()
+    assert len(set(_watch_threads()) - before) == 1

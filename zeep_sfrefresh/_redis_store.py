@@ -285,8 +285,7 @@ class _Watcher:
         else:
             fields = [_field(entry, "version"), token, None]
         stored = _parse(self._key, fields)
-        latest = self.latest
-        if stored is not None and (latest is None or stored.version > latest.version):
+        if stored is not None:  # entries come in version order (an older one: never peeked)
             with self._changed:
                 self.latest = stored
                 self._changed.notify_all()
@@ -425,9 +424,10 @@ class RedisTokenStore:
         worker's token do not poll for it: its write wakes them (:meth:`wait_for_change`).
     :param watch: keep the newest token announced on the change stream, read by a thread
         of the store's own (started with the first call, blocked in ``XREAD``, one command
-        a second while idle, on a connection of the client's pool), so that a worker that
-        did not meet an expiry sends its next call with the new token instead of failing
-        once with the old one (:meth:`peek`). False: no thread.
+        a second while idle, on a connection of the client's pool, which a pool of one
+        connection would then lack), so that a worker that did not meet an expiry sends its
+        next call with the new token instead of failing once with the old one
+        (:meth:`peek`). False: no thread.
 
     Redis errors (a cluster client's too, whose "no node reachable" is not a ``RedisError``)
     become :class:`TokenStoreError`: the store fails closed (no refresh without
