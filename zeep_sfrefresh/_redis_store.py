@@ -230,11 +230,12 @@ class _Watcher:
         seconds (or as soon as the watch stops reading: the caller then reads for itself)."""
         with self._changed:
             self._changed.wait_for(
-                lambda: self._newer(version) is not None or not self.reading, timeout
+                lambda: self.newer(version) is not None or not self.reading, timeout
             )
-            return self._newer(version)
+            return self.newer(version)
 
-    def _newer(self, version: int) -> StoredToken | None:
+    def newer(self, version: int) -> StoredToken | None:
+        """:attr:`latest` when it is newer than ``version``, else None."""
         latest = self.latest
         return latest if latest is not None and latest.version > version else None
 
@@ -505,8 +506,7 @@ class RedisTokenStore:
                         self._client, self.key, self.changes_key, version
                     )
                     weakref.finalize(self, watcher.stop)
-        latest = watcher.latest
-        return latest if latest is not None and latest.version > version else None
+        return watcher.newer(version)
 
     def __repr__(self) -> str:
         return f"RedisTokenStore(key={self.key!r})"
@@ -576,12 +576,12 @@ class RedisTokenStore:
         except _FAILURES as exc:
             raise self._unavailable("lock", exc) from exc
         if int(taken) != 1:
-            yield (self._parsed(fields) if fields else None) or False
+            yield (_parse(self.key, fields) if fields else None) or False
             return
         lock = self._new_lock()
         lock.local.token = token  # the Lock now releases and renews the lease we took
         with self._holding(lock):
-            stored = self._parsed(fields)
+            stored = _parse(self.key, fields)
             assert stored is not None  # the script found the version
             yield stored
 
@@ -618,7 +618,7 @@ class RedisTokenStore:
                     token = _field(entry, "token")
                     if token is None:
                         return self.load()
-                    return self._parsed([_field(entry, "version"), token, None])
+                    return _parse(self.key, [_field(entry, "version"), token, None])
         except ResponseError as exc:
             self._notified = False
             logger.warning(
@@ -660,9 +660,6 @@ class RedisTokenStore:
             fields = self._client.hmget(self.key, _FIELDS)
         except _FAILURES as exc:
             raise self._unavailable("read", exc) from exc
-        return self._parsed(fields)
-
-    def _parsed(self, fields: list[Any]) -> StoredToken | None:
         return _parse(self.key, fields)
 
     def save(self, token: Mapping[str, Any], *, replaces: int | None) -> int:
