@@ -8,6 +8,8 @@ import gc
 import logging
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -545,3 +547,18 @@ def test_looks_at_once_start_one_watch(redis_server: RedisServer) -> None:
     for look in looks:
         look.join()
     assert len(set(_watch_threads()) - before) == 1
+
+
+def test_a_program_that_never_drops_its_store_still_exits(redis_server: RedisServer) -> None:
+    # The watch is a daemon thread: a program ends with its store still in a global.
+    code = (
+        "import redis\n"
+        "from zeep_sfrefresh import RedisTokenStore\n"
+        f"store = RedisTokenStore(redis.Redis.from_url({redis_server.url!r}), 'k')\n"
+        "store.peek(0)\n"
+        "print('started')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert done.stdout == "started\n"
