@@ -134,9 +134,12 @@ def _transport(org: StandInOrg, store: TokenStore, **options: Any) -> Salesforce
     return SalesforceTransport(make_oauth(org, org.issue_token(), []), store=store, **options)
 
 
-def test_a_look_never_waits_for_a_refresh_under_way(sf_org: StandInOrg, tmp_path: Path) -> None:
+def test_a_look_never_waits_for_a_refresh_under_way(
+    sf_org: StandInOrg, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "token.json"
-    transport = _transport(sf_org, FileTokenStore(path))
+    events: list[RefreshEvent] = []
+    transport = _transport(sf_org, FileTokenStore(path), listener=events.append)
     refresher = transport._core.refresher
     before = refresher.current
     other = FileTokenStore(path)
@@ -144,8 +147,32 @@ def test_a_look_never_waits_for_a_refresh_under_way(sf_org: StandInOrg, tmp_path
         other.save(NEWER, replaces=1)
     with refresher._lock:  # as a refresh in another thread holds it for its token request
         assert refresher.current is before  # at once, with the token in hand
-    assert refresher.current.token.access_token == NEWER["access_token"]
+    with caplog.at_level(logging.INFO, logger="zeep_sfrefresh"):
+        assert refresher.current.token.access_token == NEWER["access_token"]
     assert refresher.current.epoch == before.epoch + 1
+    # The stored token names another instance: the move is told, as after a refresh.
+    host = sf_org.url.removeprefix("http://")
+    assert [(e.kind, e.reason, e.old_instance, e.new_instance) for e in events] == [
+        ("adopted", NEWER_IN_STORE, host, "a.my.salesforce.com"),
+        ("instance_moved", NEWER_IN_STORE, host, "a.my.salesforce.com"),
+    ]
+    assert f"the org's instance moved: {host} -> a.my.salesforce.com" in caplog.messages
+
+
+def test_a_look_at_the_version_held_is_no_news(sf_org: StandInOrg, tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    transport = _transport(sf_org, FileTokenStore(path))
+    refresher = transport._core.refresher
+    other = FileTokenStore(path)
+    with other.lock():
+        other.save(NEWER, replaces=1)
+    seen = other.peek(1)
+    assert seen == StoredToken(NEWER, 2)
+    adopted = refresher.current  # adopts version 2
+    # A look made before that, handed over after it: the process holds version 2 already.
+    assert refresher._adopt_peeked(seen) is adopted
+    assert refresher._adopt_peeked(StoredToken(NEWEST, 2)) is adopted
+    assert refresher.current.token.access_token == NEWER["access_token"]
 
 
 def test_an_unusable_newer_token_is_logged_and_left(

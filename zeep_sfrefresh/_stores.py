@@ -523,7 +523,7 @@ class FileTokenStore:
       identity (a ``stat``: every write replaces the file) every ``poll_interval`` seconds
       at first, then every tenth of the time waited, and reads the file once it changed.
     * Before every call the refresher asks :meth:`peek` for a newer token: a ``stat`` of the
-      file (about a microsecond on a local disk), and a read only when the file changed, so a
+      file (two or three microseconds on a local disk), and a read only when it changed, so a
       worker that did not meet an expiry sends its next call with the token another worker
       stored instead of failing once with the old one. ``watch=False`` turns the look off
       (a file on a network share, where a ``stat`` may be a round trip).
