@@ -64,6 +64,7 @@ from ._stores import (
     DEFAULT_POLL_INTERVAL,
     RefreshIntent,
     StoredToken,
+    newer_than,
     next_version,
     poll_until,
     records_intent,
@@ -218,8 +219,7 @@ class _Watcher:
         self._changes_key = changes_key
         self._after = f"{since}-0"
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="zeep-sfrefresh-watch", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._run, name="zeep-sfrefresh-watch", daemon=True).start()
 
     def stop(self) -> None:
         """End the watch after the ``XREAD`` under way."""
@@ -236,8 +236,7 @@ class _Watcher:
 
     def newer(self, version: int) -> StoredToken | None:
         """:attr:`latest` when it is newer than ``version``, else None."""
-        latest = self.latest
-        return latest if latest is not None and latest.version > version else None
+        return newer_than(self.latest, version)
 
     def _reading(self, reading: bool) -> None:
         if reading != self.reading:

@@ -300,6 +300,17 @@ def watch_until(
     return True
 
 
+def newer_than(stored: StoredToken | None, version: int) -> StoredToken | None:
+    """``stored`` when it is a version newer than ``version``, else None: what a ``peek``
+    answers."""
+    return stored if stored is not None and stored.version > version else None
+
+
+def _copy(stored: StoredToken) -> StoredToken:
+    """A copy whose token dict may be changed without changing ``stored``'s."""
+    return StoredToken(dict(stored.token), stored.version, stored.intent)
+
+
 def next_version(replaces: int | None) -> int:
     """The version a token written over version ``replaces`` (None: an empty store) gets."""
     return 1 if replaces is None else replaces + 1
@@ -358,20 +369,14 @@ class MemoryTokenStore:
         """The token held, or None; see ``TokenStore.load``. A copy, as a read from any
         other store is: changing it does not change the store."""
         stored = self._stored
-        return (
-            None
-            if stored is None
-            else StoredToken(dict(stored.token), stored.version, stored.intent)
-        )
+        return None if stored is None else _copy(stored)
 
     def peek(self, version: int) -> StoredToken | None:
         """The token held (a copy) when it is newer than ``version``, else None: what a
         transport on the same session refreshed, taken before a call that would fail without
         it; see ``TokenStore``."""
-        stored = self._stored
-        if stored is None or stored.version <= version:
-            return None
-        return StoredToken(dict(stored.token), stored.version, stored.intent)
+        newer = newer_than(self._stored, version)
+        return None if newer is None else _copy(newer)
 
     def save(self, token: Mapping[str, Any], *, replaces: int | None) -> int:
         """Compare-and-set on the version; see ``TokenStore.save``."""
@@ -672,8 +677,7 @@ class FileTokenStore:
                 stored = None
             # The identity from before the read: a write after it is read at the next look.
             seen = self._peeked = (identity, stored)
-        stored = seen[1]
-        return stored if stored is not None and stored.version > version else None
+        return newer_than(seen[1], version)
 
     def _moved(self, identity: tuple[int, int, int] | None) -> bool:
         return self._identity() != identity
