@@ -46,7 +46,8 @@ class AsyncRestAuth(httpx.Auth):
         template = TokenRequest(
             request.method, str(request.url), request.content, dict(request.headers)
         )
-        return token_request_flow(template, self._core.refresher.current, self._core.policy)
+        current, announced = self._core.refresher.begin()
+        return token_request_flow(template, current, self._core.policy, announced=announced)
 
     def sync_auth_flow(
         self, request: httpx.Request

@@ -112,12 +112,14 @@ class TransportBase:
         self, address: str, envelope: etree._Element
     ) -> Generator[Step, Any, HttpResponse]:
         core = self._core
+        current, announced = core.refresher.begin()
         return soap_call(
             envelope,
             address,
-            core.refresher.current,
+            current,
             route=core.route_to_instance,
             policy=core.policy,
+            announced=announced,
         )
 
     def _callout_flow(
@@ -130,7 +132,7 @@ class TransportBase:
         """A callout is a :class:`TokenRequest` like a REST request through the auth, with
         merge fields and Bearer on REST paths only: one policy for both."""
         path = callout_path(url, self.name)
-        current = self._core.refresher.current
+        current, announced = self._core.refresher.begin()
         instance = check_sendable(current.token, soap=False)
         request = TokenRequest(
             method,
@@ -140,7 +142,7 @@ class TransportBase:
             merge_fields=True,
             bearer_paths_only=True,
         )
-        return token_request_flow(request, current, self._core.policy)
+        return token_request_flow(request, current, self._core.policy, announced=announced)
 
     # Our own request logging, in place of zeep's and on zeep's logger (zeep.transports):
     # masked whether or not the redacting filter is installed (session ids, merge-field

@@ -183,6 +183,7 @@ def token_request_flow(
     policy: DestinationPolicy,
     *,
     resendable: bool = True,
+    announced: bool = False,
 ) -> Generator[Step, Any, tuple[Any, Outcome | None]]:
     """One request with the current token: :func:`~zeep_sfrefresh._flow.resend_once` with
     the request rebuilt for each token (a refresh's resend follows an instance move)."""
@@ -192,4 +193,5 @@ def token_request_flow(
         _expired,
         current,
         resendable=resendable,
+        announced=announced,
     )

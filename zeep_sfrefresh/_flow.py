@@ -6,6 +6,9 @@ synchronously and with ``await``, so the decisions exist once for both transport
 steps:
 
 * :class:`Send`: send a request; the driver sends back the HTTP response.
+* :class:`Join`: wait for a refresh of the current token that is under way before sending
+  (another worker, or this process, met the expiry first); the driver sends back the
+  generation to send with.
 * :class:`Refresh`: obtain a generation newer than the one sent; the driver sends it back.
 * :class:`Verdict`: record whether the session sent was accepted (bookkeeping for the
   circuit breaker); the driver sends back None.
@@ -47,6 +50,7 @@ from ._tokens import Generation, Token
 
 __all__ = [
     "HttpResponse",
+    "Join",
     "Outcome",
     "Refresh",
     "Send",
@@ -90,6 +94,14 @@ class Send:
 
 
 @dataclass(frozen=True)
+class Join:
+    """Wait for the refresh of ``current``'s token that is under way (the call has not gone
+    out yet); the driver sends back the generation to send with."""
+
+    current: Generation
+
+
+@dataclass(frozen=True)
 class Refresh:
     """Obtain a generation newer than ``sent``; ``reason`` says why, for logs and events."""
 
@@ -106,7 +118,7 @@ class Verdict:
     reason: str
 
 
-Step = Send | Refresh | Verdict
+Step = Send | Join | Refresh | Verdict
 
 Outcome = Literal["sent", "refreshed", "expired_again", "refreshed_not_resent"]
 """What became of a request that carried the token (:func:`resend_once`).
@@ -145,12 +157,22 @@ def resend_once(
     current: Generation,
     *,
     resendable: bool = True,
+    announced: bool = False,
 ) -> Generator[Step, Any, tuple[ResponseT, Outcome | None]]:
     """The resend skeleton: send ``build(token)`` (the request and whether it carries the
     token); when ``expired`` says its answer's session expired, refresh once and, if the
     body can be sent again, resend once. Returns the answer to give the caller and what
-    became of the session (None when the request carried no token)."""
+    became of the session (None when the request carried no token).
+
+    ``announced`` (from ``Refresher.begin``): a refresh of ``current``'s token is under way,
+    so a request that carries it first waits for that refresh (:class:`Join`) and goes out
+    with the token it brings, instead of meeting the expiry the refresh is about."""
     first, carries = build(current.token)
+    if carries and announced:
+        joined: Generation = yield Join(current)
+        if joined is not current:
+            current = joined
+            first, carries = build(current.token)
     response: ResponseT = yield first
     if not carries:
         return response, None
@@ -189,8 +211,10 @@ def soap_call(
     *,
     route: bool,
     policy: DestinationPolicy,
+    announced: bool = False,
 ) -> Generator[Step, Any, ResponseT]:
-    """Drive one SOAP call with ``current`` (the generation read from the refresher).
+    """Drive one SOAP call with ``current`` (the generation read from the refresher;
+    ``announced``: see :func:`resend_once`).
 
     Requests to paths outside ``/services/Soap/`` pass through untouched: no session id,
     no routing, no refresh, so a token never goes anywhere but a Salesforce SOAP path. An
@@ -217,7 +241,7 @@ def soap_call(
 
     answer: ResponseT
     outcome: Outcome | None
-    answer, outcome = yield from resend_once(build, _fault_expired, current)
+    answer, outcome = yield from resend_once(build, _fault_expired, current, announced=announced)
     if outcome == "expired_again":
         fault = invalid_session_fault(answer.status_code, answer.content)
         assert fault is not None  # what made the outcome
@@ -233,6 +257,10 @@ def soap_call(
 class SessionKeeper(Protocol):
     """What the drivers need of the refresher."""
 
+    def join(self, sent: Generation) -> Generation: ...
+
+    async def ajoin(self, sent: Generation) -> Generation: ...
+
     def refresh_after(self, sent: Generation, reason: str = ...) -> Generation: ...
 
     async def arefresh_after(self, sent: Generation, reason: str = ...) -> Generation: ...
@@ -240,9 +268,11 @@ class SessionKeeper(Protocol):
     def judge(self, sent: Generation, usable: bool, reason: str = ...) -> None: ...
 
 
-def settle(step: Refresh | Verdict, keeper: SessionKeeper) -> Generation | None:
-    """Perform a step that is not a send: a refresh (returns the new generation) or a
-    verdict on the session sent."""
+def settle(step: Join | Refresh | Verdict, keeper: SessionKeeper) -> Generation | None:
+    """Perform a step that is not a send: a join or a refresh (returns the generation to
+    send with) or a verdict on the session sent."""
+    if isinstance(step, Join):
+        return keeper.join(step.current)
     if isinstance(step, Refresh):
         logger.debug("%s; this call waits for a newer session", step.reason)
         return keeper.refresh_after(step.sent, step.reason)
@@ -250,8 +280,10 @@ def settle(step: Refresh | Verdict, keeper: SessionKeeper) -> Generation | None:
     return None
 
 
-async def asettle(step: Refresh | Verdict, keeper: SessionKeeper) -> Generation | None:
-    """:func:`settle` for coroutines: the refresh never blocks the event loop."""
+async def asettle(step: Join | Refresh | Verdict, keeper: SessionKeeper) -> Generation | None:
+    """:func:`settle` for coroutines: neither a join nor a refresh blocks the event loop."""
+    if isinstance(step, Join):
+        return await keeper.ajoin(step.current)
     if isinstance(step, Refresh):
         logger.debug("%s; this call waits for a newer session", step.reason)
         return await keeper.arefresh_after(step.sent, step.reason)

@@ -123,21 +123,52 @@ end
 return 1
 """
 
-# KEYS[1] = hash, KEYS[2] = lock; ARGV = version, lock token, lease in ms, intent JSON ("":
-# none). Takes the lock (as redis-py's Lock would) only while the token is still that
-# version, and then records the intent if the hash holds none: {1, version, token, intent}
-# as read before. Another version: {0, version, token, intent}, the lock not taken. The
-# lock busy: {0}.
-_LOCK_IF_VERSION = """
+# Announces an intent written for a version (JSON, "" when cleared) on the change stream,
+# as entry <version>-<n>, n counting from 1 after the token's <version>-0, fields
+# ``version`` and ``intent``: the stream's watchers learn that a refresh of that version is
+# under way (or ended without a token), and workers about to send with that version's
+# token wait for its successor instead. Best effort (pcall): a server that refuses the
+# stream still takes the lock and the intent; a stream already ahead of the version (the
+# hash re-seeded by hand) is left to the next token write.
+_ANNOUNCE_INTENT = """
+local function announce_intent(stream, version, intent)
+    local last = redis.pcall('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+    if type(last) ~= 'table' or last.err then return end
+    local seq = 1
+    if last[1] then
+        local found, n = string.match(last[1][1], '^(%d+)-(%d+)$')
+        if not found or tonumber(found) > tonumber(version) then return end
+        if found == version then seq = tonumber(n) + 1 end
+    end
+    redis.pcall('XADD', stream, 'MAXLEN', '1', version .. '-' .. seq,
+                'version', version, 'intent', intent)
+end
+"""
+
+# KEYS[1] = hash, KEYS[2] = lock, KEYS[3] = change stream; ARGV = version, lock token, lease
+# in ms, intent JSON ("": none). Takes the lock (as redis-py's Lock would) only while the
+# token is still that version, and then records the intent if the hash holds none (and
+# announces it): {1, version, token, intent} as read before. Another version: {0, version,
+# token, intent}, the lock not taken. The lock busy: {0}.
+_LOCK_IF_VERSION = (
+    _ANNOUNCE_INTENT
+    + """
 local fields = redis.call('HMGET', KEYS[1], 'version', 'token', 'intent')
 if (fields[1] or '') ~= ARGV[1] then return {0, fields[1], fields[2], fields[3]} end
 if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {0} end
-if ARGV[4] ~= '' and not fields[3] then redis.call('HSET', KEYS[1], 'intent', ARGV[4]) end
+if ARGV[4] ~= '' and not fields[3] then
+    redis.call('HSET', KEYS[1], 'intent', ARGV[4])
+    announce_intent(KEYS[3], ARGV[1], ARGV[4])
+end
 return {1, fields[1], fields[2], fields[3]}
 """
+)
 
-# KEYS[1] = hash, KEYS[2] = lock; ARGV = version, lock token, intent JSON ("" clears it).
-_WRITE_INTENT = """
+# KEYS[1] = hash, KEYS[2] = lock, KEYS[3] = change stream; ARGV = version, lock token, intent
+# JSON ("" clears it), announced as written.
+_WRITE_INTENT = (
+    _ANNOUNCE_INTENT
+    + """
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {0, 'lock'} end
 local found = redis.call('HGET', KEYS[1], 'version')
 if not found then found = '' end
@@ -147,8 +178,10 @@ if ARGV[3] == '' then
 else
     redis.call('HSET', KEYS[1], 'intent', ARGV[3])
 end
+announce_intent(KEYS[3], ARGV[1], ARGV[3])
 return {1, found}
 """
+)
 
 
 def _text(value: object) -> str:
@@ -193,6 +226,25 @@ def _parse(key: str, fields: Sequence[Any]) -> StoredToken | None:
     return StoredToken(data, number, recorded)
 
 
+def _announced_intent(
+    key: str, entry: Mapping[Any, Any]
+) -> tuple[int, RefreshIntent | None] | None:
+    """The version and intent an entry of the change stream announced (its intent None:
+    cleared), or None for an entry that announced a token."""
+    intent = _field(entry, "intent")
+    if intent is None:
+        return None
+    try:
+        text = _text(intent)
+        return int(_text(_field(entry, "version"))), (
+            RefreshIntent.from_json(json.loads(text)) if text else None
+        )
+    except (TypeError, ValueError) as exc:
+        raise TokenStoreError(
+            f"the change stream of Redis key {key!r} holds an intent not written by zeep-sfrefresh"
+        ) from exc
+
+
 class _Watcher:
     """Keeps the newest token announced on a store's change stream, read by a thread of its
     own blocked in ``XREAD``, so that :meth:`RedisTokenStore.peek` costs no round trip.
@@ -210,6 +262,9 @@ class _Watcher:
     def __init__(self, client: Any, key: str, changes_key: str, since: int) -> None:
         self.latest: StoredToken | None = None
         """The newest token announced since the watch began (None: none yet)."""
+        self.intent: tuple[int, RefreshIntent | None] = (since, None)
+        """The newest version the watch knows of and the intent last announced for it
+        (None: none, or cleared)."""
         self.reading = True
         """Whether the watch is reading the stream (not failing, not ended): only then can a
         wait for a change rely on it."""
@@ -237,6 +292,12 @@ class _Watcher:
     def newer(self, version: int) -> StoredToken | None:
         """:attr:`latest` when it is newer than ``version``, else None."""
         return newer_than(self.latest, version)
+
+    def intent_for(self, version: int) -> RefreshIntent | None:
+        """The intent last announced for ``version`` when that is the newest version the
+        watch knows of, else None."""
+        known, intent = self.intent
+        return intent if known == version else None
 
     def _reading(self, reading: bool) -> None:
         if reading != self.reading:
@@ -279,15 +340,22 @@ class _Watcher:
         if last is None:
             return
         self._after, entry = last  # past it, whatever it holds
+        announced = _announced_intent(self._key, entry)
+        if announced is not None and announced[0] <= self.intent[0]:
+            with self._changed:  # a refresh of a version known here began, or ended
+                self.intent = announced
+                self._changed.notify_all()
+            return
         token = _field(entry, "token")
-        if token is None:  # an entry of an older release, without the token
-            fields = self._client.hmget(self._key, _FIELDS)
+        if token is None:  # a newer version's intent, its token's entry trimmed; or an
+            fields = self._client.hmget(self._key, _FIELDS)  # older release's entry
         else:
             fields = [_field(entry, "version"), token, None]
         stored = _parse(self._key, fields)
         if stored is not None:  # entries come in version order (an older one: never peeked)
             with self._changed:
                 self.latest = stored
+                self.intent = (stored.version, stored.intent)
                 self._changed.notify_all()
 
     def _failed(self, failures: int, why: str) -> int:
@@ -507,6 +575,13 @@ class RedisTokenStore:
                     weakref.finalize(self, watcher.stop)
         return watcher.newer(version)
 
+    def peek_intent(self, version: int) -> RefreshIntent | None:
+        """The intent last announced on :attr:`changes_key` for ``version`` when the watch
+        (started by :meth:`peek`) knows no newer version, else None; see ``TokenStore``.
+        No round trip."""
+        watcher = self._watcher
+        return None if watcher is None else watcher.intent_for(version)
+
     def __repr__(self) -> str:
         return f"RedisTokenStore(key={self.key!r})"
 
@@ -569,7 +644,7 @@ class RedisTokenStore:
         payload = "" if intent is None else json.dumps(intent.to_json())
         try:
             taken, *fields = self._lock_if_version(
-                keys=[self.key, self.lock_key],
+                keys=[self.key, self.lock_key, self.changes_key],
                 args=[str(version), token, int(self.lock_timeout * 1000), payload],
             )
         except _FAILURES as exc:
@@ -607,13 +682,17 @@ class RedisTokenStore:
         if not self._notified:
             time.sleep(timeout)
             return None
+        after = f"{version}-0"
         try:
             while (remaining := deadline - time.monotonic()) > 0:
                 block = max(1, round(min(remaining, 0.1) * 1000))
-                reply = self._client.xread({self.changes_key: f"{version}-0"}, block=block)
+                reply = self._client.xread({self.changes_key: after}, block=block)
                 last = _last(reply)
                 if last is not None:
-                    entry = last[1]
+                    after, entry = last
+                    announced = _announced_intent(self.key, entry)
+                    if announced is not None and announced[0] <= version:
+                        continue  # a refresh of this version began or ended: wait on
                     token = _field(entry, "token")
                     if token is None:
                         return self.load()
@@ -727,7 +806,8 @@ class RedisTokenStore:
         payload = "" if intent is None else json.dumps(intent.to_json())
         try:
             written, found = self._write_intent(
-                keys=[self.key, self.lock_key], args=[str(version), token, payload]
+                keys=[self.key, self.lock_key, self.changes_key],
+                args=[str(version), token, payload],
             )
         except _FAILURES as exc:
             raise self._unavailable("write", exc) from exc

@@ -81,10 +81,12 @@ if TYPE_CHECKING:  # asyncio loads with the first coroutine that refreshes, not 
 
 __all__ = [
     "DEFAULT_OVERLAP_WAIT",
+    "JOINED_REFRESH",
     "MAX_ATTEMPTS",
     "NEWER_IN_STORE",
     "Plan",
     "Refresher",
+    "join_wait",
     "plan_request",
 ]
 
@@ -108,6 +110,10 @@ there) saves it. A third would only burn the login rate limit."""
 
 NEWER_IN_STORE = "a newer token in the store"
 """The reason of an ``adopted`` event for a token taken before a call (not after a fault)."""
+
+JOINED_REFRESH = "a refresh under way, joined before the call"
+"""The reason of an ``adopted`` event for the token of another worker's refresh that a call
+waited for before going out (:meth:`Refresher.join`)."""
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +148,29 @@ def plan_request(
     if made >= MAX_ATTEMPTS:
         return Plan(spent=f"{made} token requests with it got no answer")
     return Plan(attempt=made + 1)
+
+
+def join_wait(
+    intent: RefreshIntent | None, refresh_token: str, *, holder: str, now: float, limit: float
+) -> float:
+    """Seconds a call should wait, before going out, for the refresh that ``intent`` (read
+    from the store) announces; 0: send now (pure logic).
+
+    ``refresh_token`` is the fingerprint of the refresh token of the token the call holds,
+    ``holder`` this refresher's name, ``now`` the time (seconds since the epoch). Only a
+    ``sending`` intent of another refresher, about that refresh token, is waited for: that
+    worker met an expiry with the same session and is fetching its successor. At most until
+    ``limit`` seconds after the intent was written (a worker's clock running ahead never
+    makes it longer): an intent older than that is a refresh that died, not one under way.
+    """
+    if (
+        intent is None
+        or intent.state != "sending"
+        or intent.holder == holder
+        or intent.refresh_token != refresh_token
+    ):
+        return 0.0
+    return max(0.0, min(limit, intent.since + limit - now))
 
 
 def _host(token: Token | None) -> str | None:
@@ -202,6 +231,14 @@ class Refresher:
         self._generation = Generation(self._seed(seed), 1)
         self._peek: Callable[[int], StoredToken | None] | None = getattr(store, "peek", None)
         """The store's cheap look for a newer token, asked before every call (or None)."""
+        self._peek_intent: Callable[[int], RefreshIntent | None] | None = getattr(
+            store, "peek_intent", None
+        )
+        """The store's cheap look for the intent of a refresh under way (or None)."""
+        self._joined: RefreshIntent | None = None
+        """The last intent whose refresh a call waited for in vain: not waited for again."""
+        self._refreshing: Generation | None = None
+        """The generation a refresh of this process is replacing now (under ``_lock``)."""
         reset_in_child(self)
 
     def _after_fork(self) -> None:
@@ -228,11 +265,93 @@ class Refresher:
                 return self._adopt_peeked(newer)
         return self._generation
 
-    def _adopt_peeked(self, stored: StoredToken) -> Generation:
+    def begin(self) -> tuple[Generation, bool]:
+        """The generation to send a call with (:attr:`current`), and whether a refresh of its
+        token is under way, in this process or announced in the store by another worker's
+        intent: the call should then wait for it (:meth:`join`) rather than go out with a
+        session that most likely expired. A look at an attribute, and the store's
+        ``peek_intent`` (a ``stat``, a look at memory)."""
+        generation = self.current
+        return generation, self._refreshing is generation or self._joinable(generation) is not None
+
+    def _joinable(self, generation: Generation) -> tuple[RefreshIntent, float] | None:
+        """The intent of another worker's refresh of ``generation``'s token, read from the
+        store, and how long to wait for it (:func:`join_wait`); None: nothing to wait for."""
+        if self._peek_intent is None or self._unstored:
+            return None
+        intent = self._peek_intent(self._version)
+        refresh_token = generation.token.refresh_token
+        if intent is None or intent == self._joined or not refresh_token:
+            return None
+        wait = join_wait(
+            intent,
+            fingerprint(refresh_token),
+            holder=self._holder,
+            now=time.time(),
+            limit=self._overlap_wait,
+        )
+        return (intent, wait) if wait > 0 and generation is self._generation else None
+
+    def join(self, sent: Generation) -> Generation:
+        """Wait for the refresh of ``sent``'s token that :meth:`begin` found under way, then
+        return the generation to send with: the new token's, or ``sent``'s own when that
+        refresh ended without a token or took too long (the call then goes out with it and
+        recovers as any call that meets an expiry).
+
+        A refresh in this process is waited for until it ends (its lock is free), at most
+        ``overlap_wait``. Another worker's, until the store holds its token, its intent
+        changes (the refresh failed, or gave way), or ``overlap_wait`` after the intent was
+        written; an intent waited for in vain is not waited for again.
+        """
+        if self._refreshing is sent:
+            if self._lock.acquire(timeout=self._overlap_wait):
+                self._lock.release()
+            return self.current
+        found, peek_intent = self._joinable(sent), self._peek_intent
+        if found is None or peek_intent is None:
+            return self.current
+        intent, wait = found
+        version = self._version
+        store = self._store
+        pause = (
+            MAX_POLL_INTERVAL
+            if hasattr(store, "wait_for_change")
+            else float(getattr(store, "poll_interval", DEFAULT_POLL_INTERVAL))
+        )
+        deadline = time.monotonic() + wait
+        while (remaining := deadline - time.monotonic()) > 0:
+            stored = _wait_for_change(store, version, min(remaining, pause))
+            if stored is None and self._peek is not None:
+                stored = self._peek(version)
+            if stored is not None and stored.version > version:
+                return self._adopt_peeked(stored, JOINED_REFRESH)
+            if self._generation is not sent or peek_intent(version) != intent:
+                return self.current  # moved on here, or that refresh ended without a token
+        self._joined = intent
+        logger.info(
+            "another worker's refresh of this token stored no token within %.3g s of its "
+            "start; sending with the token in hand",
+            self._overlap_wait,
+        )
+        return self.current
+
+    async def ajoin(self, sent: Generation) -> Generation:
+        """:meth:`join` for coroutines; the event loop is never blocked. The tasks of one
+        loop queue on its asyncio lock (held by a refresh of a task of that loop), and one
+        of them at a time waits for another worker's token in a worker thread."""
+        import asyncio
+
+        async with self._async_lock():
+            if self._generation is not sent:
+                return self.current
+            return await asyncio.to_thread(self.join, sent)
+
+    def _adopt_peeked(self, stored: StoredToken, reason: str = NEWER_IN_STORE) -> Generation:
         """Adopt ``stored`` (newer than this process's version when peeked) unless a refresh
         holds this process's lock: then the generation as it is (the refresh settles it; a
         call never waits for a token request here). A token that cannot be used is logged
-        and left to the next failed call, which reads the store under its rules."""
+        and left to the next failed call, which reads the store under its rules. ``reason``
+        is the ``adopted`` event's."""
         if not self._lock.acquire(blocking=False):
             return self._generation
         try:
@@ -244,12 +363,12 @@ class Refresher:
                 return before
             if token is not None and token.access_token != before.token.access_token:
                 self._adopt(token)
-                self._emit("adopted", NEWER_IN_STORE, None, before.token, token)
+                self._emit("adopted", reason, None, before.token, token)
                 if _host(token) != _host(before.token):
                     logger.info(
                         "the org's instance moved: %s -> %s", _host(before.token), _host(token)
                     )
-                    self._emit("instance_moved", NEWER_IN_STORE, None, before.token, token)
+                    self._emit("instance_moved", reason, None, before.token, token)
             return self._generation
         finally:
             self._lock.release()
@@ -351,24 +470,32 @@ class Refresher:
             newer = self._settled(sent)
             if newer is not None:
                 return newer
-            started = time.monotonic()
-            self._check_breaker(started)
+            self._refreshing = sent  # calls about to go out with it wait (begin, join)
             try:
-                fresh, kind = self._replace(sent.token, reason)
-            except SfRefreshError as exc:
-                logger.warning("refreshing the Salesforce session failed: %s", exc)
-                if isinstance(exc, TokenRefreshError) and exc.retry_after is not None:
-                    with self._guard:
-                        self._breaker = self._breaker.retry_after(exc.retry_after, time.monotonic())
-                if self._generation is sent:  # no new token came of it
-                    self._generation = Generation(sent.token, sent.epoch + 1, exc)
-                self._emit("failed", reason, started, sent.token, self._generation.token, error=exc)
-                raise
-            self._emit(kind, reason, started, sent.token, fresh)
-            if _host(fresh) != _host(sent.token):
-                logger.info("the org's instance moved: %s -> %s", _host(sent.token), _host(fresh))
-                self._emit("instance_moved", reason, started, sent.token, fresh)
-            return self._generation
+                return self._refresh(sent, reason)
+            finally:
+                self._refreshing = None
+
+    def _refresh(self, sent: Generation, reason: str) -> Generation:
+        """:meth:`refresh_after`'s work, under this process's lock."""
+        started = time.monotonic()
+        self._check_breaker(started)
+        try:
+            fresh, kind = self._replace(sent.token, reason)
+        except SfRefreshError as exc:
+            logger.warning("refreshing the Salesforce session failed: %s", exc)
+            if isinstance(exc, TokenRefreshError) and exc.retry_after is not None:
+                with self._guard:
+                    self._breaker = self._breaker.retry_after(exc.retry_after, time.monotonic())
+            if self._generation is sent:  # no new token came of it
+                self._generation = Generation(sent.token, sent.epoch + 1, exc)
+            self._emit("failed", reason, started, sent.token, self._generation.token, error=exc)
+            raise
+        self._emit(kind, reason, started, sent.token, fresh)
+        if _host(fresh) != _host(sent.token):
+            logger.info("the org's instance moved: %s -> %s", _host(sent.token), _host(fresh))
+            self._emit("instance_moved", reason, started, sent.token, fresh)
+        return self._generation
 
     async def arefresh_after(
         self, sent: Generation, reason: str = INVALID_SESSION_ID

@@ -81,14 +81,17 @@ class RestAuth(AuthBase):
         template = TokenRequest(
             request.method or "GET", request.url or "", body, dict(request.headers)
         )
+        current, announced = self._core.refresher.begin()
         flow: Generator[Step, Any, tuple[requests.Response, Outcome | None]] = token_request_flow(
             template,
-            self._core.refresher.current,
+            current,
             self._core.policy,
             resendable=resendable,
+            announced=announced,
         )
         first = next(flow)
-        assert isinstance(first, Send)
+        while not isinstance(first, Send):  # a join of a refresh under way
+            first = flow.send(settle(first, self._core.refresher))
         _apply(request, first)
         handled = False
 

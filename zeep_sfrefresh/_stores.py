@@ -306,6 +306,17 @@ def newer_than(stored: StoredToken | None, version: int) -> StoredToken | None:
     return stored if stored is not None and stored.version > version else None
 
 
+def _intent_record(raw: bytes) -> tuple[int, RefreshIntent | None] | None:
+    """The version and intent of a ``.intent`` file's bytes; None when they are not a record
+    this module wrote (an empty file left by a power loss, say)."""
+    try:
+        record = json.loads(raw)
+        version, intent = record["version"], record["intent"]
+        return version, None if intent is None else RefreshIntent.from_json(intent)
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
 def _copy(stored: StoredToken) -> StoredToken:
     """A copy whose token dict may be changed without changing ``stored``'s."""
     return StoredToken(dict(stored.token), stored.version, stored.intent)
@@ -377,6 +388,11 @@ class MemoryTokenStore:
         it; see ``TokenStore``."""
         newer = newer_than(self._stored, version)
         return None if newer is None else _copy(newer)
+
+    def peek_intent(self, version: int) -> RefreshIntent | None:
+        """The intent recorded for ``version``, else None; see ``TokenStore``."""
+        stored = self._stored
+        return stored.intent if stored is not None and stored.version == version else None
 
     def save(self, token: Mapping[str, Any], *, replaces: int | None) -> int:
         """Compare-and-set on the version; see ``TokenStore.save``."""
@@ -563,6 +579,11 @@ class FileTokenStore:
         self._peeked: tuple[tuple[int, int, int] | None, StoredToken | None] | None = None
         """The file's identity when :meth:`peek` last read it, and what it read (None: not
         read yet)."""
+        self._intent_peeked: (
+            tuple[tuple[int, int, int], tuple[int, RefreshIntent | None] | None] | None
+        ) = None
+        """The intent file's identity when :meth:`peek_intent` last read it, and the version
+        and intent it held (None: not read yet, or not an intent record)."""
         self._after_fork()
         reset_in_child(self)
 
@@ -752,19 +773,38 @@ class FileTokenStore:
         raw = self._read(self.intent_path)
         if raw is None:
             return stored  # no intent since the last token write (or an embedded one, older)
-        try:
-            record = json.loads(raw)
-            if record["version"] != stored.version:
-                return stored  # left by the refresh that wrote this token, or an earlier one
-            intent = record["intent"]
-            intent = None if intent is None else RefreshIntent.from_json(intent)
-        except (ValueError, TypeError, KeyError):
+        record = _intent_record(raw)
+        if record is None:
             # Written without fsync: a power loss may leave it empty. Read as no intent: the
             # refresh token may then be sent once more, which fails only where giving up
             # unsent would have left the user to log in again too.
             logger.warning("%s does not hold an intent; read as none", self.intent_path)
             return stored
-        return StoredToken(stored.token, stored.version, intent)
+        if record[0] != stored.version:
+            return stored  # left by the refresh that wrote this token, or an earlier one
+        return StoredToken(stored.token, stored.version, record[1])
+
+    def peek_intent(self, version: int) -> RefreshIntent | None:
+        """The intent recorded for ``version`` in :attr:`intent_path`, else None; see
+        ``TokenStore``. A ``stat`` per look (the file exists only while a refresh is under
+        way, or after one that ended without a token), a read only when it changed. A file
+        that cannot be read is None here: :meth:`load` says why when it matters."""
+        if not self.watch:
+            return None
+        try:
+            info = os.stat(self.intent_path, follow_symlinks=False)
+        except OSError:
+            return None
+        identity = (info.st_ino, info.st_size, info.st_mtime_ns)
+        seen = self._intent_peeked
+        if seen is None or seen[0] != identity:
+            try:
+                raw = self._read(self.intent_path)
+            except TokenStoreError:
+                raw = None
+            seen = self._intent_peeked = (identity, None if raw is None else _intent_record(raw))
+        record = seen[1]
+        return record[1] if record is not None and record[0] == version else None
 
     def _stored(self, document: dict[str, Any] | None) -> StoredToken | None:
         if document is None:
