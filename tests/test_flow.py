@@ -12,7 +12,7 @@ from lxml import etree
 
 from zeep_sfrefresh import JwtAccessTokenError, SessionNotRefreshableError, TokenDestinationError
 from zeep_sfrefresh._callouts import TokenRequest, token_request_flow
-from zeep_sfrefresh._flow import Refresh, Send, Step, Verdict, soap_call
+from zeep_sfrefresh._flow import Join, Refresh, Send, Step, Verdict, soap_call
 from zeep_sfrefresh._routing import DestinationPolicy
 from zeep_sfrefresh._tokens import Generation, Token
 from zeep_sfrefresh.testing import wire
@@ -89,6 +89,64 @@ def test_an_expired_session_is_refreshed_and_resent_once() -> None:
     ok = Answer(200)
     assert flow.send(ok) == Verdict(fresh, True, refresh.reason)
     assert finish(flow, None) is ok
+
+
+def test_a_call_whose_refresh_is_announced_joins_it_and_goes_out_with_its_token() -> None:
+    current, fresh = generation("00Dx!OLD"), generation("00Dx!NEW", 2)
+    flow: Generator[Step, Any, Any] = soap_call(
+        envelope(), ADDRESS, current, route=True, policy=POLICY, announced=True
+    )
+    assert next(flow) == Join(current)
+    send = flow.send(fresh)
+    assert isinstance(send, Send)
+    assert send.message is not None
+    assert b"00Dx!NEW" in send.message
+    assert b"00Dx!OLD" not in send.message
+    ok = Answer(200)
+    assert flow.send(ok) == Verdict(fresh, True, "the session worked")
+    assert finish(flow, None) is ok
+
+
+def test_a_join_that_brings_no_token_sends_the_one_in_hand_and_recovers_as_usual() -> None:
+    current, fresh = generation("00Dx!OLD"), generation("00Dx!NEW", 2)
+    flow: Generator[Step, Any, Any] = soap_call(
+        envelope(), ADDRESS, current, route=True, policy=POLICY, announced=True
+    )
+    assert next(flow) == Join(current)
+    send = flow.send(current)  # the refresh under way stored nothing in time
+    assert isinstance(send, Send)
+    assert send.message is not None
+    assert b"00Dx!OLD" in send.message
+    assert flow.send(Answer(500, FAULT)) == Refresh(
+        current, "INVALID_SESSION_ID from acme.my.salesforce.com"
+    )
+    again = flow.send(fresh)
+    assert isinstance(again, Send)
+    assert again.message is not None
+    assert b"00Dx!NEW" in again.message
+
+
+def test_only_a_request_that_carries_the_token_joins() -> None:
+    current = generation("00Dx!OLD")
+    unknown_api = "https://login.salesforce.com/services/Soap/unknown/66.0"
+    flow: Generator[Step, Any, Any] = soap_call(
+        envelope(), unknown_api, current, route=True, policy=POLICY, announced=True
+    )
+    assert isinstance(next(flow), Send)  # no SessionHeader to carry the token: no wait
+    outside: Generator[Step, Any, Any] = soap_call(
+        envelope(), "https://example.com/wsdl", current, route=True, policy=POLICY, announced=True
+    )
+    assert isinstance(next(outside), Send)
+    rest = token_request_flow(
+        TokenRequest("GET", f"{INSTANCE}/services/data/v66.0/query?q=x"),
+        current,
+        POLICY,
+        announced=True,
+    )
+    assert next(rest) == Join(current)
+    send = rest.send(generation("00Dx!NEW", 2))
+    assert isinstance(send, Send)
+    assert send.headers == {"Authorization": "Bearer 00Dx!NEW"}
 
 
 def test_a_second_expiry_is_judged_and_raises() -> None:

@@ -28,6 +28,7 @@ ACL without the stream key) costs waiters speed, never a write.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -123,52 +124,21 @@ end
 return 1
 """
 
-# Announces an intent written for a version (JSON, "" when cleared) on the change stream,
-# as entry <version>-<n>, n counting from 1 after the token's <version>-0, fields
-# ``version`` and ``intent``: the stream's watchers learn that a refresh of that version is
-# under way (or ended without a token), and workers about to send with that version's
-# token wait for its successor instead. Best effort (pcall): a server that refuses the
-# stream still takes the lock and the intent; a stream already ahead of the version (the
-# hash re-seeded by hand) is left to the next token write.
-_ANNOUNCE_INTENT = """
-local function announce_intent(stream, version, intent)
-    local last = redis.pcall('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-    if type(last) ~= 'table' or last.err then return end
-    local seq = 1
-    if last[1] then
-        local found, n = string.match(last[1][1], '^(%d+)-(%d+)$')
-        if not found or tonumber(found) > tonumber(version) then return end
-        if found == version then seq = tonumber(n) + 1 end
-    end
-    redis.pcall('XADD', stream, 'MAXLEN', '1', version .. '-' .. seq,
-                'version', version, 'intent', intent)
-end
-"""
-
-# KEYS[1] = hash, KEYS[2] = lock, KEYS[3] = change stream; ARGV = version, lock token, lease
-# in ms, intent JSON ("": none). Takes the lock (as redis-py's Lock would) only while the
-# token is still that version, and then records the intent if the hash holds none (and
-# announces it): {1, version, token, intent} as read before. Another version: {0, version,
-# token, intent}, the lock not taken. The lock busy: {0}.
-_LOCK_IF_VERSION = (
-    _ANNOUNCE_INTENT
-    + """
+# KEYS[1] = hash, KEYS[2] = lock; ARGV = version, lock token, lease in ms, intent JSON ("":
+# none). Takes the lock (as redis-py's Lock would) only while the token is still that
+# version, and then records the intent if the hash holds none: {1, version, token, intent}
+# as read before. Another version: {0, version, token, intent}, the lock not taken. The
+# lock busy: {0}.
+_LOCK_IF_VERSION = """
 local fields = redis.call('HMGET', KEYS[1], 'version', 'token', 'intent')
 if (fields[1] or '') ~= ARGV[1] then return {0, fields[1], fields[2], fields[3]} end
 if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {0} end
-if ARGV[4] ~= '' and not fields[3] then
-    redis.call('HSET', KEYS[1], 'intent', ARGV[4])
-    announce_intent(KEYS[3], ARGV[1], ARGV[4])
-end
+if ARGV[4] ~= '' and not fields[3] then redis.call('HSET', KEYS[1], 'intent', ARGV[4]) end
 return {1, fields[1], fields[2], fields[3]}
 """
-)
 
-# KEYS[1] = hash, KEYS[2] = lock, KEYS[3] = change stream; ARGV = version, lock token, intent
-# JSON ("" clears it), announced as written.
-_WRITE_INTENT = (
-    _ANNOUNCE_INTENT
-    + """
+# KEYS[1] = hash, KEYS[2] = lock; ARGV = version, lock token, intent JSON ("" clears it).
+_WRITE_INTENT = """
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {0, 'lock'} end
 local found = redis.call('HGET', KEYS[1], 'version')
 if not found then found = '' end
@@ -178,10 +148,34 @@ if ARGV[3] == '' then
 else
     redis.call('HSET', KEYS[1], 'intent', ARGV[3])
 end
-announce_intent(KEYS[3], ARGV[1], ARGV[3])
 return {1, found}
 """
-)
+
+# KEYS[1] = change stream, KEYS[2] = hash, KEYS[3] = lock; ARGV = version, lock token, intent
+# JSON ("": cleared). Pipelined behind the lock or intent script: announces the intent just
+# recorded, as entry <version>-<n> (n counting from 1 after the token's <version>-0) with
+# fields ``version`` and ``intent``, so the watches learn that a refresh of that version is
+# under way (or ended without a token). Only while the caller holds the lock and the hash
+# holds that version and that intent: a script before it that did not record it (lock
+# busy, another intent kept, version moved on) announces nothing. A script of its own, as
+# the token's announcement: a server that refuses the stream (an ACL without it) refuses
+# this one alone. A stream already ahead of the version (the hash re-seeded by hand) is
+# left to the next token write.
+_ANNOUNCE_INTENT = """
+if redis.call('GET', KEYS[3]) ~= ARGV[2] then return 0 end
+local fields = redis.call('HMGET', KEYS[2], 'version', 'intent')
+if fields[1] ~= ARGV[1] or (fields[2] or '') ~= ARGV[3] then return 0 end
+local seq = 1
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if last then
+    local found, n = string.match(last[1], '^(%d+)-(%d+)$')
+    if not found or tonumber(found) > tonumber(ARGV[1]) then return 0 end
+    if found == ARGV[1] then seq = tonumber(n) + 1 end
+end
+redis.call('XADD', KEYS[1], 'MAXLEN', '1', ARGV[1] .. '-' .. seq,
+           'version', ARGV[1], 'intent', ARGV[3])
+return 1
+"""
 
 
 def _text(value: object) -> str:
@@ -543,6 +537,7 @@ class RedisTokenStore:
         self._write_intent = client.register_script(_WRITE_INTENT)
         self._lock_if_version = client.register_script(_LOCK_IF_VERSION)
         self._announce_script = client.register_script(_ANNOUNCE)
+        self._announce_intent = client.register_script(_ANNOUNCE_INTENT)
         self._notified = True
         """False once the server refused to read the change stream: waits are then sleeps."""
         self._held = threading.local()  # the lock this thread holds, for write_intent
@@ -643,9 +638,10 @@ class RedisTokenStore:
         token = uuid.uuid1().hex.encode()  # what redis-py's Lock would use
         payload = "" if intent is None else json.dumps(intent.to_json())
         try:
-            taken, *fields = self._lock_if_version(
-                keys=[self.key, self.lock_key, self.changes_key],
-                args=[str(version), token, int(self.lock_timeout * 1000), payload],
+            taken, *fields = self._with_intent_announced(
+                self._lock_if_version,
+                [str(version), token, int(self.lock_timeout * 1000), payload],
+                [str(version), token, payload] if payload else None,
             )
         except _FAILURES as exc:
             raise self._unavailable("lock", exc) from exc
@@ -780,6 +776,37 @@ class RedisTokenStore:
             raise written
         return *written, None if isinstance(announced, NoScriptError) else announced
 
+    def _with_intent_announced(
+        self, script: Any, args: list[Any], announcement: list[Any] | None
+    ) -> Any:
+        """Run ``script`` (the lock or intent script, on the hash and the lock) and return
+        its reply; with ``announcement`` (version, lock token, intent), announce the intent
+        behind it: pipelined (one round trip), or right after it (a cluster client, a script
+        the server did not have yet). The announcement is a hint: its failure (an ACL
+        without the stream) is left unsaid; the token's own announcement says it."""
+        keys = [self.key, self.lock_key]
+        if announcement is None:
+            return script(keys=keys, args=args)
+        announce_keys = [self.changes_key, self.key, self.lock_key]
+        if self._pipelined:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.evalsha(self._announce_intent.sha, 3, *announce_keys, *announcement)
+            reply, announced = pipe.execute(raise_on_error=False)
+            if not isinstance(reply, RedisError):
+                if isinstance(announced, NoScriptError):  # loaded by a call of its own
+                    self._announce_intent_once(announce_keys, announcement)
+                return reply
+            if not isinstance(reply, NoScriptError):
+                raise reply
+        reply = script(keys=keys, args=args)
+        self._announce_intent_once(announce_keys, announcement)
+        return reply
+
+    def _announce_intent_once(self, keys: list[str], announcement: list[Any]) -> None:
+        with contextlib.suppress(*_FAILURES):
+            self._announce_intent(keys=keys, args=announcement)
+
     def _announce(self, version: int) -> None:
         """Wake the workers waiting for this token (:meth:`wait_for_change`). The token is
         stored already: a failure here only leaves them to find it at their next look."""
@@ -805,9 +832,8 @@ class RedisTokenStore:
             raise TokenStoreError(f"write_intent needs the Redis lock {self.lock_key!r} held")
         payload = "" if intent is None else json.dumps(intent.to_json())
         try:
-            written, found = self._write_intent(
-                keys=[self.key, self.lock_key, self.changes_key],
-                args=[str(version), token, payload],
+            written, found = self._with_intent_announced(
+                self._write_intent, [str(version), token, payload], [str(version), token, payload]
             )
         except _FAILURES as exc:
             raise self._unavailable("write", exc) from exc

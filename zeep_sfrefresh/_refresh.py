@@ -275,22 +275,27 @@ class Refresher:
         return generation, self._refreshing is generation or self._joinable(generation) is not None
 
     def _joinable(self, generation: Generation) -> tuple[RefreshIntent, float] | None:
-        """The intent of another worker's refresh of ``generation``'s token, read from the
-        store, and how long to wait for it (:func:`join_wait`); None: nothing to wait for."""
-        if self._peek_intent is None or self._unstored:
+        """:meth:`_announced` for ``generation``, while it is this process's current one."""
+        found = self._announced(generation.token)
+        return found if found is not None and generation is self._generation else None
+
+    def _announced(self, token: Token) -> tuple[RefreshIntent, float] | None:
+        """The intent of another worker's refresh of ``token`` (this process's current
+        one), as the store's ``peek_intent`` tells of it, and how long to wait for it
+        (:func:`join_wait`); None: nothing to wait for."""
+        if self._peek_intent is None or self._unstored or not token.refresh_token:
             return None
         intent = self._peek_intent(self._version)
-        refresh_token = generation.token.refresh_token
-        if intent is None or intent == self._joined or not refresh_token:
+        if intent is None or intent == self._joined:
             return None
         wait = join_wait(
             intent,
-            fingerprint(refresh_token),
+            fingerprint(token.refresh_token),
             holder=self._holder,
             now=time.time(),
             limit=self._overlap_wait,
         )
-        return (intent, wait) if wait > 0 and generation is self._generation else None
+        return (intent, wait) if wait > 0 else None
 
     def join(self, sent: Generation) -> Generation:
         """Wait for the refresh of ``sent``'s token that :meth:`begin` found under way, then
@@ -307,12 +312,19 @@ class Refresher:
             if self._lock.acquire(timeout=self._overlap_wait):
                 self._lock.release()
             return self.current
-        found, peek_intent = self._joinable(sent), self._peek_intent
-        if found is None or peek_intent is None:
-            return self.current
-        intent, wait = found
-        version = self._version
-        store = self._store
+        found = self._joinable(sent)
+        stored = None if found is None else self._await_announced(sent.token, *found)
+        return self.current if stored is None else self._adopt_peeked(stored, JOINED_REFRESH)
+
+    def _await_announced(
+        self, sent: Token, intent: RefreshIntent, wait: float
+    ) -> StoredToken | None:
+        """Wait up to ``wait`` seconds for the token of the refresh ``intent`` announced:
+        the store's newer token once it holds one; None as soon as the intent changes (that
+        refresh ended without a token, or gave way) or this process's token is no longer
+        ``sent``, and when the wait runs out (then :attr:`_joined`: not waited for again)."""
+        store, version, peek_intent = self._store, self._version, self._peek_intent
+        assert peek_intent is not None  # _announced found the intent through it
         pause = (
             MAX_POLL_INTERVAL
             if hasattr(store, "wait_for_change")
@@ -324,16 +336,16 @@ class Refresher:
             if stored is None and self._peek is not None:
                 stored = self._peek(version)
             if stored is not None and stored.version > version:
-                return self._adopt_peeked(stored, JOINED_REFRESH)
-            if self._generation is not sent or peek_intent(version) != intent:
-                return self.current  # moved on here, or that refresh ended without a token
+                return stored
+            if self._generation.token is not sent or peek_intent(version) != intent:
+                return None
         self._joined = intent
         logger.info(
             "another worker's refresh of this token stored no token within %.3g s of its "
-            "start; sending with the token in hand",
+            "start; going on with the token in hand",
             self._overlap_wait,
         )
-        return self.current
+        return None
 
     async def ajoin(self, sent: Generation) -> Generation:
         """:meth:`join` for coroutines; the event loop is never blocked. The tasks of one
@@ -579,11 +591,15 @@ class Refresher:
         A newer token the store's ``peek`` already knows of is adopted first, with no store
         I/O (the Redis store's watch may have it before the failed call came back)."""
         peeked = None if self._peek is None else self._peek(self._version)
+        announced = None if peeked is not None else self._announced(sent)
+        if announced is not None:  # another worker's refresh of it is under way: no lock try
+            peeked = self._await_announced(sent, *announced)
         if peeked is not None:
             token = self._accept_peeked(peeked)
             if token is not None and token.access_token != sent.access_token:
                 return self._adopt(token), "adopted"
-        waited_for: RefreshIntent | None = None
+        # An intent waited for until overlap_wait after it was written is not waited for again.
+        waited_for = None if announced is None or announced[0] != self._joined else announced[0]
         for _ in range(_MAX_ROUNDS):
             overlap: RefreshInProgressError | None = None
             ahead = self._intent_ahead(sent)

@@ -1,0 +1,358 @@
+"""A call whose token another worker (or another thread) is refreshing waits for that
+refresh and goes out with its token, instead of meeting the expiry the refresh is about.
+Real parts: the stand-in org over sockets, token files on disk, a real redis-server."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from conftest import Harness, InBackground, make_oauth, wait_for
+
+from zeep_sfrefresh import (
+    FileTokenStore,
+    MemoryTokenStore,
+    ReauthorizationRequiredError,
+    RedisTokenStore,
+    RefreshEvent,
+    RefreshIntent,
+    SalesforceTransport,
+    StoredToken,
+)
+from zeep_sfrefresh._refresh import JOINED_REFRESH, join_wait
+from zeep_sfrefresh._tokens import fingerprint
+from zeep_sfrefresh.testing import StandInOrg
+from zeep_sfrefresh.testing.redis_server import RedisClusterServer, RedisServer
+
+Build = Callable[..., Harness]
+Store = FileTokenStore | MemoryTokenStore | RedisTokenStore
+
+TOKEN = {
+    "access_token": "00DSECRETACCESS",
+    "refresh_token": "5AepSECRETREFRESH",
+    "instance_url": "https://a.my.salesforce.com",
+}
+FP = fingerprint(TOKEN["refresh_token"])
+
+
+@pytest.fixture(autouse=True)
+def _watches_end_with_their_test() -> Iterator[None]:
+    """Stores left in reference cycles are collected now, which stops their watches."""
+    yield
+    gc.collect()
+
+
+def _store_maker(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, **options: Any
+) -> Callable[[], Store]:
+    """A store object per worker, all on one token (memory: one object, as the transports
+    of one session share)."""
+    if kind == "file":
+        return lambda: FileTokenStore(tmp_path / "token.json", **options)
+    if kind == "memory":
+        shared = MemoryTokenStore()
+        return lambda: shared
+    server: RedisServer | RedisClusterServer = request.getfixturevalue(
+        "redis_cluster" if kind == "redis-cluster" else "redis_server"
+    )
+    return lambda: RedisTokenStore(server.client(), "{sf:token}", **options)
+
+
+# --- how long to wait: pure logic ---------------------------------------------------------------
+
+
+def _intent(
+    state: Any = "sending", holder: str = "host/2/b", since: float = 1000.0, fp: str = FP
+) -> RefreshIntent:
+    return RefreshIntent(fp, state, 1, holder, since)
+
+
+@pytest.mark.parametrize(
+    ("intent", "now", "wait"),
+    [
+        (None, 1000.0, 0.0),
+        (_intent(), 1000.0, 30.0),  # just written: up to overlap_wait
+        (_intent(), 1010.5, 19.5),  # counted from when it was written
+        (_intent(), 1030.0, 0.0),  # as old as overlap_wait: a refresh that died
+        (_intent(), 1100.0, 0.0),
+        (_intent(), 990.0, 30.0),  # its writer's clock runs ahead: never longer
+        (_intent("unanswered"), 1000.0, 0.0),  # no request in flight
+        (_intent("spent"), 1000.0, 0.0),
+        (_intent(holder="host/1/a"), 1000.0, 0.0),  # this refresher's own
+        (_intent(fp="sha256:another"), 1000.0, 0.0),  # about another refresh token
+    ],
+)
+def test_join_wait(intent: RefreshIntent | None, now: float, wait: float) -> None:
+    assert join_wait(intent, FP, holder="host/1/a", now=now, limit=30.0) == wait
+
+
+# --- through the transports ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["file", "redis", "redis-cluster", "memory"])
+def test_a_call_made_while_another_worker_refreshes_waits_for_its_token(
+    harness: Build, request: pytest.FixtureRequest, tmp_path: Path, kind: str
+) -> None:
+    make = _store_maker(kind, request, tmp_path)
+    events: list[RefreshEvent] = []
+    a = harness(store=make())
+    b_store = make()
+    b = harness(store=b_store, listener=events.append)
+    b.client.service.getServerTimestamp()  # b is at work (for Redis, its watch is on)
+    a.org.rotation = True
+    a.org.expire_all_sessions()
+    release = a.org.hold_token_requests()
+    first = InBackground(a.client.service.getServerTimestamp)
+    wait_for(lambda: a.org.token_requests == 1)  # a met the expiry; its request is held
+    wait_for(lambda: b_store.peek_intent(1) is not None)  # Redis: announced to b's watch
+    posts = a.org.soap_posts
+    second = InBackground(b.client.service.getServerTimestamp)
+    time.sleep(0.2)
+    assert second.running
+    assert a.org.soap_posts == posts  # b waits for a's token rather than send a doomed call
+    release.set()
+    assert first.join().error is None, first.error
+    assert second.join().error is None, second.error
+    fresh = a.saved[0]["access_token"]
+    assert a.org.soap_posts == posts + 2  # a's resend, b's one call
+    assert (a.org.token_requests, a.org.family_revocations) == (1, 0)
+    assert b.transport.token.access_token == fresh
+    assert b.oauth.token["access_token"] == fresh
+    assert b.saved == []  # its token_updater is for tokens it refreshed itself
+    assert [(e.kind, e.reason) for e in events] == [("adopted", JOINED_REFRESH)]
+
+
+def test_a_rest_request_made_while_another_worker_refreshes_waits_for_its_token(
+    sf_org: StandInOrg, tmp_path: Path
+) -> None:
+    path = tmp_path / "token.json"
+    a = SalesforceTransport(
+        make_oauth(sf_org, sf_org.issue_token(), []), store=FileTokenStore(path)
+    )
+    b = SalesforceTransport(
+        make_oauth(sf_org, sf_org.issue_token(), []), store=FileTokenStore(path)
+    )
+    rest = b.rest_session()
+    sf_org.rotation = True
+    sf_org.expire_all_sessions()
+    release = sf_org.hold_token_requests()
+    first = InBackground(lambda: a.rest_session().get("limits"))
+    wait_for(lambda: sf_org.token_requests == 1)
+    requests_before = sf_org.rest_requests
+    second = InBackground(lambda: rest.get("limits"))
+    time.sleep(0.2)
+    assert second.running
+    assert sf_org.rest_requests == requests_before
+    release.set()
+    assert first.join().error is None, first.error
+    assert second.join().error is None, second.error
+    assert getattr(second.result, "status_code", None) == 200
+    assert sf_org.rest_requests == requests_before + 2  # a's resend, b's one request
+    assert sf_org.token_requests == 1
+
+
+def test_a_refresh_that_fails_lets_the_waiting_calls_go_at_once(
+    harness: Build, tmp_path: Path
+) -> None:
+    path = tmp_path / "token.json"
+    a = harness(store=FileTokenStore(path))
+    b = harness(store=FileTokenStore(path), overlap_wait=30)
+    a.org.rotation = True
+    a.org.expire_all_sessions()
+    release = a.org.hold_token_requests()
+    first = InBackground(a.client.service.getServerTimestamp)
+    wait_for(lambda: a.org.token_requests == 1)
+    started = time.monotonic()
+    second = InBackground(b.client.service.getServerTimestamp)
+    time.sleep(0.2)
+    assert second.running
+    a.org.token_failure = "invalid_grant"  # the held request is refused: the family is gone
+    release.set()
+    assert isinstance(first.join().error, ReauthorizationRequiredError), first.error
+    # b's wait ended with the intent (marked spent), not with overlap_wait: its call went
+    # out, met the expiry, and the refresh it led to found the refresh token spent.
+    assert isinstance(second.join().error, ReauthorizationRequiredError), second.error
+    assert time.monotonic() - started < 15
+    assert a.org.token_requests == 1
+
+
+def _transport(org: StandInOrg, store: Store, **options: Any) -> SalesforceTransport:
+    return SalesforceTransport(make_oauth(org, org.issue_token(), []), store=store, **options)
+
+
+def _announce(path: Path, intent: RefreshIntent) -> None:
+    """Record ``intent`` on version 1 of the token file, as another worker's refresh would."""
+    other = FileTokenStore(path)
+    with other.lock():
+        other.write_intent(intent, version=1)
+
+
+def test_what_is_joined(sf_org: StandInOrg, tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    transport = _transport(sf_org, FileTokenStore(path))
+    refresher = transport._core.refresher
+    fp = fingerprint(refresher.token.refresh_token)
+    now = time.time()
+    assert refresher.begin() == (refresher.current, False)  # no intent: no file to look at
+    for intent, joined in [
+        (RefreshIntent(fp, "sending", 1, "host/2/b", now), True),
+        (RefreshIntent(fp, "sending", 1, "host/2/b", now - 100), False),  # a refresh that died
+        (RefreshIntent(fp, "unanswered", 1, "host/2/b", now), False),
+        (RefreshIntent(fp, "sending", 1, refresher._holder, now), False),  # its own
+        (RefreshIntent("sha256:another", "sending", 1, "host/2/b", now), False),
+    ]:
+        _announce(path, intent)
+        assert refresher.begin() == (refresher.current, joined), intent
+    _announce(path, RefreshIntent(fp, "sending", 1, "host/2/b", now))
+    unwatched = _transport(sf_org, FileTokenStore(path, watch=False))
+    assert unwatched._core.refresher.begin()[1] is False  # watch=False: no looks at all
+
+
+def test_an_intent_waited_for_in_vain_is_not_waited_for_again(
+    sf_org: StandInOrg, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker that wrote an intent and died: the first call waits overlap_wait after the
+    intent was written, then goes out with its token (which still works here); the next
+    calls go out at once."""
+    path = tmp_path / "token.json"
+    client_transport = _transport(sf_org, FileTokenStore(path), overlap_wait=0.3)
+    refresher = client_transport._core.refresher
+    fp = fingerprint(refresher.token.refresh_token)
+    _announce(path, RefreshIntent(fp, "sending", 1, "host/2/dead", time.time()))
+    generation, joined = refresher.begin()
+    assert joined
+    with caplog.at_level(logging.INFO, logger="zeep_sfrefresh"):
+        assert refresher.join(generation) is generation
+        assert refresher.begin() == (generation, False)
+    message = "another worker's refresh of this token stored no token within 0.3 s of its start"
+    assert sum(message in m for m in caplog.messages) == 1
+
+
+def test_a_call_made_while_another_thread_refreshes_waits_for_it(harness: Build) -> None:
+    """One transport, two threads (or tasks): the second call waits for the first one's
+    refresh, with any store (the default memory store here)."""
+    h = harness()
+    h.org.expire_all_sessions()
+    release = h.org.hold_token_requests()
+    first = InBackground(h.client.service.getServerTimestamp)
+    wait_for(lambda: h.org.token_requests == 1)
+    posts = h.org.soap_posts
+    second = InBackground(h.client.service.getServerTimestamp)
+    time.sleep(0.2)
+    assert second.running
+    assert h.org.soap_posts == posts
+    release.set()
+    assert first.join().error is None, first.error
+    assert second.join().error is None, second.error
+    assert h.org.soap_posts == posts + 2
+    assert h.org.token_requests == 1
+
+
+# --- RedisTokenStore: intents on the change stream ---------------------------------------------
+
+
+def _seeded(server: RedisServer, **options: Any) -> RedisTokenStore:
+    store = RedisTokenStore(server.client(), "{k}", **options)
+    with store.lock():
+        store.save(TOKEN, replaces=None)
+    return store
+
+
+@pytest.mark.parametrize("cluster", [False, True])
+def test_redis_intents_are_announced_to_the_watch(redis_server: RedisServer, cluster: bool) -> None:
+    writer = _seeded(redis_server)
+    writer._pipelined = not cluster  # what a redis.RedisCluster client gets
+    redis_server.client().script_flush()  # a server that has not seen the scripts yet
+    reader = RedisTokenStore(redis_server.client(), "{k}")
+    assert reader.peek(1) is None  # starts the watch
+    mine = _intent(since=time.time())
+    with writer.try_lock(1, intent=mine) as held:
+        assert held == StoredToken(TOKEN, 1)
+        wait_for(lambda: reader.peek_intent(1) == mine)
+        assert reader.peek_intent(2) is None
+        writer.write_intent(None, version=1)
+        wait_for(lambda: reader.peek_intent(1) is None)
+        writer.write_intent(mine, version=1)
+        wait_for(lambda: reader.peek_intent(1) == mine)
+        newer = {**TOKEN, "access_token": "00DSECRETACCESS2"}
+        assert writer.save(newer, replaces=1) == 2
+    wait_for(lambda: reader.peek(1) is not None)
+    assert reader.peek(1) == StoredToken(newer, 2)
+    assert reader.peek_intent(1) is None  # version 2 is current: the intent was about 1
+    assert reader.peek_intent(2) is None
+    entries = redis_server.client().xrange(writer.changes_key) or []
+    assert [entry_id for entry_id, _ in entries] == [b"2-0"]  # one entry kept, no token left
+
+
+def test_a_new_watch_learns_of_a_newer_version_from_its_intent(redis_server: RedisServer) -> None:
+    """The token's entry was replaced by an intent on the newer version before the watch
+    read it: the watch reads the token from the hash."""
+    writer = _seeded(redis_server)
+    newer = {**TOKEN, "access_token": "00DSECRETACCESS2"}
+    with writer.lock():
+        writer.save(newer, replaces=1)
+    mine = _intent(since=time.time())
+    with writer.try_lock(2, intent=mine):
+        entries = redis_server.client().xrange(writer.changes_key) or []
+        assert [entry_id for entry_id, _ in entries] == [b"2-1"]
+        reader = RedisTokenStore(redis_server.client(), "{k}")
+        assert reader.peek(1) is None  # starts the watch from version 1
+        wait_for(lambda: reader.peek(1) is not None)
+        assert reader.peek(1) == StoredToken(newer, 2, mine)
+        assert reader.peek_intent(2) == mine
+
+
+def test_a_wait_for_a_newer_version_is_not_woken_by_intents(redis_server: RedisServer) -> None:
+    """Without the watch, a waiting worker reads the stream itself: an intent on the version
+    it holds neither ends its wait nor makes it read again and again."""
+    writer = _seeded(redis_server)
+    waiter = RedisTokenStore(redis_server.client(), "{k}", watch=False)
+    redis_server.client().config_resetstat()
+    waiting = InBackground(lambda: waiter.wait_for_change(1, 0.5))
+    time.sleep(0.1)
+    with writer.try_lock(1, intent=_intent(since=time.time())):
+        writer.write_intent(None, version=1)
+    assert waiting.join().error is None
+    assert waiting.result is None  # no newer version came
+    calls = redis_server.client().info("commandstats")["cmdstat_xread"]["calls"]
+    assert calls <= 8  # blocks of 100 ms, and one wake per intent
+
+
+def test_intents_are_recorded_when_an_acl_refuses_the_stream(redis_server: RedisServer) -> None:
+    redis_server.client().acl_setuser(
+        "worker", enabled=True, passwords=["+pw"], keys=["k", "k:lock"], commands=["+@all"]
+    )
+    url = f"redis://worker:pw@127.0.0.1:{redis_server.port}/0"
+    store = RedisTokenStore(redis.Redis.from_url(url, socket_timeout=2), "k")
+    with store.lock():
+        store.save(TOKEN, replaces=None)
+    mine = _intent(since=time.time())
+    with store.try_lock(1, intent=mine) as held:
+        assert held == StoredToken(TOKEN, 1)
+        assert store.load() == StoredToken(TOKEN, 1, mine)
+        store.write_intent(None, version=1)
+        assert store.load() == StoredToken(TOKEN, 1)
+    assert redis_server.client().exists(store.changes_key) == 0
+
+
+def test_a_join_on_a_refresh_in_this_process_ends_when_it_does(
+    sf_org: StandInOrg, tmp_path: Path
+) -> None:
+    transport = _transport(sf_org, FileTokenStore(tmp_path / "token.json"), overlap_wait=5)
+    refresher = transport._core.refresher
+    generation = refresher.current
+    with refresher._lock:  # as a refresh of this generation holds it
+        refresher._refreshing = generation
+        assert refresher.begin() == (generation, True)
+        joined = InBackground(lambda: refresher.join(generation))
+        time.sleep(0.1)
+        assert joined.running
+        refresher._refreshing = None
+    assert joined.join().result is generation
+    assert refresher.begin() == (generation, False)
