@@ -34,8 +34,9 @@ class RefreshEvent:
     new session at once), ``circuit_open`` (the breaker stopped the token request) or
     ``instance_moved`` (the new token names another instance host)."""
     reason: str
-    """Why: e.g. ``INVALID_SESSION_ID from acme.my.salesforce.com``, or ``a newer token in the
-    store`` for a token adopted before a call (the store's ``peek`` had it)."""
+    """Why: e.g. ``INVALID_SESSION_ID from acme.my.salesforce.com``; for a token adopted
+    before a call, ``a newer token in the store`` (the store's ``peek`` had it) or ``a refresh
+    under way, joined before the call`` (the call waited for another worker's refresh)."""
     duration: float
     """Seconds the refresh took (lock waits and token request), 0 when not applicable."""
     old_instance: str | None

@@ -24,6 +24,13 @@ read. Unlike a pub/sub subscription this needs no connection of its own (nothing
 per wait, or to keep from crossing a fork). The announcement is a script of its own,
 pipelined behind the compare-and-set (one round trip for both): a server that refuses it (an
 ACL without the stream key) costs waiters speed, never a write.
+
+Intents are announced on the same stream, by a script pipelined behind the lock or intent
+write the same way: entry ``<version>-<n>`` (n from 1), fields ``version`` and ``intent``
+(its JSON, empty when cleared). The store's watch keeps the last one, so a worker about to
+send with that version's token learns without a round trip that another worker is
+refreshing it (:meth:`RedisTokenStore.peek_intent`), and waits for that token instead. A
+waiter reading the stream itself skips intents on the version it holds.
 """
 
 from __future__ import annotations
@@ -661,8 +668,9 @@ class RedisTokenStore:
 
         It blocks in ``XREAD`` on :attr:`changes_key` from entry ``<version>-0``: a newer
         version written before the call ends it at once, one written during it wakes it.
-        Each ``XREAD`` blocks at most 100 ms, well within any sane ``socket_timeout``. The
-        entry that wakes it carries the token, so a woken worker adopts it with no second
+        Each ``XREAD`` blocks at most 100 ms, well within any sane ``socket_timeout``; an
+        intent announced on ``version`` is read past. The entry that wakes it carries the
+        token, so a woken worker adopts it with no second
         round trip (on a busy machine, milliseconds, and a pipeline's CPU); an entry
         without one (written by an older release of this library) costs a read. A server
         that refuses the stream (an ACL without the key, a proxy without streams) is

@@ -7,7 +7,9 @@ session it asks :meth:`Refresher.refresh_after` for a newer one:
    refreshed): take it, no I/O. If instead the refresh of that very token just failed,
    the caller gets that failure, not a second doomed request.
 2. Read the store without its lock: a stored token of a newer version was refreshed by
-   another worker: adopt it, no lock, no token request. Otherwise take the store's lock;
+   another worker: adopt it, no lock, no token request. A refresh of this token another
+   worker announced (its intent, seen by the store's ``peek_intent``) is waited for before
+   anything else (:meth:`Refresher._await_announced`). Otherwise take the store's lock;
    while another worker holds it, wait for the store to change and adopt the token that
    worker stores (:meth:`Refresher._store_lock`). The lock is only taken to refresh, so
    one expiry costs the fleet one lock hold however many workers meet it, instead of each
@@ -29,7 +31,10 @@ the whole family. Before each call the store's ``peek`` (where it has one) says 
 holds a newer token, without a round trip (a ``stat`` of the file, a look at memory, the
 Redis store's watch of its change stream): a worker that did not meet an expiry adopts the
 token another worker stored and sends its call with it, so only the calls in flight when
-the session expired fail. Without ``peek``, each worker holding an outdated token pays one
+the session expired fail. And its ``peek_intent`` says whether another worker is
+refreshing the token in hand: the call then waits for that token (:meth:`Refresher.begin`,
+:meth:`Refresher.join`) rather than meet the expiry; so does a call made while a refresh of
+this process is under way. Without ``peek``, each worker holding an outdated token pays one
 extra SOAP round trip per expiry (its failed call) and no token request. Lock, then
 re-check inside the lock, after authlib's OAuth2 client. The same object serves threads
 (:meth:`refresh_after`) and coroutines (:meth:`arefresh_after`).

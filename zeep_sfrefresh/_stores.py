@@ -186,7 +186,7 @@ class TokenStore(Protocol):
     queue on the lock to do so. The refresher reads ``lock_wait`` and ``poll_interval``
     (seconds) from the store when it has them.
 
-    A third optional method spares the workers that did not meet an expiry the failed call
+    Two more optional methods spare the workers that did not meet an expiry the failed call
     each would otherwise make with the old token:
 
     * ``peek(version: int) -> StoredToken | None``: the stored token when the store knows,
@@ -196,6 +196,13 @@ class TokenStore(Protocol):
       recovers through the store as without it). The built-in stores have it: a ``stat``
       of the file, a look at memory, and for Redis the newest token a thread of the store's
       own reads from the change stream.
+    * ``peek_intent(version: int) -> RefreshIntent | None``: the intent recorded for
+      ``version`` when the store knows it as cheaply (same rules as ``peek``); None
+      otherwise. A ``sending`` intent of another refresher on the token this process holds
+      makes a call wait for that refresh's token (at most ``overlap_wait`` after the intent
+      was written, ending as soon as the token is stored or the intent changes) instead of
+      going out with a session that most likely expired. The built-in stores have it: a
+      ``stat`` of the intent file, a look at memory, the intents the Redis watch read.
     """
 
     def lock(self) -> AbstractContextManager[object]:
