@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 import time
@@ -20,7 +21,13 @@ from lxml import etree
 from requests_oauthlib import OAuth2Session
 from zeep.proxy import AsyncServiceProxy
 
-from zeep_sfrefresh import PARTNER_WSDL, SalesforceTransport
+from zeep_sfrefresh import (
+    PARTNER_WSDL,
+    FileTokenStore,
+    MemoryTokenStore,
+    RedisTokenStore,
+    SalesforceTransport,
+)
 from zeep_sfrefresh._async_transport import AsyncSalesforceTransport
 from zeep_sfrefresh.testing import StandInOrg
 from zeep_sfrefresh.testing.redis_server import REDIS_SERVER, RedisClusterServer, RedisServer
@@ -325,3 +332,29 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail("condition not reached in time")
         time.sleep(0.005)
+
+
+@pytest.fixture
+def watches_end() -> Iterator[None]:
+    """Stores left in reference cycles are collected after the test, which stops their Redis
+    watches: a watch left running would go on trying the Redis its test stopped, and log
+    it, during the next test. For test modules that make Redis stores with the watch on
+    (``pytestmark = pytest.mark.usefixtures("watches_end")``)."""
+    yield
+    gc.collect()
+
+
+def store_maker(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, **options: Any
+) -> Callable[[], FileTokenStore | MemoryTokenStore | RedisTokenStore]:
+    """Make a store object per worker, all on one token: ``kind`` is file, memory (one
+    object, as the transports of one session share), redis or redis-cluster."""
+    if kind == "file":
+        return lambda: FileTokenStore(tmp_path / "token.json", **options)
+    if kind == "memory":
+        shared = MemoryTokenStore()
+        return lambda: shared
+    server: RedisServer | RedisClusterServer = request.getfixturevalue(
+        "redis_cluster" if kind == "redis-cluster" else "redis_server"
+    )
+    return lambda: RedisTokenStore(server.client(), "{sf:token}", **options)

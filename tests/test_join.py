@@ -4,16 +4,15 @@ Real parts: the stand-in org over sockets, token files on disk, a real redis-ser
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from conftest import Harness, InBackground, make_oauth, wait_for
+from conftest import Harness, InBackground, make_oauth, store_maker, wait_for
 
 from zeep_sfrefresh import (
     FileTokenStore,
@@ -28,7 +27,7 @@ from zeep_sfrefresh import (
 from zeep_sfrefresh._refresh import JOINED_REFRESH, join_wait
 from zeep_sfrefresh._tokens import fingerprint
 from zeep_sfrefresh.testing import StandInOrg
-from zeep_sfrefresh.testing.redis_server import RedisClusterServer, RedisServer
+from zeep_sfrefresh.testing.redis_server import RedisServer
 
 Build = Callable[..., Harness]
 Store = FileTokenStore | MemoryTokenStore | RedisTokenStore
@@ -41,27 +40,7 @@ TOKEN = {
 FP = fingerprint(TOKEN["refresh_token"])
 
 
-@pytest.fixture(autouse=True)
-def _watches_end_with_their_test() -> Iterator[None]:
-    """Stores left in reference cycles are collected now, which stops their watches."""
-    yield
-    gc.collect()
-
-
-def _store_maker(
-    kind: str, request: pytest.FixtureRequest, tmp_path: Path, **options: Any
-) -> Callable[[], Store]:
-    """A store object per worker, all on one token (memory: one object, as the transports
-    of one session share)."""
-    if kind == "file":
-        return lambda: FileTokenStore(tmp_path / "token.json", **options)
-    if kind == "memory":
-        shared = MemoryTokenStore()
-        return lambda: shared
-    server: RedisServer | RedisClusterServer = request.getfixturevalue(
-        "redis_cluster" if kind == "redis-cluster" else "redis_server"
-    )
-    return lambda: RedisTokenStore(server.client(), "{sf:token}", **options)
+pytestmark = pytest.mark.usefixtures("watches_end")
 
 
 # --- how long to wait: pure logic ---------------------------------------------------------------
@@ -99,7 +78,7 @@ def test_join_wait(intent: RefreshIntent | None, now: float, wait: float) -> Non
 def test_a_call_made_while_another_worker_refreshes_waits_for_its_token(
     harness: Build, request: pytest.FixtureRequest, tmp_path: Path, kind: str
 ) -> None:
-    make = _store_maker(kind, request, tmp_path)
+    make = store_maker(kind, request, tmp_path)
     events: list[RefreshEvent] = []
     a = harness(store=make())
     b_store = make()

@@ -12,13 +12,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from conftest import Harness, InBackground, make_oauth, wait_for
+from conftest import Harness, InBackground, make_oauth, store_maker, wait_for
 from forking import Child
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -51,29 +51,7 @@ NEWEST = {**TOKEN, "access_token": "00DSECRETACCESS3", "refresh_token": "5AepSEC
 Store = FileTokenStore | MemoryTokenStore | RedisTokenStore
 
 
-@pytest.fixture(autouse=True)
-def _watches_end_with_their_test() -> Iterator[None]:
-    """Stores left in reference cycles are collected now, which stops their watches: a
-    watch left running would go on trying the Redis its test stopped, and log it, during
-    the next test."""
-    yield
-    gc.collect()
-
-
-def _store_maker(
-    kind: str, request: pytest.FixtureRequest, tmp_path: Path, **options: Any
-) -> Callable[[], Store]:
-    """Make a store object per worker, all on one token (memory: one object, as the
-    transports of one session share)."""
-    if kind == "file":
-        return lambda: FileTokenStore(tmp_path / "token.json", **options)
-    if kind == "memory":
-        shared = MemoryTokenStore()
-        return lambda: shared
-    server: RedisServer | RedisClusterServer = request.getfixturevalue(
-        "redis_cluster" if kind == "redis-cluster" else "redis_server"
-    )
-    return lambda: RedisTokenStore(server.client(), "{sf:token}", **options)
+pytestmark = pytest.mark.usefixtures("watches_end")
 
 
 def _watch_threads() -> list[threading.Thread]:
@@ -87,7 +65,7 @@ def _watch_threads() -> list[threading.Thread]:
 def test_a_worker_that_did_not_meet_the_expiry_sends_the_new_token_at_once(
     harness: Build, request: pytest.FixtureRequest, tmp_path: Path, kind: str
 ) -> None:
-    make = _store_maker(kind, request, tmp_path)
+    make = store_maker(kind, request, tmp_path)
     events: list[RefreshEvent] = []
     a = harness(store=make())
     b_store = make()
@@ -116,7 +94,7 @@ def test_a_worker_that_did_not_meet_the_expiry_sends_the_new_token_at_once(
 def test_without_watch_a_worker_fails_once_and_adopts(
     harness: Build, request: pytest.FixtureRequest, tmp_path: Path, kind: str
 ) -> None:
-    make = _store_maker(kind, request, tmp_path, watch=False)
+    make = store_maker(kind, request, tmp_path, watch=False)
     a = harness(store=make())
     b = harness(store=make())
     b.client.service.getServerTimestamp()
