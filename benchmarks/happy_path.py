@@ -29,8 +29,9 @@ how much slower the transport's own code is.
 The overhead table times the transport's non-I/O work without any network: the pure functions
 on a real envelope, and the whole I/O-free call policy (:func:`zeep_sfrefresh._flow.soap_call`)
 fed a 200 answer, minus the ``etree.tostring`` that zeep's own transport performs too, plus
-reading ``Refresher.current`` (which asks the store's ``peek`` for a newer token before every
-call: a look at memory for the default store, a ``stat`` for a file store); and what the plain
+``Refresher.begin`` (which asks the store's ``peek`` for a newer token and its ``peek_intent``
+for a refresh under way before every call: looks at memory for the default store, a ``stat``
+each for a file store); and what the plain
 client pays instead, zeep serialising ``_soapheaders`` into each envelope. Each is the median
 (min-max) over repeats of a timed loop.
 """
@@ -366,7 +367,7 @@ def transport_overhead(org: RemoteOrg, token: dict[str, str], counts: Counts) ->
 
     flow_label = "whole call policy (flow.soap_call) to a 200, tostring included"
     tostring_label = "etree.tostring of the envelope (zeep's Transport does it too)"
-    current_label = "Refresher.current, default store (MemoryTokenStore.peek: a look at memory)"
+    current_label = "Refresher.begin, default store (peek and peek_intent: looks at memory)"
     workdir = tempfile.TemporaryDirectory()
     file_store = FileTokenStore(Path(workdir.name) / "token.json")
     on_file = SalesforceTransport(make_oauth(org, token), store=file_store)
@@ -382,9 +383,9 @@ def transport_overhead(org: RemoteOrg, token: dict[str, str], counts: Counts) ->
         ),
         "DestinationPolicy.check": per_call(lambda: policy.check(routed, instance_url)),
         "invalid_session_fault on the 200": per_call(lambda: invalid_session_fault(200, b"")),
-        current_label: per_call(lambda: client.transport._core.refresher.current),
-        "Refresher.current, FileTokenStore (FileTokenStore.peek: a stat of the file)": per_call(
-            lambda: on_file._core.refresher.current
+        current_label: per_call(lambda: client.transport._core.refresher.begin()),
+        "Refresher.begin, FileTokenStore (peek and peek_intent: a stat of each file)": per_call(
+            lambda: on_file._core.refresher.begin()
         ),
         flow_label: per_item(run_flow, envelope),
         tostring_label: per_item(tostring, with_header),
@@ -472,7 +473,7 @@ def render_happy_path(result: dict[str, Any]) -> str:
     ]
     rows.append(
         [
-            "**overhead: call policy minus tostring, plus Refresher.current (default store)**",
+            "**overhead: call policy minus tostring, plus Refresher.begin (default store)**",
             human_time(overhead["overhead_seconds"]),
         ]
     )

@@ -23,6 +23,7 @@ from zeep_sfrefresh import (
     RefreshIntent,
     SalesforceTransport,
     StoredToken,
+    TokenRefreshError,
 )
 from zeep_sfrefresh._refresh import JOINED_REFRESH, join_wait
 from zeep_sfrefresh._tokens import fingerprint
@@ -231,6 +232,25 @@ def test_a_call_made_while_another_thread_refreshes_waits_for_it(harness: Build)
     assert second.join().error is None, second.error
     assert h.org.soap_posts == posts + 2
     assert h.org.token_requests == 1
+
+
+def test_a_call_that_waited_for_a_failed_refresh_of_its_process_shares_the_failure(
+    harness: Build,
+) -> None:
+    h = harness()
+    h.org.expire_all_sessions()
+    release = h.org.hold_token_requests()
+    first = InBackground(h.client.service.getServerTimestamp)
+    wait_for(lambda: h.org.token_requests == 1)
+    posts = h.org.soap_posts
+    second = InBackground(h.client.service.getServerTimestamp)
+    time.sleep(0.2)
+    h.org.token_failure = "unavailable_503"
+    release.set()
+    assert isinstance(first.join().error, TokenRefreshError), first.error
+    assert isinstance(second.join().error, TokenRefreshError), second.error
+    assert str(second.error) == str(first.error)
+    assert (h.org.soap_posts, h.org.token_requests) == (posts, 1)  # no call, no second request
 
 
 # --- RedisTokenStore: intents on the change stream ---------------------------------------------

@@ -309,14 +309,17 @@ class Refresher:
         recovers as any call that meets an expiry).
 
         A refresh in this process is waited for until it ends (its lock is free), at most
-        ``overlap_wait``. Another worker's, until the store holds its token, its intent
+        ``overlap_wait``; if it failed, its error is raised here (the call does not go out).
+        Another worker's, until the store holds its token, its intent
         changes (the refresh failed, or gave way), or ``overlap_wait`` after the intent was
         written; an intent waited for in vain is not waited for again.
         """
         if self._refreshing is sent:
             if self._lock.acquire(timeout=self._overlap_wait):
                 self._lock.release()
-            return self.current
+            # Its failure is this call's too, as for the calls that sent the token: raised
+            # now, not after a doomed call and a second token request.
+            return self._settled(sent) or self.current
         found = self._joinable(sent)
         stored = None if found is None else self._await_announced(sent.token, *found)
         return self.current if stored is None else self._adopt_peeked(stored, JOINED_REFRESH)
@@ -359,8 +362,9 @@ class Refresher:
         import asyncio
 
         async with self._async_lock():
-            if self._generation is not sent:
-                return self.current
+            settled = self._settled(sent)  # a task's refresh ended: its token, or its failure
+            if settled is not None:
+                return settled
             return await asyncio.to_thread(self.join, sent)
 
     def _adopt_peeked(self, stored: StoredToken, reason: str = NEWER_IN_STORE) -> Generation:
