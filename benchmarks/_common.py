@@ -38,6 +38,7 @@ import zeep
 from requests_oauthlib import OAuth2Session
 
 from zeep_sfrefresh.testing import StandInOrg, allow_insecure_transport
+from zeep_sfrefresh.testing.fleet import wait_for_posts
 from zeep_sfrefresh.testing.knobs import Knobs
 
 SMALL_QUERY = "SELECT Id, Name FROM Contact LIMIT 10"
@@ -281,11 +282,7 @@ def _serve_org(conn: Connection, rotation: bool) -> None:
                     setattr(org.knobs, name, knob)
                 elif command == "wait_for_soap_posts":
                     target, timeout = argument
-                    deadline = time.monotonic() + timeout
-                    while org.soap_posts < target:
-                        if time.monotonic() > deadline:
-                            raise TimeoutError(f"{org.soap_posts} SOAP posts of {target}")
-                        time.sleep(0.001)
+                    wait_for_posts(lambda: org.soap_posts, target, timeout=timeout)
                 elif command == "stop":
                     conn.send(("ok", None))
                     return
@@ -416,7 +413,9 @@ class RemoteOrg:
         self._call("set", (name, value))
 
     def wait_for_soap_posts(self, target: int, timeout: float = 60.0) -> None:
-        """Return once the org has received ``target`` SOAP posts in all (the org polls)."""
+        """Return once the org has received ``target`` SOAP posts in all, or no more for a
+        moment (callers that joined the refresh under way do not post): the org polls,
+        :func:`zeep_sfrefresh.testing.fleet.wait_for_posts`."""
         self._call("wait_for_soap_posts", (target, timeout))
 
     @contextmanager

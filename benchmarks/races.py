@@ -6,8 +6,9 @@ N threads on one transport, N asyncio tasks on one ``AsyncSalesforceTransport``,
 sharing a ``FileTokenStore`` (``zeep_sfrefresh.testing.fleet``), every caller calling right
 after the org expired all sessions; rotation and overlap rejection are on, so a second refresh
 would show as a failed call or a revoked family. "held" rows park the token endpoint until every
-caller has met the expired session (the widest race); "free" rows let the refresh answer as
-soon as it arrives, so late callers may already send the new token (fewer SOAP posts). Each
+caller has met the expired session or waits for the refresh under way (a call that starts
+once the refresh began waits for it instead of posting: fewer SOAP posts); "free" rows let
+the refresh answer as soon as it arrives, so late callers may already send the new token. Each
 expiry is a round: token requests, SOAP posts and seconds are per expiry, median (min-max)
 over the expiries. The threads and tasks talk to a stand-in org in a process of its own (one
 per kind of caller, its counters zeroed between rows); the processes, already apart from it,

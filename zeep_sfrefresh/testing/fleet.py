@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.synchronize import Barrier
@@ -24,7 +24,7 @@ from zeep_sfrefresh._stores import holds_lock
 from zeep_sfrefresh.testing.insecure import INSECURE_TRANSPORT_VARIABLE
 from zeep_sfrefresh.testing.org import StandInOrg
 
-__all__ = ["Fleet", "RoundResult", "StoreSpec", "run_fleet"]
+__all__ = ["Fleet", "RoundResult", "StoreSpec", "run_fleet", "wait_for_posts"]
 
 _LOCKS_TAKEN = 0
 """Store lock acquisitions in this worker process (``lock()`` entered, ``try_lock`` held)."""
@@ -212,7 +212,8 @@ class Fleet:
         """Expire every session, release all workers at once, and collect their outcomes.
 
         With ``hold_token_endpoint`` the token endpoint answers nobody until every worker
-        has met the expired session, which makes the race as wide as it can be. Without
+        has met the expired session or is waiting for the refresh under way
+        (:func:`wait_for_posts`), which makes the race as wide as it can be. Without
         ``expire`` it is a normal round, the yardstick for one after an expiry. Each worker
         makes ``calls`` calls in a row (a round of two normal calls each is what a round
         after an expiry costs at least: the failed call and its resend).
@@ -227,7 +228,7 @@ class Fleet:
         self._barrier.wait(timeout=120)
         if release is not None:
             with _released(release):
-                _wait_until(lambda: self.org.soap_posts - posts_before >= self.workers)
+                wait_for_posts(lambda: self.org.soap_posts, posts_before + self.workers)
         outcomes = [self._results.get(timeout=120) for _ in range(self.workers)]
         errors = tuple(detail for state, detail, *_ in outcomes if state != "ok")
         seconds = max(o[3] for o in outcomes) - min(o[2] for o in outcomes)
@@ -243,12 +244,26 @@ def _released(event: Any) -> Iterator[None]:
         event.set()
 
 
-def _wait_until(condition: Any, timeout: float = 60.0) -> None:
+def wait_for_posts(
+    posts: Callable[[], int], target: int, *, quiet: float = 0.3, timeout: float = 60.0
+) -> None:
+    """Return once ``posts()`` (an org's SOAP post count) reaches ``target``, or has not
+    grown for ``quiet`` seconds: callers whose call starts while a refresh is under way wait
+    for its token instead of posting (the refresher's join), so with the token endpoint held
+    not every caller posts. TimeoutError after ``timeout`` seconds of growth that never
+    settles."""
     deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the fleet did not reach the org in time")
-        time.sleep(0.01)
+    seen, since = posts(), time.monotonic()
+    while seen < target:
+        now = time.monotonic()
+        if now > deadline:
+            raise TimeoutError(f"{seen} SOAP posts of {target}, still growing")
+        time.sleep(0.005)
+        count = posts()
+        if count != seen:
+            seen, since = count, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
 
 
 def run_fleet(
