@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 import redis
+import zeep
 from conftest import Harness, InBackground, make_oauth, store_maker, wait_for
 
 from zeep_sfrefresh import (
+    PARTNER_WSDL,
     FileTokenStore,
     MemoryTokenStore,
     ReauthorizationRequiredError,
@@ -24,9 +26,10 @@ from zeep_sfrefresh import (
     SalesforceTransport,
     StoredToken,
     TokenRefreshError,
+    TokenStoreError,
 )
 from zeep_sfrefresh._refresh import JOINED_REFRESH, join_wait
-from zeep_sfrefresh._tokens import fingerprint
+from zeep_sfrefresh._tokens import Generation, Token, fingerprint
 from zeep_sfrefresh.testing import StandInOrg
 from zeep_sfrefresh.testing.redis_server import RedisServer
 
@@ -162,7 +165,7 @@ def test_a_refresh_that_fails_lets_the_waiting_calls_go_at_once(
     assert a.org.token_requests == 1
 
 
-def _transport(org: StandInOrg, store: Store, **options: Any) -> SalesforceTransport:
+def _transport(org: StandInOrg, store: Any, **options: Any) -> SalesforceTransport:
     return SalesforceTransport(make_oauth(org, org.issue_token(), []), store=store, **options)
 
 
@@ -201,17 +204,137 @@ def test_an_intent_waited_for_in_vain_is_not_waited_for_again(
     intent was written, then goes out with its token (which still works here); the next
     calls go out at once."""
     path = tmp_path / "token.json"
-    client_transport = _transport(sf_org, FileTokenStore(path), overlap_wait=0.3)
+    store = _CountingWaits(path)
+    client_transport = _transport(sf_org, store, overlap_wait=0.3)
     refresher = client_transport._core.refresher
     fp = fingerprint(refresher.token.refresh_token)
     _announce(path, RefreshIntent(fp, "sending", 1, "host/2/dead", time.time()))
     generation, joined = refresher.begin()
     assert joined
+    started = time.monotonic()
     with caplog.at_level(logging.INFO, logger="zeep_sfrefresh"):
         assert refresher.join(generation) is generation
         assert refresher.begin() == (generation, False)
+    assert time.monotonic() - started < 0.9  # not past overlap_wait after the intent
+    assert 1 <= store.waits <= 10  # pauses of up to 50 ms: no spinning
     message = "another worker's refresh of this token stored no token within 0.3 s of its start"
     assert sum(message in m for m in caplog.messages) == 1
+
+
+class _CountingWaits(FileTokenStore):
+    waits = 0
+
+    def wait_for_change(self, version: int, timeout: float) -> StoredToken | None:
+        self.waits += 1
+        return super().wait_for_change(version, timeout)
+
+
+class _NoWaitStore:
+    """A store of one's own with the looks (``peek``, ``peek_intent``) and a
+    ``poll_interval``, but no ``wait_for_change``: a join looks again every
+    ``poll_interval``."""
+
+    poll_interval = 0.1
+
+    def __init__(self, path: Path) -> None:
+        inner = FileTokenStore(path)
+        self.lock, self.load, self.save = inner.lock, inner.load, inner.save
+        self.write_intent, self.peek_intent = inner.write_intent, inner.peek_intent
+        self._peek = inner.peek
+        self.looks = 0
+
+    def peek(self, version: int) -> StoredToken | None:
+        self.looks += 1
+        return self._peek(version)
+
+
+def test_a_join_with_a_store_without_wait_for_change_looks_every_poll_interval(
+    sf_org: StandInOrg, tmp_path: Path
+) -> None:
+    path = tmp_path / "token.json"
+    store = _NoWaitStore(path)
+    refresher = _transport(sf_org, store, overlap_wait=0.5)._core.refresher
+    fp = fingerprint(refresher.token.refresh_token)
+    _announce(path, RefreshIntent(fp, "sending", 1, "host/2/dead", time.time()))
+    store.looks = 0
+    generation = refresher.current
+    assert refresher.join(generation) is refresher.current
+    assert 2 <= store.looks <= 8  # every 0.1 s, not every 2 ms
+
+
+def test_a_join_adopts_the_token_stored_during_a_short_wait(
+    sf_org: StandInOrg, tmp_path: Path
+) -> None:
+    path = tmp_path / "token.json"
+    refresher = _transport(sf_org, FileTokenStore(path), overlap_wait=0.8)._core.refresher
+    fp = fingerprint(refresher.token.refresh_token)
+    _announce(path, RefreshIntent(fp, "sending", 1, "host/2/b", time.time()))
+    generation = refresher.current
+    joined = InBackground(lambda: refresher.join(generation))
+    time.sleep(0.2)
+    assert joined.running
+    other = FileTokenStore(path)
+    with other.lock():
+        other.save({**TOKEN, "instance_url": sf_org.url}, replaces=1)
+    result = joined.join().result
+    assert isinstance(result, Generation)
+    assert result.token.access_token == TOKEN["access_token"]
+
+
+def test_nothing_is_joined_without_looks_a_stored_token_or_a_refresh_token(
+    sf_org: StandInOrg, tmp_path: Path
+) -> None:
+    path = tmp_path / "token.json"
+    now = time.time()
+    plain = _transport(sf_org, _PlainStore(path))._core.refresher  # no peek_intent
+    assert plain.begin() == (plain.current, False)
+    refresher = _transport(sf_org, FileTokenStore(path))._core.refresher
+    fp = fingerprint(refresher.token.refresh_token)
+    intent = RefreshIntent(fp, "sending", 1, "host/2/b", now)
+    _announce(path, intent)
+    assert refresher.begin()[1] is True
+    refresher._unstored = True  # its token is newer than the store's: that refresh is not its
+    assert refresher.begin()[1] is False
+    refresher._unstored = False
+    refresher._joined = intent  # waited for in vain already (a wall clock set back since)
+    assert refresher.begin()[1] is False
+    refresher._joined = None
+    old = refresher.current
+    refresher._generation = Generation(old.token, old.epoch + 1)  # as a settled failure does
+    assert refresher._joinable(old) is None  # a generation no longer current joins nothing
+    bare = {k: v for k, v in old.token.data.items() if k != "refresh_token"}
+    refresher._generation = Generation(Token(bare), old.epoch + 2)  # a credential grant's
+    assert refresher.begin()[1] is False
+
+
+class _PlainStore:
+    """A store of one's own with only the four required methods."""
+
+    def __init__(self, path: Path) -> None:
+        inner = FileTokenStore(path)
+        self.lock, self.load, self.save = inner.lock, inner.load, inner.save
+        self.write_intent = inner.write_intent
+
+
+def test_a_refresh_token_whose_refresh_was_waited_out_is_spent_without_a_second_wait(
+    sf_org: StandInOrg, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker died mid-refresh: a call waits for its intent (overlap_wait after it was
+    written), goes out, meets the expiry; its refresh finds that same intent and marks the
+    refresh token spent at once, not after a second overlap_wait."""
+    path = tmp_path / "token.json"
+    transport = _transport(sf_org, FileTokenStore(path), overlap_wait=0.3)
+    client = zeep.Client(PARTNER_WSDL, transport=transport)
+    fp = fingerprint(transport._core.refresher.token.refresh_token)
+    _announce(path, RefreshIntent(fp, "sending", 1, "host/2/dead", time.time()))
+    sf_org.expire_all_sessions()
+    with (
+        caplog.at_level(logging.INFO, logger="zeep_sfrefresh"),
+        pytest.raises(ReauthorizationRequiredError, match="never stored its result"),
+    ):
+        client.service.getServerTimestamp()
+    assert "another refresh of this token may be running" not in caplog.text
+    assert (sf_org.soap_posts, sf_org.token_requests) == (1, 0)
 
 
 def test_a_call_made_while_another_thread_refreshes_waits_for_it(harness: Build) -> None:
@@ -253,6 +376,51 @@ def test_a_call_that_waited_for_a_failed_refresh_of_its_process_shares_the_failu
     assert (h.org.soap_posts, h.org.token_requests) == (posts, 1)  # no call, no second request
 
 
+# --- FileTokenStore.peek_intent -----------------------------------------------------------------
+
+
+class _CountingReads(FileTokenStore):
+    reads = 0
+
+    def _read(self, path: Path) -> bytes | None:
+        if path == self.intent_path:
+            self.reads += 1
+        return super()._read(path)
+
+
+def test_file_peek_intent(tmp_path: Path) -> None:
+    path = tmp_path / "token.json"
+    store = _CountingReads(path)
+    with store.lock():
+        store.save(TOKEN, replaces=None)
+    assert store.peek_intent(1) is None  # no intent file: a stat, no read
+    assert store.reads == 0
+    intent = _intent(since=time.time())
+    _announce(path, intent)
+    assert store.peek_intent(1) == intent
+    assert store.peek_intent(1) == intent
+    assert store.reads == 1  # read once per change
+    assert store.peek_intent(2) is None  # recorded for version 1 only
+    store.intent_path.chmod(0o644)  # a file this store refuses to read: None, not an error
+    _announce(path, _intent(since=time.time() + 1))
+    store.intent_path.chmod(0o644)
+    assert store.peek_intent(1) is None
+    assert FileTokenStore(path, watch=False).peek_intent(1) is None
+
+
+def test_memory_peek_intent() -> None:
+    store = MemoryTokenStore()
+    assert store.peek_intent(1) is None  # empty
+    store.save(TOKEN, replaces=None)
+    intent = _intent(since=time.time())
+    store.write_intent(intent, version=1)
+    assert store.peek_intent(1) == intent
+    assert store.peek_intent(2) is None
+    store.save(TOKEN, replaces=1)
+    store.write_intent(intent, version=2)
+    assert store.peek_intent(1) is None  # recorded for version 2
+
+
 # --- RedisTokenStore: intents on the change stream ---------------------------------------------
 
 
@@ -268,13 +436,26 @@ def test_redis_intents_are_announced_to_the_watch(redis_server: RedisServer, clu
     writer = _seeded(redis_server)
     writer._pipelined = not cluster  # what a redis.RedisCluster client gets
     redis_server.client().script_flush()  # a server that has not seen the scripts yet
-    reader = RedisTokenStore(redis_server.client(), "{k}")
+    client = redis_server.client()
+    reads: list[object] = []
+    hmget = client.hmget
+
+    def counted_hmget(*args: Any) -> Any:
+        reads.append(args)
+        return hmget(*args)
+
+    client.hmget = counted_hmget  # type: ignore[method-assign,assignment]
+    reader = RedisTokenStore(client, "{k}")
     assert reader.peek(1) is None  # starts the watch
+    if cluster:  # the lock script loaded, the announcement's not yet
+        with writer.try_lock(1):
+            pass
     mine = _intent(since=time.time())
     with writer.try_lock(1, intent=mine) as held:
         assert held == StoredToken(TOKEN, 1)
         wait_for(lambda: reader.peek_intent(1) == mine)
         assert reader.peek_intent(2) is None
+        assert reads == []  # the entry told the watch all it needed: no read of the hash
         writer.write_intent(None, version=1)
         wait_for(lambda: reader.peek_intent(1) is None)
         writer.write_intent(mine, version=1)
@@ -355,3 +536,44 @@ def test_a_join_on_a_refresh_in_this_process_ends_when_it_does(
         refresher._refreshing = None
     assert joined.join().result is generation
     assert refresher.begin() == (generation, False)
+    assert refresher._lock.acquire(blocking=False)  # the join let go of it
+    refresher._lock.release()
+
+
+def test_a_garbled_intent_on_the_stream_is_logged_and_skipped(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = _seeded(redis_server)
+    reader = RedisTokenStore(redis_server.client(), "{k}")
+    reader.peek(1)
+    with caplog.at_level(logging.WARNING):
+        redis_server.client().xadd(writer.changes_key, {"version": "1", "intent": "{"}, id="1-1")
+        wait_for(lambda: "holds an intent not written by zeep-sfrefresh" in caplog.text)
+        assert reader.peek_intent(1) is None
+        assert reader.peek(1) is None
+        mine = _intent(since=time.time())
+        with writer.try_lock(1, intent=mine):
+            wait_for(lambda: reader.peek_intent(1) == mine)  # the watch read on
+    waiter = RedisTokenStore(redis_server.client(), "{k}", watch=False)
+    redis_server.client().xadd(writer.changes_key, {"version": "1", "intent": "{"}, id="1-9")
+    with pytest.raises(TokenStoreError, match="holds an intent not written by zeep-sfrefresh"):
+        waiter.wait_for_change(0, 1.0)
+
+
+def test_a_lock_script_refused_by_an_acl_is_a_store_error(redis_server: RedisServer) -> None:
+    writer = _seeded(redis_server)
+    redis_server.client().acl_setuser(
+        "streamonly",
+        enabled=True,
+        passwords=["+pw"],
+        keys=["{k}:changes"],
+        commands=["+@all"],
+    )
+    url = f"redis://streamonly:pw@127.0.0.1:{redis_server.port}/0"
+    store = RedisTokenStore(redis.Redis.from_url(url, socket_timeout=2), "{k}", watch=False)
+    with (
+        pytest.raises(TokenStoreError, match="could not lock"),
+        store.try_lock(1, intent=_intent(since=time.time())),
+    ):
+        pass
+    assert writer.load() == StoredToken(TOKEN, 1)  # nothing recorded

@@ -343,9 +343,7 @@ class _Watcher:
         self._after, entry = last  # past it, whatever it holds
         announced = _announced_intent(self._key, entry)
         if announced is not None and announced[0] <= self.intent[0]:
-            with self._changed:  # a refresh of a version known here began, or ended
-                self.intent = announced
-                self._changed.notify_all()
+            self.intent = announced  # a refresh of a version known here began, or ended
             return
         token = _field(entry, "token")
         if token is None:  # a newer version's intent, its token's entry trimmed; or an
@@ -801,12 +799,12 @@ class RedisTokenStore:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
             pipe.evalsha(self._announce_intent.sha, 3, *announce_keys, *announcement)
             reply, announced = pipe.execute(raise_on_error=False)
-            if not isinstance(reply, RedisError):
+            if not isinstance(reply, NoScriptError):  # else: loaded by the call below
+                if isinstance(reply, RedisError):
+                    raise reply
                 if isinstance(announced, NoScriptError):  # loaded by a call of its own
                     self._announce_intent_once(announce_keys, announcement)
                 return reply
-            if not isinstance(reply, NoScriptError):
-                raise reply
         reply = script(keys=keys, args=args)
         self._announce_intent_once(announce_keys, announcement)
         return reply

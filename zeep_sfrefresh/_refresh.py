@@ -607,8 +607,9 @@ class Refresher:
             token = self._accept_peeked(peeked)
             if token is not None and token.access_token != sent.access_token:
                 return self._adopt(token), "adopted"
-        # An intent waited for until overlap_wait after it was written is not waited for again.
-        waited_for = None if announced is None or announced[0] != self._joined else announced[0]
+        # An intent waited for until overlap_wait after it was written (by a call before it
+        # went out, or just now) is not waited for again: its refresh token is spent.
+        waited_for = self._joined
         for _ in range(_MAX_ROUNDS):
             overlap: RefreshInProgressError | None = None
             ahead = self._intent_ahead(sent)
