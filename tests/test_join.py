@@ -447,7 +447,7 @@ def test_redis_intents_are_announced_to_the_watch(redis_server: RedisServer, clu
     client.hmget = counted_hmget  # type: ignore[method-assign,assignment]
     reader = RedisTokenStore(client, "{k}")
     assert reader.peek(1) is None  # starts the watch
-    if cluster:  # the lock script loaded, the announcement's not yet
+    if not cluster:  # pipelined: the lock script loaded, the announcement's not yet
         with writer.try_lock(1):
             pass
     mine = _intent(since=time.time())

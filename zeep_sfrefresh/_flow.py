@@ -157,7 +157,7 @@ def resend_once(
     current: Generation,
     *,
     resendable: bool = True,
-    announced: bool = False,
+    announced: bool,
 ) -> Generator[Step, Any, tuple[ResponseT, Outcome | None]]:
     """The resend skeleton: send ``build(token)`` (the request and whether it carries the
     token); when ``expired`` says its answer's session expired, refresh once and, if the
