@@ -464,6 +464,16 @@ def test_redis_intents_are_announced_to_the_watch(redis_server: RedisServer, clu
         assert writer.save(newer, replaces=1) == 2
     wait_for(lambda: reader.peek(1) is not None)
     assert reader.peek(1) == StoredToken(newer, 2)
+    busy = RedisTokenStore(redis_server.client(), "{k}")
+    busy._pipelined = not cluster
+    redis_server.client().config_resetstat()
+    with writer.lock(), busy.try_lock(2, intent=mine):
+        pass  # the lock is busy: nothing recorded, nothing announced
+    stats = redis_server.client().info("commandstats")
+    assert "cmdstat_xadd" not in stats
+    # The lock script (and, pipelined, the announcement behind it, which finds no intent
+    # of its own), then the writer's release; unpipelined no announcement is tried at all.
+    assert stats["cmdstat_evalsha"]["calls"] == (2 if cluster else 3)
     assert reader.peek_intent(1) is None  # version 2 is current: the intent was about 1
     assert reader.peek_intent(2) is None
     entries = redis_server.client().xrange(writer.changes_key) or []

@@ -787,9 +787,10 @@ class RedisTokenStore:
     ) -> Any:
         """Run ``script`` (the lock or intent script, on the hash and the lock) and return
         its reply; with ``announcement`` (version, lock token, intent), announce the intent
-        behind it: pipelined (one round trip), or right after it (a cluster client, a script
-        the server did not have yet). The announcement is a hint: its failure (an ACL
-        without the stream) is left unsaid; the token's own announcement says it."""
+        behind it: pipelined (one round trip), or right after it when the script succeeded
+        (a cluster client, a script the server did not have yet). Both scripts' replies
+        start with 1 for success. The announcement is a hint: its failure (an ACL without
+        the stream) is left unsaid; the token's own announcement says it."""
         keys = [self.key, self.lock_key]
         if announcement is None:
             return script(keys=keys, args=args)
@@ -806,7 +807,8 @@ class RedisTokenStore:
                     self._announce_intent_once(announce_keys, announcement)
                 return reply
         reply = script(keys=keys, args=args)
-        self._announce_intent_once(announce_keys, announcement)
+        if int(reply[0]) == 1:  # the lock taken, the intent written: else nothing to tell
+            self._announce_intent_once(announce_keys, announcement)
         return reply
 
     def _announce_intent_once(self, keys: list[str], announcement: list[Any]) -> None:
