@@ -59,6 +59,7 @@ from zeep_sfrefresh._exchange import parse_retry_after
 from zeep_sfrefresh._refresh import Refresher
 from zeep_sfrefresh._tokens import Token, fingerprint
 from zeep_sfrefresh.testing import StandInOrg
+from zeep_sfrefresh.testing.fleet import wait_for_posts
 from zeep_sfrefresh.testing.insecure import INSECURE_TRANSPORT_VARIABLE
 from zeep_sfrefresh.testing.redis_server import RedisServer
 
@@ -1241,10 +1242,9 @@ def test_child_forked_during_a_refresh_neither_deadlocks_nor_refreshes_again(
         wait_for(lambda: sf_org.token_requests == 1)
         posts = sf_org.soap_posts
         child = Child(lambda: _call(client, transport))
-        # Let the child meet the expiry and wait for the store to change, then end the refresh.
-        deadline = time.monotonic() + 10
-        while sf_org.soap_posts <= posts and time.monotonic() < deadline:
-            time.sleep(0.01)
+        # Let the child meet the expiry, or join the refresh it finds announced in the store
+        # (no post then), and wait for the store to change; then end the refresh.
+        wait_for_posts(lambda: sf_org.soap_posts, posts + 1, timeout=10)
         time.sleep(0.3)
     finally:
         release.set()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from conftest import SOQL, Harness, wait_for
+from conftest import SOQL, Harness
 
 from zeep_sfrefresh import TokenRefreshError
+from zeep_sfrefresh.testing.fleet import wait_for_posts
 
 Build = Callable[..., Harness]
 THREADS = 32
@@ -16,8 +17,10 @@ THREADS = 32
 def _run_all(h: Harness) -> tuple[list[object], list[BaseException]]:
     """Run THREADS queries at once while the token endpoint is held, then release it.
 
-    Holding the token endpoint until every thread has met the expired session makes the
-    race deterministic: all THREADS calls sent the old token before any refresh finished.
+    Holding the token endpoint until every thread has met the expired session, or waits
+    for the refresh under way (a thread whose call starts once the refresh began joins it
+    instead of posting), makes the race as wide as it can be: no call sends the new token
+    before every thread is in.
     """
     results: list[object] = []
     errors: list[BaseException] = []
@@ -39,7 +42,7 @@ def _run_all(h: Harness) -> tuple[list[object], list[BaseException]]:
     threads = [threading.Thread(target=worker) for _ in range(THREADS)]
     for thread in threads:
         thread.start()
-    wait_for(lambda: h.org.soap_posts >= THREADS)
+    wait_for_posts(lambda: h.org.soap_posts, THREADS)
     release.set()
     for thread in threads:
         thread.join(timeout=30)
@@ -58,9 +61,10 @@ def test_threads_meeting_one_expiry_make_one_token_request(harness: Build) -> No
     assert h.org.token_requests == 1
     assert len(h.saved) == 1
     new = h.saved[0]["access_token"]
-    assert h.org.sessions_seen.count(old) == THREADS
-    assert h.org.sessions_seen.count(new) == THREADS  # every call resent once, none twice
-    assert h.org.soap_posts == 2 * THREADS
+    met = h.org.sessions_seen.count(old)  # the others joined the refresh before posting
+    assert 1 <= met <= THREADS
+    assert h.org.sessions_seen.count(new) == THREADS  # every call sent it once, none twice
+    assert h.org.soap_posts == met + THREADS
 
 
 def test_threads_waiting_on_a_failed_refresh_share_its_failure(harness: Build) -> None:
@@ -74,4 +78,4 @@ def test_threads_waiting_on_a_failed_refresh_share_its_failure(harness: Build) -
     assert all(exc.error == "invalid_grant" for exc in errors if isinstance(exc, TokenRefreshError))
     assert len({id(exc) for exc in errors}) == THREADS  # each thread its own exception object
     assert h.org.token_requests == 1
-    assert h.org.soap_posts == THREADS  # nobody resent
+    assert 1 <= h.org.soap_posts <= THREADS  # nobody resent; those that joined never sent

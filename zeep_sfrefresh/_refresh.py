@@ -242,8 +242,6 @@ class Refresher:
         """The store's cheap look for the intent of a refresh under way (or None)."""
         self._joined: RefreshIntent | None = None
         """The last intent whose refresh a call waited for in vain: not waited for again."""
-        self._refreshing: Generation | None = None
-        """The generation a refresh of this process is replacing now (under ``_lock``)."""
         reset_in_child(self)
 
     def _after_fork(self) -> None:
@@ -253,6 +251,9 @@ class Refresher:
         """Serialises refreshes; held for a whole token request."""
         self._guard = threading.Lock()
         """Short sections only (verdicts, breaker, async locks): event loops take it."""
+        self._refreshing: Generation | None = None
+        """The generation a refresh of this process is replacing now (under ``_lock``); in
+        a child, none (the thread that ran the parent's does not exist there)."""
         self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
