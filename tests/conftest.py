@@ -358,3 +358,18 @@ def store_maker(
         "redis_cluster" if kind == "redis-cluster" else "redis_server"
     )
     return lambda: RedisTokenStore(server.client(), "{sf:token}", **options)
+
+
+def workers_on_one_store(
+    harness: Callable[..., Harness], make: Callable[[], Any], **b_options: Any
+) -> tuple[Harness, Harness, Any]:
+    """Two workers, a and b, each with its own store object on one token (``make``): b has
+    made a call (a Redis store's watch is on), rotation is on and every session expired.
+    Returns a, b and b's store; ``b_options`` go to b's transport."""
+    a = harness(store=make())
+    b_store = make()
+    b = harness(store=b_store, **b_options)
+    b.client.service.getServerTimestamp()
+    a.org.rotation = True
+    a.org.expire_all_sessions()
+    return a, b, b_store

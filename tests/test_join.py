@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 import zeep
-from conftest import Harness, InBackground, make_oauth, store_maker, wait_for
+from conftest import Harness, InBackground, make_oauth, store_maker, wait_for, workers_on_one_store
 
 from zeep_sfrefresh import (
     PARTNER_WSDL,
@@ -82,14 +82,10 @@ def test_join_wait(intent: RefreshIntent | None, now: float, wait: float) -> Non
 def test_a_call_made_while_another_worker_refreshes_waits_for_its_token(
     harness: Build, request: pytest.FixtureRequest, tmp_path: Path, kind: str
 ) -> None:
-    make = store_maker(kind, request, tmp_path)
     events: list[RefreshEvent] = []
-    a = harness(store=make())
-    b_store = make()
-    b = harness(store=b_store, listener=events.append)
-    b.client.service.getServerTimestamp()  # b is at work (for Redis, its watch is on)
-    a.org.rotation = True
-    a.org.expire_all_sessions()
+    a, b, b_store = workers_on_one_store(
+        harness, store_maker(kind, request, tmp_path), listener=events.append
+    )
     release = a.org.hold_token_requests()
     first = InBackground(a.client.service.getServerTimestamp)
     wait_for(lambda: a.org.token_requests == 1)  # a met the expiry; its request is held

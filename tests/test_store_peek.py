@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import Harness, InBackground, make_oauth, store_maker, wait_for
+from conftest import Harness, InBackground, make_oauth, store_maker, wait_for, workers_on_one_store
 from forking import Child
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -65,14 +65,10 @@ def _watch_threads() -> list[threading.Thread]:
 def test_a_worker_that_did_not_meet_the_expiry_sends_the_new_token_at_once(
     harness: Build, request: pytest.FixtureRequest, tmp_path: Path, kind: str
 ) -> None:
-    make = store_maker(kind, request, tmp_path)
     events: list[RefreshEvent] = []
-    a = harness(store=make())
-    b_store = make()
-    b = harness(store=b_store, listener=events.append)
-    b.client.service.getServerTimestamp()  # b is at work (for Redis, its watch is on)
-    a.org.rotation = True
-    a.org.expire_all_sessions()
+    a, b, b_store = workers_on_one_store(
+        harness, store_maker(kind, request, tmp_path), listener=events.append
+    )
     a.client.service.getServerTimestamp()  # a meets the expiry and refreshes
     fresh = a.saved[0]["access_token"]
     wait_for(lambda: b_store.peek(1) is not None)  # Redis: the announcement reached b's watch

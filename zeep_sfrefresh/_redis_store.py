@@ -208,6 +208,13 @@ def _field(entry: Mapping[Any, Any], name: str) -> Any:
     return entry.get(name) if found is None else found
 
 
+def _intent(value: object) -> RefreshIntent | None:
+    """An intent as the hash or a stream entry holds it (JSON; absent or empty: none);
+    ValueError or TypeError when it is not one this library wrote."""
+    text = None if value is None else _text(value)
+    return RefreshIntent.from_json(json.loads(text)) if text else None
+
+
 def _parse(key: str, fields: Sequence[Any]) -> StoredToken | None:
     """The stored token from the ``version``, ``token`` and ``intent`` fields of the hash
     at ``key`` (or of an entry that announced it)."""
@@ -217,7 +224,7 @@ def _parse(key: str, fields: Sequence[Any]) -> StoredToken | None:
     try:
         number = int(_text(version))
         data = json.loads(_text(token))
-        recorded = None if intent is None else RefreshIntent.from_json(json.loads(_text(intent)))
+        recorded = _intent(intent)
     except (TypeError, ValueError) as exc:
         raise TokenStoreError(
             f"Redis key {key!r} does not hold a token written by zeep-sfrefresh"
@@ -236,10 +243,7 @@ def _announced_intent(
     if intent is None:
         return None
     try:
-        text = _text(intent)
-        return int(_text(_field(entry, "version"))), (
-            RefreshIntent.from_json(json.loads(text)) if text else None
-        )
+        return int(_text(_field(entry, "version"))), _intent(intent)
     except (TypeError, ValueError) as exc:
         raise TokenStoreError(
             f"the change stream of Redis key {key!r} holds an intent not written by zeep-sfrefresh"

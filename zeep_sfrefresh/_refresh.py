@@ -334,16 +334,10 @@ class Refresher:
         ``sent``, and when the wait runs out (then :attr:`_joined`: not waited for again)."""
         store, version, peek_intent = self._store, self._version, self._peek_intent
         assert peek_intent is not None  # _announced found the intent through it
-        pause = (
-            MAX_POLL_INTERVAL
-            if hasattr(store, "wait_for_change")
-            else float(getattr(store, "poll_interval", DEFAULT_POLL_INTERVAL))
-        )
+        pause = _pause(store)
         deadline = time.monotonic() + wait
         while (remaining := deadline - time.monotonic()) > 0:
             stored = _wait_for_change(store, version, min(remaining, pause))
-            if stored is None and self._peek is not None:
-                stored = self._peek(version)
             if stored is not None and stored.version > version:
                 return stored
             if self._generation.token is not sent or peek_intent(version) != intent:
@@ -729,11 +723,8 @@ class Refresher:
         store = self._store
         lock_wait = float(getattr(store, "lock_wait", DEFAULT_LOCK_WAIT))
         watched = hasattr(store, "wait_for_change")
-        if watched:
-            delay, longest = MAX_POLL_INTERVAL, _LOCK_RETRY_MAX
-        else:
-            delay = float(getattr(store, "poll_interval", DEFAULT_POLL_INTERVAL))
-            longest = MAX_POLL_INTERVAL
+        delay = _pause(store)
+        longest = _LOCK_RETRY_MAX if watched else MAX_POLL_INTERVAL
         deadline = time.monotonic() + lock_wait
         seen: StoredToken | None = None
         # The version to try the lock at; None: read the store first.
@@ -976,14 +967,26 @@ def _waited_lock(store: TokenStore) -> Iterator[bool]:
         yield True
 
 
+def _pause(store: TokenStore) -> float:
+    """Seconds between two looks at ``store`` while waiting for another worker's token: a
+    store with ``wait_for_change`` ends each pause itself when the token changes, so the
+    pause is long (MAX_POLL_INTERVAL); another is looked at every ``poll_interval``."""
+    if hasattr(store, "wait_for_change"):
+        return MAX_POLL_INTERVAL
+    return float(getattr(store, "poll_interval", DEFAULT_POLL_INTERVAL))
+
+
 def _wait_for_change(store: TokenStore, version: int, timeout: float) -> StoredToken | None:
-    """``store.wait_for_change(version, timeout)``; for a store without it, a sleep. Returns
-    the newer token the store read on the way, if it says so (else the caller reads)."""
+    """``store.wait_for_change(version, timeout)``; for a store without it, a sleep and then
+    its ``peek`` where it has one. Returns the newer token the store read on the way, if it
+    says so (else the caller reads)."""
     wait = getattr(store, "wait_for_change", None)
     if wait is None:
         time.sleep(timeout)
-        return None
-    newer = wait(version, timeout)
+        peek = getattr(store, "peek", None)
+        newer = None if peek is None else peek(version)
+    else:
+        newer = wait(version, timeout)
     return newer if isinstance(newer, StoredToken) and newer.version != version else None
 
 

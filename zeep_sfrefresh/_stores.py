@@ -313,6 +313,17 @@ def newer_than(stored: StoredToken | None, version: int) -> StoredToken | None:
     return stored if stored is not None and stored.version > version else None
 
 
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """What tells a new version of ``path`` from the last (inode, size, mtime: every write
+    replaces the file), from one ``stat``; None when it cannot be read (the caller's next
+    read says what is wrong)."""
+    try:
+        info = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
 def _intent_record(raw: bytes) -> tuple[int, RefreshIntent | None] | None:
     """The version and intent of a ``.intent`` file's bytes; None when they are not a record
     this module wrote (an empty file left by a power loss, say)."""
@@ -711,11 +722,7 @@ class FileTokenStore:
         return self._identity() != identity
 
     def _identity(self) -> tuple[int, int, int] | None:
-        try:
-            info = os.stat(self.path, follow_symlinks=False)
-        except OSError:
-            return None  # the caller's next read says what is wrong
-        return (info.st_ino, info.st_size, info.st_mtime_ns)
+        return _identity(self.path)
 
     def _read(self, path: Path) -> bytes | None:
         """Read ``path`` (the token file or its intent), refusing what ssh refuses for a
@@ -798,11 +805,9 @@ class FileTokenStore:
         that cannot be read is None here: :meth:`load` says why when it matters."""
         if not self.watch:
             return None
-        try:
-            info = os.stat(self.intent_path, follow_symlinks=False)
-        except OSError:
+        identity = _identity(self.intent_path)
+        if identity is None:
             return None
-        identity = (info.st_ino, info.st_size, info.st_mtime_ns)
         seen = self._intent_peeked
         if seen is None or seen[0] != identity:
             try:
