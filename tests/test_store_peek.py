@@ -4,9 +4,11 @@ stand-in org over sockets, token files on disk, a real redis-server and cluster.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from forking import Child
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+import zeep_sfrefresh._redis_store as redis_store_module
 from zeep_sfrefresh import (
     FileTokenStore,
     MemoryTokenStore,
@@ -32,7 +35,6 @@ from zeep_sfrefresh import (
     StoredToken,
     TokenStore,
 )
-from zeep_sfrefresh._redis_store import _WATCH_BLOCK_MS
 from zeep_sfrefresh._refresh import NEWER_IN_STORE
 from zeep_sfrefresh.testing import StandInOrg
 from zeep_sfrefresh.testing.redis_server import RedisClusterServer, RedisServer
@@ -54,8 +56,13 @@ Store = FileTokenStore | MemoryTokenStore | RedisTokenStore
 pytestmark = pytest.mark.usefixtures("watches_end")
 
 
-def _watch_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "zeep-sfrefresh-watch"]
+def _watches(server: RedisServer) -> int:
+    """How many connections wait in an ``XREAD`` of ``k:changes``: the watches."""
+    return sum(
+        1
+        for client in _stats_client(server).client_list()
+        if client["cmd"] == "xread" and "b" in client["flags"]
+    )
 
 
 # --- through the transports -------------------------------------------------------------------
@@ -237,11 +244,17 @@ def _seeded_redis(client: redis.Redis | redis.RedisCluster, key: str = "k") -> R
 
 
 def _connections(server: RedisServer) -> int:
-    return int(server.client().info("stats")["total_connections_received"])
+    """Connections the server accepted (this count's own client connects once per server)."""
+    return int(_stats_client(server).info("stats")["total_connections_received"])
+
+
+@functools.cache
+def _stats_client(server: RedisServer) -> redis.Redis:
+    return server.client()
 
 
 def _commands(server: RedisServer, name: str) -> int:
-    stats = server.client().info("commandstats").get(f"cmdstat_{name}", {})
+    stats = _stats_client(server).info("commandstats").get(f"cmdstat_{name}", {})
     return int(stats.get("calls", 0))
 
 
@@ -276,57 +289,107 @@ def test_redis_peek_starts_from_a_write_made_before_it(redis_server: RedisServer
     wait_for(lambda: looker.peek(1) == StoredToken(NEWER, 2))
 
 
-def test_redis_peek_without_watch_starts_no_thread(redis_server: RedisServer) -> None:
+def test_redis_peek_without_watch_reads_nothing(redis_server: RedisServer) -> None:
     writer = _seeded_redis(redis_server.client())
-    before = _watch_threads()
     looker = RedisTokenStore(redis_server.client(), "k", watch=False)
     with writer.lock():
         writer.save(NEWER, replaces=1)
+    connections = _connections(redis_server)
     assert looker.peek(1) is None
-    assert _watch_threads() == before
+    assert looker.peek_intent(1) is None
+    assert _connections(redis_server) == connections
     with pytest.raises(TypeError, match="watch must be a bool"):
         RedisTokenStore(redis_server.client(), "k", watch=1)  # type: ignore[arg-type]
 
 
 def test_redis_watch_ends_with_its_store(redis_server: RedisServer) -> None:
-    before = set(_watch_threads())
+    connections = _connections(redis_server)
     looker = RedisTokenStore(redis_server.client(), "k")
-    looker.peek(0)
-    looker.peek(0)
-    (thread,) = set(_watch_threads()) - before  # one per store, however many looks
+    for _ in range(20):
+        looker.peek(0)
+    wait_for(lambda: _watches(redis_server) == 1)  # one per store, however many looks
+    assert _connections(redis_server) == connections + 1
     del looker
     gc.collect()
-    wait_for(lambda: not thread.is_alive(), timeout=_WATCH_BLOCK_MS / 1000 + 5)
+    wait_for(lambda: _watches(redis_server) == 0)  # its connection closed
 
 
-def test_redis_watch_fits_a_short_socket_timeout(
+def test_a_watch_costs_no_thread(redis_server: RedisServer) -> None:
+    threads = threading.active_count()
+    looker = RedisTokenStore(redis_server.client(), "k")
+    looker.peek(0)  # a thread makes the connection, and ends
+    wait_for(lambda: _watches(redis_server) == 1)
+    wait_for(lambda: threading.active_count() == threads)
+    for _ in range(20):
+        looker.peek(0)
+    assert threading.active_count() == threads
+
+
+def test_redis_watch_outlasts_a_short_socket_timeout(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # No read of the watch waits on the socket's timeout: its XREAD blocks far longer.
     writer = _seeded_redis(redis_server.client())
-    short = redis.Redis.from_url(redis_server.url, socket_timeout=0.2)
+    short = redis.Redis.from_url(redis_server.url, socket_timeout=0.05)
     looker = RedisTokenStore(short, "k")
     with caplog.at_level(logging.WARNING):
         looker.peek(1)
-        time.sleep(1.5)  # XREADs of a second time out at first; the watch shortens them
+        connections = _connections(redis_server)
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            assert looker.peek(1) is None
+            time.sleep(0.01)
+        assert looker.wait_for_change(1, 0.3) is None  # waits on the watch, past 50 ms
         with writer.lock():
             writer.save(NEWER, replaces=1)
         wait_for(lambda: looker.peek(1) == StoredToken(NEWER, 2))
-        # Each XREAD that times out costs a reconnect; once shortened, they stop.
-        connections = _connections(redis_server)
-        time.sleep(1)
-        assert _connections(redis_server) - connections <= 1
+        assert _connections(redis_server) == connections  # no reconnect
     assert caplog.text == ""
 
 
-def test_redis_watch_with_a_socket_timeout_below_any_block_logs_it(
-    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+def test_redis_watch_whose_xread_goes_unanswered_starts_over(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _seeded_redis(redis_server.client())
-    looker = RedisTokenStore(redis.Redis.from_url(redis_server.url, socket_timeout=0.01), "k")
+    # A connection that died without a word (the server stopped, a network cut): the
+    # XREAD's answer is overdue, so the watch takes a new connection.
+    monkeypatch.setattr(redis_store_module, "_WATCH_BLOCK_MS", 200)
+    monkeypatch.setattr(redis_store_module, "_WATCH_GRACE", 0.3)
+    monkeypatch.setattr(redis_store_module, "_WATCH_PAUSE", 0.1)
+    writer = _seeded_redis(redis_server.client())
+    looker = RedisTokenStore(redis.Redis.from_url(redis_server.url, socket_timeout=5), "k")
+    looker.peek(1)
+    wait_for(lambda: _watches(redis_server) == 1)
+    assert redis_server.process is not None
     with caplog.at_level(logging.WARNING):
-        looker.peek(1)  # 1000, 500, ... 62, 50 ms: each times out, the last is logged
-        wait_for(lambda: "for new tokens failed (timed out)" in caplog.text)
-    assert caplog.text.count("for new tokens failed") == 1
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(0.6)  # past the block and the grace
+            assert looker.peek(1) is None
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        assert caplog.text.count("for new tokens failed (TimeoutError: ") == 1
+        assert "went unanswered" in caplog.text
+        with writer.lock():
+            writer.save(NEWER, replaces=1)
+        wait_for(lambda: looker.peek(1) == StoredToken(NEWER, 2))
+
+
+def test_redis_watch_that_ran_out_reads_on_at_the_next_look(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An XREAD that ran out while nobody looked: the look that reads its empty answer sends
+    # the next one, whose answer holds the token written meanwhile, at once.
+    monkeypatch.setattr(redis_store_module, "_WATCH_BLOCK_MS", 100)
+    writer = _seeded_redis(redis_server.client())
+    looker = RedisTokenStore(redis_server.client(), "k")
+    looker.peek(1)
+    wait_for(lambda: _watches(redis_server) == 1)
+    wait_for(lambda: _watches(redis_server) == 0)  # it ran out: nothing under way
+    with writer.lock():
+        writer.save(NEWER, replaces=1)
+    reads = _commands(redis_server, "xread")
+    wait_for(lambda: looker.peek(1) == StoredToken(NEWER, 2))
+    assert _commands(redis_server, "xread") - reads == 2  # the one answered, the next
 
 
 def test_redis_watch_reads_the_hash_for_an_entry_without_the_token(
@@ -350,7 +413,7 @@ def test_redis_watch_outlives_a_garbled_entry(
     looker.peek(1)
     with caplog.at_level(logging.WARNING):
         client.xadd("k:changes", {"version": "2", "token": "{"}, id="2-0")
-        wait_for(lambda: "watching 'k:changes' for new tokens failed" in caplog.text)
+        wait_for(lambda: looker.peek(1) is None and "for new tokens failed" in caplog.text)
         client.hset("k", mapping={"version": "2"})
         with writer.lock():
             writer.save(NEWEST, replaces=2)
@@ -370,9 +433,11 @@ def test_redis_down_is_logged_once_and_peek_keeps_what_it_saw(
     wait_for(lambda: looker.peek(1) is not None)
     with caplog.at_level(logging.WARNING):
         redis_server.stop()
-        wait_for(lambda: "for new tokens failed (ConnectionError: " in caplog.text)
-        time.sleep(1.6)  # pauses of 0.5 s and 1 s: two more failed tries, not logged
-        assert looker.peek(1) == StoredToken(NEWER, 2)
+        wait_for(lambda: looker.peek(1) is not None and "failed (ConnectionError: " in caplog.text)
+        deadline = time.monotonic() + 1.6  # pauses of 0.5 s and 1 s: two more failed
+        while time.monotonic() < deadline:  # tries (at looks), not logged
+            assert looker.peek(1) == StoredToken(NEWER, 2)
+            time.sleep(0.01)
         assert caplog.text.count("for new tokens failed") == 1
         # Back (empty: no persistence): the watch reads again, and relies on it again.
         redis_server.start()
@@ -386,7 +451,7 @@ def test_redis_down_is_logged_once_and_peek_keeps_what_it_saw(
         assert _commands(redis_server, "xread") - reads <= 1  # on the watch, not its own
         # A second outage is logged again.
         redis_server.stop()
-        wait_for(lambda: caplog.text.count("for new tokens failed") == 2)
+        wait_for(lambda: looker.peek(3) is None and caplog.text.count("tokens failed") == 2)
 
 
 def test_redis_watch_refused_by_an_acl_ends_logged_once(
@@ -397,15 +462,15 @@ def test_redis_watch_refused_by_an_acl_ends_logged_once(
         "worker", enabled=True, passwords=["+pw"], keys=["k", "k:lock"], commands=["+@all"]
     )
     url = f"redis://worker:pw@127.0.0.1:{redis_server.port}/0"
-    before = set(_watch_threads())
     looker = RedisTokenStore(redis.Redis.from_url(url, socket_timeout=2), "k")
     with caplog.at_level(logging.WARNING):
         assert looker.peek(0) is None
-        (thread,) = set(_watch_threads()) - before
-        thread.join(5)
-    assert not thread.is_alive()
+        wait_for(lambda: looker.peek(0) is None and "Redis refused to read" in caplog.text)
+        connections = _connections(redis_server)
+        for _ in range(20):  # ended: no more tries
+            assert looker.peek(0) is None
+        assert _connections(redis_server) == connections
     assert caplog.text.count("Redis refused to read 'k:changes'") == 1
-    assert looker.peek(0) is None
     # A waiting worker then reads the stream itself (refused too: it polls instead).
     with caplog.at_level(logging.WARNING):
         assert looker.wait_for_change(1, 0.2) is None
@@ -421,10 +486,11 @@ def test_redis_watch_on_a_cluster(redis_cluster: RedisClusterServer) -> None:
     wait_for(lambda: looker.peek(1) == StoredToken(NEWER, 2))
 
 
-def test_a_forked_child_watches_with_a_thread_of_its_own(redis_server: RedisServer) -> None:
+def test_a_forked_child_watches_on_a_connection_of_its_own(redis_server: RedisServer) -> None:
     writer = _seeded_redis(redis_server.client())
     looker = RedisTokenStore(redis_server.client(), "k")
-    looker.peek(1)  # the parent's watch: its thread does not exist in the child
+    looker.peek(1)  # the parent's watch: the child must not read its connection
+    wait_for(lambda: _watches(redis_server) == 1)
 
     def in_child() -> dict[str, Any]:
         deadline = time.monotonic() + 10
@@ -433,12 +499,14 @@ def test_a_forked_child_watches_with_a_thread_of_its_own(redis_server: RedisServ
         return {"version": None if found is None else found.version, "pid": os.getpid()}
 
     child = Child(in_child)
+    wait_for(lambda: _watches(redis_server) == 2)  # the child's own
     with writer.lock():
         writer.save(NEWER, replaces=1)  # after the fork
     report, code = child.result()
     assert code == 0
     assert report is not None
     assert report["version"] == 2
+    wait_for(lambda: looker.peek(1) == StoredToken(NEWER, 2))  # the parent's, still its own
 
 
 def test_a_failed_call_adopts_what_the_watch_has_with_no_round_trip(
@@ -529,8 +597,8 @@ def test_redis_watch_tries_a_failing_redis_again_after_growing_pauses(
         )
         store = RedisTokenStore(client, "hangup")
         with caplog.at_level(logging.WARNING):
-            store.peek(1)
-            wait_for(lambda: len(hangup.arrivals) >= 3, timeout=5)
+            store.peek(1)  # tries come with looks, once each pause is over
+            wait_for(lambda: store.peek(1) is None and len(hangup.arrivals) >= 3, timeout=5)
         first, second, third = hangup.arrivals[:3]
         assert 0.45 <= second - first < 0.95  # 0.5 s after the first failure
         assert 0.95 <= third - second < 1.45  # then 1 s
@@ -541,17 +609,18 @@ def test_redis_watch_tries_a_failing_redis_again_after_growing_pauses(
 
 def test_looks_at_once_start_one_watch(redis_server: RedisServer) -> None:
     store = RedisTokenStore(redis_server.client(), "k")
-    before = set(_watch_threads())
+    connections = _connections(redis_server)
     with store._watch_lock:  # both looks find no watch, then queue for the lock
         looks = [InBackground(lambda: store.peek(0)) for _ in range(2)]
         time.sleep(0.1)
     for look in looks:
         look.join()
-    assert len(set(_watch_threads()) - before) == 1
+    wait_for(lambda: _watches(redis_server) == 1)
+    assert _connections(redis_server) == connections + 1
 
 
 def test_a_program_that_never_drops_its_store_still_exits(redis_server: RedisServer) -> None:
-    # The watch is a daemon thread: a program ends with its store still in a global.
+    # A program ends with its store, and the watch's XREAD under way, still in a global.
     code = (
         "import redis\n"
         "from zeep_sfrefresh import RedisTokenStore\n"

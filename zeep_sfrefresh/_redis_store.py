@@ -87,10 +87,12 @@ logger = logging.getLogger(__name__)
 
 _FIELDS = ("version", "token", "intent")
 
-_WATCH_BLOCK_MS = 1000
-"""How long one ``XREAD`` of the watch blocks, at most (ms)."""
-_WATCH_BLOCK_MIN_MS = 50
-"""How short the watch's ``XREAD`` gets when the client's ``socket_timeout`` cuts it (ms)."""
+_WATCH_BLOCK_MS = 60_000
+"""How long the watch's ``XREAD`` blocks, at most (ms): a process that makes calls sends
+one this often, an idle one none."""
+_WATCH_GRACE = 5.0
+"""Seconds after an ``XREAD`` ran out within which its answer must have come, else the watch
+takes its connection for dead."""
 _WATCH_PAUSE = 0.5
 """Seconds before the watch tries a Redis that failed again, doubling per failure ..."""
 _WATCH_PAUSE_MAX = 10.0
@@ -189,16 +191,23 @@ def _text(value: object) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def _last(reply: Any) -> tuple[str, Mapping[Any, Any]] | None:
+def _last(reply: Any, *, raw: bool = False) -> tuple[str, Mapping[Any, Any]] | None:
     """The ID and fields of the last entry of a one-stream ``XREAD`` reply (None: no entry),
     in either of redis-py's shapes: ``[[name, entries]]`` (RESP2), ``{name: [entries]}``
-    (RESP3)."""
+    (RESP3). ``raw``: a reply as the connection read it, not shaped by the client (RESP3:
+    ``{name: entries}``; an entry's fields a flat list of names and values)."""
     if not reply:
         return None
-    entries = next(iter(reply.values()))[0] if isinstance(reply, dict) else reply[0][1]
+    if isinstance(reply, dict):
+        entries = next(iter(reply.values()))
+        entries = entries if raw else entries[0]
+    else:
+        entries = reply[0][1]
     if not entries:
         return None
     entry_id, fields = entries[-1]
+    if raw:
+        fields = zip(fields[::2], fields[1::2], strict=False)
     return _text(entry_id), dict(fields)
 
 
@@ -251,17 +260,26 @@ def _announced_intent(
 
 
 class _Watcher:
-    """Keeps the newest token announced on a store's change stream, read by a thread of its
-    own blocked in ``XREAD``, so that :meth:`RedisTokenStore.peek` costs no round trip.
+    """Keeps the newest token announced on a store's change stream without a thread of its
+    own: a connection of its own always has an ``XREAD`` of the stream under way, and each
+    look (:meth:`look`, before every call) asks its socket, without waiting, whether the
+    answer came, then sends the next ``XREAD``. So an announcement costs a process nothing
+    until it looks, and wakes no thread of it but one that waits for a change (:meth:`wait`,
+    blocked on that socket): no thread hand-off, no contention for the GIL with the call it
+    is read for. Only making the connection waits on the network, so a short-lived thread
+    makes it; looks meanwhile answer what the watch has.
 
     It holds the client and the key names, not the store: when the store is collected,
-    :meth:`stop` is called and the thread ends after its current ``XREAD``. Each ``XREAD``
-    blocks at most a second (an idle process makes one command a second), less when the
-    client's ``socket_timeout`` cuts it (halved on each timeout, down to 50 ms). A Redis
-    that cannot answer is logged once per outage and tried again after a pause that grows to
-    :data:`_WATCH_PAUSE_MAX`; one that refuses the stream (an ACL without it) ends the
-    watch, logged once. Meanwhile :attr:`latest` stays as it was: a worker then learns of a
-    new token at its next failed call, as with ``watch=False``.
+    :meth:`stop` closes the connection. Each ``XREAD`` blocks at most
+    :data:`_WATCH_BLOCK_MS`, and its answer counts as lost :data:`_WATCH_GRACE` seconds
+    later (a connection that died without a word is then made anew). A token written
+    between an ``XREAD`` that ran out and the next look (a process that made no call for
+    that long) is in the answer to the next ``XREAD``: that look's call may still go with
+    the old token, and fails once. A Redis that cannot answer is logged once per outage and
+    tried again after a pause that grows to :data:`_WATCH_PAUSE_MAX`; one that refuses the
+    stream (an ACL without it) ends the watch, logged once. Meanwhile :attr:`latest` stays
+    as it was: a worker then learns of a new token at its next failed call, as with
+    ``watch=False``.
     """
 
     def __init__(self, client: Any, key: str, changes_key: str, since: int) -> None:
@@ -273,75 +291,148 @@ class _Watcher:
         self.reading = True
         """Whether the watch is reading the stream (not failing, not ended): only then can a
         wait for a change rely on it."""
-        self._changed = threading.Condition()
         self._client = client
         self._key = key
         self._changes_key = changes_key
         self._after = f"{since}-0"
-        self._stopped = threading.Event()
-        threading.Thread(target=self._run, name="zeep-sfrefresh-watch", daemon=True).start()
+        self._lock = threading.Lock()  # one thread reads the connection at a time
+        self._connection: Any = None  # with an XREAD under way, whose answer is due by:
+        self._due = 0.0
+        self._opening: threading.Thread | None = None  # making the connection
+        self._failures = 0
+        self._resume = 0.0  # after a failure, no new connection before this (monotonic)
+        self._ended = False
 
     def stop(self) -> None:
-        """End the watch after the ``XREAD`` under way."""
-        self._stopped.set()
+        """End the watch: close its connection (now, or when the read under way is done)."""
+        self._ended = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self._drop()
+            finally:
+                self._lock.release()
 
-    def wait(self, version: int, timeout: float) -> StoredToken | None:
-        """The newest token once it is newer than ``version``, or None after ``timeout``
-        seconds (or as soon as the watch stops reading: the caller then reads for itself)."""
-        with self._changed:
-            self._changed.wait_for(
-                lambda: self.newer(version) is not None or not self.reading, timeout
-            )
-            return self.newer(version)
+    def look(self) -> None:
+        """Read what the stream sent since the last look, never waiting (nothing while
+        another thread reads it: that one takes it)."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._read(0.0)
+            finally:
+                self._lock.release()
 
     def newer(self, version: int) -> StoredToken | None:
-        """:attr:`latest` when it is newer than ``version``, else None."""
+        """:attr:`latest` after a :meth:`look`, when it is newer than ``version``, else
+        None."""
+        self.look()
         return newer_than(self.latest, version)
 
     def intent_for(self, version: int) -> RefreshIntent | None:
-        """The intent last announced for ``version`` when that is the newest version the
-        watch knows of, else None."""
+        """The intent last announced for ``version``, after a :meth:`look`, when that is the
+        newest version the watch knows of, else None."""
+        self.look()
         known, intent = self.intent
         return intent if known == version else None
 
-    def _reading(self, reading: bool) -> None:
-        if reading != self.reading:
-            with self._changed:
-                self.reading = reading
-                self._changed.notify_all()
+    def wait(self, version: int, timeout: float) -> StoredToken | None:
+        """The newest token once it is newer than ``version``, or None after ``timeout``
+        seconds (or as soon as the watch stops reading: the caller then reads for itself).
+        One waiting thread reads the connection, blocked on its socket; the others wait for
+        it to be done."""
+        deadline = time.monotonic() + timeout
+        while newer_than(self.latest, version) is None and self.reading:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._lock.acquire(timeout=remaining):
+                break
+            try:
+                if newer_than(self.latest, version) is not None:
+                    break
+                opening = self._read(remaining)
+            finally:
+                self._lock.release()
+            if opening is not None:  # no connection yet: wait for it to be made
+                opening.join(max(0.0, deadline - time.monotonic()))
+        return newer_than(self.latest, version)
 
-    def _run(self) -> None:
-        block = _WATCH_BLOCK_MS
-        failures = 0
+    def _read(self, timeout: float) -> threading.Thread | None:
+        """Take the answer to the ``XREAD`` under way if it comes within ``timeout``
+        seconds, and send the next one (the lock held). With no connection, start making
+        one (after a failure, once its pause is over) and return the thread making it."""
+        if self._ended:
+            self._drop()
+            return None
+        connection = self._connection
+        if connection is None:
+            return self._open()
         try:
-            while not self._stopped.is_set():
-                try:
-                    reply = self._client.xread({self._changes_key: self._after}, block=block)
-                    self._take(reply)
-                except RedisTimeoutError:
-                    if block > _WATCH_BLOCK_MIN_MS:  # the client's socket_timeout is shorter
-                        block = max(block // 2, _WATCH_BLOCK_MIN_MS)
-                        continue
-                    failures = self._failed(failures, "timed out")
-                except ResponseError as exc:
-                    logger.warning(
-                        "Redis refused to read %r (%s); workers learn of a new token at "
-                        "their next failed call (grant the key in the ACL, like %r)",
-                        self._changes_key,
-                        exc,
-                        self._key,
-                    )
-                    return
-                except (*_FAILURES, TokenStoreError) as exc:
-                    failures = self._failed(failures, f"{type(exc).__name__}: {exc}")
-                else:
-                    failures = 0
-                    self._reading(True)
+            if not connection.can_read(timeout):
+                if time.monotonic() > self._due + _WATCH_GRACE:
+                    raise RedisTimeoutError("its XREAD went unanswered")
+                return None
+            self._take(connection.read_response())  # a token, an intent; None: ran out
+            self._send(connection)
+        except ResponseError as exc:
+            self._refused(exc)
+        except (*_FAILURES, TokenStoreError) as exc:
+            self._failed(exc)
+        else:
+            self._failures = 0
+        return None
+
+    def _open(self) -> threading.Thread | None:
+        if self._opening is None and time.monotonic() >= self._resume:
+            self._opening = threading.Thread(
+                target=self._connect, name="zeep-sfrefresh-watch-connect", daemon=True
+            )
+            self._opening.start()
+        return self._opening
+
+    def _connect(self) -> None:
+        """Make the connection (as the client's pool makes one, not taken from it: it is
+        never free) and send its first ``XREAD``, in a thread of its own."""
+        connection = None
+        try:
+            client = self._client
+            if isinstance(client, redis.RedisCluster):  # the node that holds the stream
+                node = client.get_node_from_key(self._changes_key)  # type: ignore[no-untyped-call]
+                client = client.get_redis_connection(node)
+            pool = client.connection_pool
+            connection = pool.connection_class(**pool.connection_kwargs)
+            connection.connect()
+            self._send(connection)
+        except _FAILURES as exc:
+            with self._lock:
+                self._failed(exc)
+            if connection is not None:
+                connection.disconnect()
+        else:
+            with self._lock:
+                self._connection = connection
+                self.reading = not self._ended
+                if self._ended:
+                    self._drop()
         finally:
-            self._reading(False)
+            self._opening = None
+
+    def _send(self, connection: Any) -> None:
+        connection.send_command(
+            "XREAD",
+            "BLOCK",
+            _WATCH_BLOCK_MS,
+            "STREAMS",
+            self._changes_key,
+            self._after,
+            check_health=False,  # a health check would read an answer, in a look
+        )
+        self._due = time.monotonic() + _WATCH_BLOCK_MS / 1000
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.disconnect()
 
     def _take(self, reply: Any) -> None:
-        last = _last(reply)
+        last = _last(reply, raw=True)
         if last is None:
             return
         self._after, entry = last  # past it, whatever it holds
@@ -356,22 +447,34 @@ class _Watcher:
             fields = [_field(entry, "version"), token, None]
         stored = _parse(self._key, fields)
         if stored is not None:  # entries come in version order (an older one: never peeked)
-            with self._changed:
-                self.latest = stored
-                self.intent = (stored.version, stored.intent)
-                self._changed.notify_all()
+            self.latest = stored
+            self.intent = (stored.version, stored.intent)
 
-    def _failed(self, failures: int, why: str) -> int:
-        self._reading(False)
-        if failures == 0:
+    def _refused(self, exc: ResponseError) -> None:
+        logger.warning(
+            "Redis refused to read %r (%s); workers learn of a new token at "
+            "their next failed call (grant the key in the ACL, like %r)",
+            self._changes_key,
+            exc,
+            self._key,
+        )
+        self._ended = True
+        self.reading = False
+        self._drop()
+
+    def _failed(self, exc: Exception) -> None:
+        self.reading = False
+        self._drop()
+        if self._failures == 0:
             logger.warning(
-                "watching %r for new tokens failed (%s); trying again, workers meanwhile "
-                "learn of a new token at their next failed call",
+                "watching %r for new tokens failed (%s: %s); trying again, workers "
+                "meanwhile learn of a new token at their next failed call",
                 self._changes_key,
-                why,
+                type(exc).__name__,
+                exc,
             )
-        self._stopped.wait(min(_WATCH_PAUSE * 2**failures, _WATCH_PAUSE_MAX))
-        return failures + 1
+        self._resume = time.monotonic() + min(_WATCH_PAUSE * 2**self._failures, _WATCH_PAUSE_MAX)
+        self._failures += 1
 
 
 class _Lease:
@@ -493,12 +596,14 @@ class RedisTokenStore:
     :param poll_interval: seconds before :meth:`lock` tries a busy lock again, at first;
         the pauses double up to ``MAX_POLL_INTERVAL`` (50 ms). Workers waiting for another
         worker's token do not poll for it: its write wakes them (:meth:`wait_for_change`).
-    :param watch: keep the newest token announced on the change stream, read by a thread
-        of the store's own (started with the first call, blocked in ``XREAD``, one command
-        a second while idle, on a connection of the client's pool, which a pool of one
-        connection would then lack), so that a worker that did not meet an expiry sends its
-        next call with the new token instead of failing once with the old one
-        (:meth:`peek`). False: no thread.
+    :param watch: keep the newest token announced on the change stream, so that a worker
+        that did not meet an expiry sends its next call with the new token instead of
+        failing once with the old one (:meth:`peek`), and one about to send with a token
+        another worker is refreshing waits for the new one (:meth:`peek_intent`). The watch
+        is an ``XREAD`` always under way on one more connection per process (made like the
+        client's pool's, not taken from it), started with the first call, which each call
+        looks at without waiting (a non-blocking read of its socket); no thread. False: no
+        watch.
 
     Redis errors (a cluster client's too, whose "no node reachable" is not a ``RedisError``)
     become :class:`TokenStoreError`: the store fails closed (no refresh without
@@ -564,8 +669,9 @@ class RedisTokenStore:
     def peek(self, version: int) -> StoredToken | None:
         """The newest token announced on :attr:`changes_key` when it is newer than
         ``version``, else None; see ``TokenStore``. No round trip: the first look starts the
-        watch (a thread reading the stream from ``version`` on, ended when the store is
-        collected), and each look reads what it has seen."""
+        watch (an ``XREAD`` of the stream from ``version`` on, always under way on a
+        connection of the watch's own, closed when the store is collected), and each look
+        asks that connection's socket, without waiting, whether it answered."""
         watcher = self._watcher
         if watcher is None:
             if not self.watch:
@@ -582,7 +688,7 @@ class RedisTokenStore:
     def peek_intent(self, version: int) -> RefreshIntent | None:
         """The intent last announced on :attr:`changes_key` for ``version`` when the watch
         (started by :meth:`peek`) knows no newer version, else None; see ``TokenStore``.
-        No round trip."""
+        No round trip: a look as :meth:`peek`'s."""
         watcher = self._watcher
         return None if watcher is None else watcher.intent_for(version)
 
@@ -678,9 +784,9 @@ class RedisTokenStore:
         that refuses the stream (an ACL without the key, a proxy without streams) is
         logged once; waits then simply last ``timeout``.
 
-        While the store's watch (:meth:`peek`) reads the stream, it waits for the watch's
-        thread instead, which has the token as soon as it is announced: no command of its
-        own (a waiting worker then costs Redis the one ``try_lock`` script)."""
+        While the store's watch (:meth:`peek`) reads the stream, it waits on the watch's
+        connection instead, which has the token as soon as it is announced: no command of
+        its own (a waiting worker then costs Redis the one ``try_lock`` script)."""
         watcher = self._watcher
         if watcher is not None and watcher.reading:  # it reads the stream already
             return watcher.wait(version, timeout)
