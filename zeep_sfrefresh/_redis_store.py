@@ -661,8 +661,8 @@ class RedisTokenStore:
         reset_in_child(self)
 
     def _after_fork(self) -> None:
-        # The parent's watch thread does not exist in a child: the child's first peek starts
-        # one of its own.
+        # The parent's watch connection is not the child's to read: the child's first peek
+        # makes one of its own.
         self._watcher: _Watcher | None = None
         self._watch_lock = threading.Lock()
 

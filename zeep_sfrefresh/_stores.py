@@ -194,8 +194,8 @@ class TokenStore(Protocol):
       calls it before every call, so it must cost microseconds, never block and never raise
       (a look that fails or misses a change is None: the call that then meets the expiry
       recovers through the store as without it). The built-in stores have it: a ``stat``
-      of the file, a look at memory, and for Redis the newest token a thread of the store's
-      own reads from the change stream.
+      of the file, a look at memory, and for Redis a look (a non-blocking read of a socket)
+      at an ``XREAD`` of the change stream kept under way on a connection of its own.
     * ``peek_intent(version: int) -> RefreshIntent | None``: the intent recorded for
       ``version`` when the store knows it as cheaply (same rules as ``peek``); None
       otherwise. A ``sending`` intent of another refresher on the token this process holds
