@@ -336,10 +336,11 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 
 @pytest.fixture
 def watches_end() -> Iterator[None]:
-    """Stores left in reference cycles are collected after the test, which stops their Redis
-    watches: a watch left running would go on trying the Redis its test stopped, and log
-    it, during the next test. For test modules that make Redis stores with the watch on
-    (``pytestmark = pytest.mark.usefixtures("watches_end")``)."""
+    """Stores left in reference cycles are collected after the test, which closes their
+    Redis watches' connections: a watch left open would hold a connection to the Redis of
+    a test already over, and a connection being made when its test stopped that Redis
+    would log the failure during the next test. For test modules that make Redis stores
+    with the watch on (``pytestmark = pytest.mark.usefixtures("watches_end")``)."""
     yield
     gc.collect()
 
