@@ -373,7 +373,7 @@ class _Watcher:
             self._send(connection)
         except ResponseError as exc:
             self._refused(exc)
-        except (*_FAILURES, TokenStoreError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a look never raises: a failed watch, logged
             self._failed(exc)
         else:
             self._failures = 0
@@ -400,7 +400,7 @@ class _Watcher:
             connection = pool.connection_class(**pool.connection_kwargs)
             connection.connect()
             self._send(connection)
-        except _FAILURES as exc:
+        except Exception as exc:  # noqa: BLE001 - in a thread of its own: logged, tried again
             with self._lock:
                 self._failed(exc)
             if connection is not None:
