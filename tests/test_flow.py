@@ -57,6 +57,13 @@ def finish(flow: Generator[Step, Any, Any], value: object) -> Any:
     return done.value.value
 
 
+def _message(step: object) -> bytes:
+    """The envelope a step sends, asserting that it is a ``Send`` with one."""
+    assert isinstance(step, Send)
+    assert step.message is not None
+    return step.message
+
+
 def test_a_good_session_is_sent_once_and_judged_usable() -> None:
     current = generation("00Dx!OLD")
     flow = call(current)
@@ -82,10 +89,9 @@ def test_an_expired_session_is_refreshed_and_resent_once() -> None:
     assert refresh.sent is current
     assert refresh.reason == "INVALID_SESSION_ID from acme.my.salesforce.com"
     again = flow.send(fresh)
-    assert isinstance(again, Send)
-    assert again.message is not None
-    assert b"00Dx!NEW" in again.message
-    assert b"00Dx!OLD" not in again.message
+    sent = _message(again)
+    assert b"00Dx!NEW" in sent
+    assert b"00Dx!OLD" not in sent
     ok = Answer(200)
     assert flow.send(ok) == Verdict(fresh, True, refresh.reason)
     assert finish(flow, None) is ok
@@ -98,10 +104,9 @@ def test_a_call_whose_refresh_is_announced_joins_it_and_goes_out_with_its_token(
     )
     assert next(flow) == Join(current)
     send = flow.send(fresh)
-    assert isinstance(send, Send)
-    assert send.message is not None
-    assert b"00Dx!NEW" in send.message
-    assert b"00Dx!OLD" not in send.message
+    sent = _message(send)
+    assert b"00Dx!NEW" in sent
+    assert b"00Dx!OLD" not in sent
     ok = Answer(200)
     assert flow.send(ok) == Verdict(fresh, True, "the session worked")
     assert finish(flow, None) is ok
@@ -114,16 +119,14 @@ def test_a_join_that_brings_no_token_sends_the_one_in_hand_and_recovers_as_usual
     )
     assert next(flow) == Join(current)
     send = flow.send(current)  # the refresh under way stored nothing in time
-    assert isinstance(send, Send)
-    assert send.message is not None
-    assert b"00Dx!OLD" in send.message
+    sent = _message(send)
+    assert b"00Dx!OLD" in sent
     assert flow.send(Answer(500, FAULT)) == Refresh(
         current, "INVALID_SESSION_ID from acme.my.salesforce.com"
     )
     again = flow.send(fresh)
-    assert isinstance(again, Send)
-    assert again.message is not None
-    assert b"00Dx!NEW" in again.message
+    sent = _message(again)
+    assert b"00Dx!NEW" in sent
 
 
 def test_only_a_request_that_carries_the_token_joins() -> None:
