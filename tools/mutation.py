@@ -87,10 +87,8 @@ SUBSETS: dict[str, tuple[str, ...]] = {
         "tests/test_store_schedules.py",
         "tests/test_memory_store.py",
         "tests/test_file_store.py",
-        "tests/test_filewatch.py",
         "tests/test_shared_refresh.py",
     ),
-    "_filewatch": ("tests/test_filewatch.py", "tests/test_file_store.py"),
     "_redis_store": (
         "tests/test_redis_store.py",
         "tests/test_store_peek.py",

@@ -45,7 +45,6 @@ except ImportError:  # Windows: the lock is filelock's (see _file_lock)
 
 from ._checks import check_flag, check_seconds
 from ._errors import TokenStoreConflictError, TokenStoreError
-from ._filewatch import FileWatch
 from ._forks import reset_in_child
 from ._tokens import fingerprint
 
@@ -562,9 +561,6 @@ class FileTokenStore:
     * Waiting for another worker's token (:meth:`wait_for_change`) looks at the file's
       identity (a ``stat``: every write replaces the file) every ``poll_interval`` seconds
       at first, then every tenth of the time waited, and reads the file once it changed.
-      On Linux the waiter sleeps until the kernel reports a write of the file (inotify) or
-      the next look is due, whichever comes first: the look is the backstop where the
-      kernel cannot report (a network share written by another machine).
     * Before every call the refresher asks :meth:`peek` for a newer token: a ``stat`` of the
       file (two or three microseconds on a local disk), and a read only when it changed, so a
       worker that did not meet an expiry sends its next call with the token another worker
@@ -689,21 +685,17 @@ class FileTokenStore:
 
         Between reads it only ``stat``s the file (inode, size, mtime: every write replaces
         it), every ``poll_interval`` seconds at first, then every tenth of the time waited
-        (:func:`watch_until`); on Linux each pause ends early when the kernel reports a write
-        of the file (:class:`~zeep_sfrefresh._filewatch.FileWatch`). A file rewritten on the
-        same version (by an earlier release, which kept the intent in it) is read and waited
-        past: waking every waiter for an intent would spend the CPU the refresh itself
-        needs."""
+        (:func:`watch_until`). A file rewritten on the same version (by an earlier release,
+        which kept the intent in it) is read and waited past: waking every waiter for an
+        intent would spend the CPU the refresh itself needs."""
         deadline = time.monotonic() + timeout
-        with FileWatch(self.path) as watch:  # made before the first look: no write missed
-            while True:
-                before = self._identity()  # before the read: a write after it is seen below
-                stored = self.load()
-                if stored is None or stored.version != version:
-                    return stored
-                moved = partial(self._moved, before)
-                if not watch_until(moved, deadline, self.poll_interval, sleep=watch.sleep):
-                    return None
+        while True:
+            before = self._identity()  # before the read: a write after it is noticed below
+            stored = self.load()
+            if stored is None or stored.version != version:
+                return stored
+            if not watch_until(partial(self._moved, before), deadline, self.poll_interval):
+                return None
 
     def peek(self, version: int) -> StoredToken | None:
         """The stored token when the file holds a version newer than ``version``, else None;
