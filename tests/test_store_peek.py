@@ -8,13 +8,14 @@ import functools
 import gc
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -329,12 +330,14 @@ def test_redis_watch_outlasts_a_short_socket_timeout(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     # No read of the watch waits on the socket's timeout: its XREAD blocks far longer.
+    # Nor does a health check (a PING and its answer, from a look) come before it.
     writer = _seeded_redis(redis_server.client())
-    short = redis.Redis.from_url(redis_server.url, socket_timeout=0.05)
+    short = redis.Redis.from_url(redis_server.url, socket_timeout=0.05, health_check_interval=0.01)
     looker = RedisTokenStore(short, "k")
     with caplog.at_level(logging.WARNING):
         looker.peek(1)
-        connections = _connections(redis_server)
+        wait_for(lambda: _watches(redis_server) == 1)
+        connections, pings = _connections(redis_server), _commands(redis_server, "ping")
         deadline = time.monotonic() + 0.5
         while time.monotonic() < deadline:
             assert looker.peek(1) is None
@@ -343,7 +346,12 @@ def test_redis_watch_outlasts_a_short_socket_timeout(
         with writer.lock():
             writer.save(NEWER, replaces=1)
         wait_for(lambda: looker.peek(1) == StoredToken(NEWER, 2))
+        time.sleep(0.05)
+        with writer.lock():  # read after a pause longer than the health check's interval
+            writer.save(NEWEST, replaces=2)
+        wait_for(lambda: looker.peek(2) == StoredToken(NEWEST, 3))
         assert _connections(redis_server) == connections  # no reconnect
+        assert _commands(redis_server, "ping") == pings
     assert caplog.text == ""
 
 
@@ -361,10 +369,18 @@ def test_redis_watch_whose_xread_goes_unanswered_starts_over(
     wait_for(lambda: _watches(redis_server) == 1)
     assert redis_server.process is not None
     with caplog.at_level(logging.WARNING):
+        # Answered in time (blocks that ran out) is no failure, however long nothing comes.
+        connections = _connections(redis_server)
+        deadline = time.monotonic() + 0.8
+        while time.monotonic() < deadline:
+            assert looker.peek(1) is None
+            time.sleep(0.01)
+        assert (_connections(redis_server), caplog.text) == (connections, "")
         redis_server.process.send_signal(signal.SIGSTOP)
         try:
-            time.sleep(0.6)  # past the block and the grace
-            assert looker.peek(1) is None
+            # Past the block and the grace (an answer that came just before the stop is
+            # read first, and its next XREAD waited for).
+            wait_for(lambda: looker.peek(1) is None and "went unanswered" in caplog.text)
         finally:
             redis_server.process.send_signal(signal.SIGCONT)
         assert caplog.text.count("for new tokens failed (TimeoutError: ") == 1
@@ -449,9 +465,12 @@ def test_redis_down_is_logged_once_and_peek_keeps_what_it_saw(
         reads = _commands(redis_server, "xread")
         assert looker.wait_for_change(3, 0.3) is None
         assert _commands(redis_server, "xread") - reads <= 1  # on the watch, not its own
-        # A second outage is logged again.
+        # A second outage is logged again, at its first failure (a look finds it).
         redis_server.stop()
-        wait_for(lambda: looker.peek(3) is None and caplog.text.count("tokens failed") == 2)
+        watcher = looker._watcher
+        assert watcher is not None
+        wait_for(lambda: looker.peek(3) is None and not watcher.reading)
+        assert caplog.text.count("tokens failed") == 2
 
 
 def test_redis_watch_refused_by_an_acl_ends_logged_once(
@@ -473,6 +492,10 @@ def test_redis_watch_refused_by_an_acl_ends_logged_once(
             time.sleep(0.01)
         assert _connections(redis_server) == connections
     assert caplog.text.count("Redis refused to read 'k:changes'") == 1
+    # Its connection closed, not left idle.
+    wait_for(
+        lambda: not any(c["user"] == "worker" for c in _stats_client(redis_server).client_list())
+    )
     # A waiting worker then reads the stream itself (refused too: it polls instead).
     with caplog.at_level(logging.WARNING):
         assert looker.wait_for_change(1, 0.2) is None
@@ -587,6 +610,225 @@ class _Hangup:
 
     def close(self) -> None:
         self._server.close()
+
+
+class _Relay:
+    """A TCP relay on 127.0.0.1 to a Redis that makes each new connection wait ``delay``
+    seconds before it reaches the server (None: never): a watch still being connected, for
+    as long as a test needs. Each side's close closes the other."""
+
+    def __init__(self, upstream: int, delay: float | None) -> None:
+        self._upstream, self._delay = upstream, delay
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._closed = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                accepted, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._relay, args=(accepted,), daemon=True).start()
+
+    def _relay(self, accepted: socket.socket) -> None:
+        if self._closed.wait(self._delay):
+            accepted.close()
+            return
+        upstream = socket.create_connection(("127.0.0.1", self._upstream))
+        with accepted, upstream:
+            ends = {accepted: upstream, upstream: accepted}
+            while not self._closed.is_set():
+                for end in select.select(list(ends), [], [], 0.1)[0]:
+                    data = end.recv(65536)
+                    if not data:
+                        return
+                    ends[end].sendall(data)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5, retry=Retry(NoBackoff(), 0))
+
+    def close(self) -> None:
+        self._closed.set()
+        self._server.close()
+
+
+@pytest.fixture
+def relay(redis_server: RedisServer) -> Iterator[Callable[[float | None], _Relay]]:
+    relays: list[_Relay] = []
+
+    def make(delay: float | None) -> _Relay:
+        relays.append(_Relay(redis_server.port, delay))
+        return relays[-1]
+
+    yield make
+    for made in relays:
+        made.close()
+
+
+def _connecting() -> bool:
+    """Whether a watch's connection is being made (its thread runs)."""
+    return any(t.name == "zeep-sfrefresh-watch-connect" for t in threading.enumerate())
+
+
+def _timed_wait(
+    store: RedisTokenStore, version: int, timeout: float
+) -> Callable[[], tuple[StoredToken | None, float, float]]:
+    """A ``wait_for_change`` that returns what it returned, its seconds and its thread's CPU
+    seconds."""
+
+    def wait() -> tuple[StoredToken | None, float, float]:
+        started, cpu = time.monotonic(), time.thread_time()
+        found = store.wait_for_change(version, timeout)
+        return found, time.monotonic() - started, time.thread_time() - cpu
+
+    return wait
+
+
+def test_a_wait_while_the_watch_connects_waits_for_the_watch(
+    redis_server: RedisServer, relay: Callable[[float | None], _Relay]
+) -> None:
+    # Not by reading the stream on a connection of its own, nor by asking again and again
+    # (no CPU spent): it sleeps until the connection is made, then on its socket.
+    writer = _seeded_redis(redis_server.client())
+    looker = RedisTokenStore(relay(0.5).client(), "k")
+    connections = _connections(redis_server)
+    looker.peek(1)
+    assert _connecting()
+    waiter = InBackground(_timed_wait(looker, 1, 10))
+    time.sleep(0.1)
+    with writer.lock():
+        writer.save(NEWER, replaces=1)
+    result = waiter.join(10).result
+    assert isinstance(result, tuple)
+    found, waited, cpu = result
+    assert found == StoredToken(NEWER, 2)
+    assert waited >= 0.3  # the connection's making, not a read of its own
+    assert cpu < 0.1
+    assert _connections(redis_server) == connections + 1  # the watch's only
+
+
+def test_a_wait_ends_on_time_while_the_watch_is_still_connecting(
+    redis_server: RedisServer, relay: Callable[[float | None], _Relay]
+) -> None:
+    _seeded_redis(redis_server.client())
+    looker = RedisTokenStore(relay(3).client(), "k")
+    looker.peek(1)
+    found, waited, _ = _timed_wait(looker, 1, 0.2)()
+    assert found is None
+    assert 0.2 <= waited < 0.9
+    assert _connecting()  # it waited no longer than it was told
+
+
+def test_a_store_collected_while_its_watch_connects_closes_the_connection_made(
+    redis_server: RedisServer, relay: Callable[[float | None], _Relay]
+) -> None:
+    # Even when something keeps the watch itself alive (an interpreter without reference
+    # counting, say): the store's end is the watch's.
+    looker = RedisTokenStore(relay(0.3).client(), "k")
+    looker.peek(0)
+    watcher = looker._watcher
+    del looker
+    gc.collect()
+    wait_for(lambda: not _connecting())
+    time.sleep(0.1)  # an XREAD sent would be in the server's client list by now
+    assert _watches(redis_server) == 0
+    assert watcher is not None
+    assert not watcher.reading
+
+
+def test_a_store_collected_closes_its_watch_even_while_a_look_reads_it(
+    redis_server: RedisServer,
+) -> None:
+    looker = RedisTokenStore(redis_server.client(), "k")
+    looker.peek(0)
+    wait_for(lambda: _watches(redis_server) == 1)
+    watcher = looker._watcher
+    assert watcher is not None
+    connections = _connections(redis_server)
+    with watcher._lock:  # as a look under way in another thread holds it
+        del looker
+        gc.collect()
+        assert not watcher.reading  # a wait no longer relies on it
+        time.sleep(0.1)
+        assert _watches(redis_server) == 1  # that look's to close
+    watcher.look()
+    wait_for(lambda: _watches(redis_server) == 0)
+    for _ in range(5):
+        watcher.look()
+    time.sleep(0.1)
+    assert _connections(redis_server) == connections  # ended: never made anew
+
+
+def test_a_watch_kept_alive_by_something_else_still_ends_with_its_store(
+    redis_server: RedisServer,
+) -> None:
+    looker = RedisTokenStore(redis_server.client(), "k")
+    looker.peek(0)
+    wait_for(lambda: _watches(redis_server) == 1)
+    watcher = looker._watcher
+    del looker
+    gc.collect()
+    wait_for(lambda: _watches(redis_server) == 0)
+    assert watcher is not None
+    assert not watcher.reading
+
+
+def test_waiting_workers_all_wake_for_one_token(redis_server: RedisServer) -> None:
+    # One of them reads the watch's socket, the others queue for it: each, once it has its
+    # turn, finds the token already read.
+    writer = _seeded_redis(redis_server.client())
+    looker = RedisTokenStore(redis_server.client(), "k")
+    looker.peek(1)
+    wait_for(lambda: _watches(redis_server) == 1)
+    waiters = [InBackground(lambda: looker.wait_for_change(1, 20)) for _ in range(3)]
+    time.sleep(0.1)
+    with writer.lock():
+        writer.save(NEWER, replaces=1)
+    assert [w.join(5).result for w in waiters] == [StoredToken(NEWER, 2)] * 3
+
+
+def test_a_connection_that_fails_before_it_exists_is_logged_not_raised(
+    redis_cluster: RedisClusterServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The cluster's node for the stream cannot be found: the connecting thread logs it, and
+    # ends without an exception of its own.
+    client = redis_cluster.client()
+
+    def no_node(key: str) -> None:
+        raise redis.exceptions.SlotNotCoveredError(f"no node covers {key}")
+
+    monkeypatch.setattr(client, "get_node_from_key", no_node)
+    thrown: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", thrown.append)
+    looker = RedisTokenStore(client, "{sf:token}")
+    with caplog.at_level(logging.WARNING):
+        looker.peek(0)
+        wait_for(lambda: not _connecting())
+    assert caplog.text.count("for new tokens failed (SlotNotCoveredError: no node covers") == 1
+    assert thrown == []
+
+
+def test_a_program_exits_while_its_watch_is_still_connecting(
+    relay: Callable[[float | None], _Relay],
+) -> None:
+    # A Redis that accepts and never answers: the connecting thread must not keep the
+    # program alive.
+    silent = relay(None)
+    code = (
+        "import threading, redis\n"
+        "from zeep_sfrefresh import RedisTokenStore\n"
+        f"store = RedisTokenStore(redis.Redis(port={silent.port}), 'k')\n"
+        "store.peek(0)\n"
+        "print(any(t.name == 'zeep-sfrefresh-watch-connect' for t in threading.enumerate()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=20, check=True
+    )
+    assert done.stdout == "True\n"
 
 
 def test_redis_watch_tries_a_failing_redis_again_after_growing_pauses(

@@ -306,6 +306,7 @@ class _Watcher:
     def stop(self) -> None:
         """End the watch: close its connection (now, or when the read under way is done)."""
         self._ended = True
+        self.reading = False
         if self._lock.acquire(blocking=False):
             try:
                 self._drop()
@@ -398,8 +399,7 @@ class _Watcher:
                 client = client.get_redis_connection(node)
             pool = client.connection_pool
             connection = pool.connection_class(**pool.connection_kwargs)
-            connection.connect()
-            self._send(connection)
+            self._send(connection)  # connects first
         except Exception as exc:  # noqa: BLE001 - in a thread of its own: logged, tried again
             with self._lock:
                 self._failed(exc)
