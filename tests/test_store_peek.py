@@ -332,7 +332,7 @@ def test_redis_watch_outlasts_a_short_socket_timeout(
     # No read of the watch waits on the socket's timeout: its XREAD blocks far longer.
     # Nor does a health check (a PING and its answer, from a look) come before it.
     writer = _seeded_redis(redis_server.client())
-    short = redis.Redis.from_url(redis_server.url, socket_timeout=0.05, health_check_interval=0.01)
+    short = redis.Redis.from_url(redis_server.url, socket_timeout=0.05, health_check_interval=1e-6)
     looker = RedisTokenStore(short, "k")
     with caplog.at_level(logging.WARNING):
         looker.peek(1)
@@ -485,6 +485,9 @@ def test_redis_watch_refused_by_an_acl_ends_logged_once(
     with caplog.at_level(logging.WARNING):
         assert looker.peek(0) is None
         wait_for(lambda: looker.peek(0) is None and "Redis refused to read" in caplog.text)
+        # Its connection closed by that look, not left idle until the next one.
+        clients = _stats_client(redis_server).client_list
+        wait_for(lambda: not any(client["user"] == "worker" for client in clients()))
         connections = _connections(redis_server)
         deadline = time.monotonic() + 0.5
         while time.monotonic() < deadline:  # ended: no more tries, however many looks
@@ -492,10 +495,6 @@ def test_redis_watch_refused_by_an_acl_ends_logged_once(
             time.sleep(0.01)
         assert _connections(redis_server) == connections
     assert caplog.text.count("Redis refused to read 'k:changes'") == 1
-    # Its connection closed, not left idle.
-    wait_for(
-        lambda: not any(c["user"] == "worker" for c in _stats_client(redis_server).client_list())
-    )
     # A waiting worker then reads the stream itself (refused too: it polls instead).
     with caplog.at_level(logging.WARNING):
         assert looker.wait_for_change(1, 0.2) is None
@@ -812,16 +811,44 @@ def test_a_connection_that_fails_before_it_exists_is_logged_not_raised(
     assert thrown == []
 
 
+class _FailingHandshake(redis.Connection):
+    """A connection whose handshake fails with an error redis-py does not clean up after
+    (not a ``RedisError``), once its socket is open."""
+
+    def on_connect(self) -> None:  # what redis-py before 5.1 calls
+        raise ValueError("handshake went wrong")
+
+    def on_connect_check_health(self, check_health: bool = True) -> None:
+        self.on_connect()
+
+
+def test_a_connection_that_fails_once_open_is_closed(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Even while the logged failure (and its traceback) is kept by a log handler.
+    pool = redis.ConnectionPool(port=redis_server.port, connection_class=_FailingHandshake)
+    looker = RedisTokenStore(redis.Redis(connection_pool=pool), "k")
+    connections = _connections(redis_server)
+    with caplog.at_level(logging.WARNING):
+        looker.peek(0)
+        wait_for(lambda: "for new tokens failed (ValueError: handshake went wrong" in caplog.text)
+    wait_for(lambda: not _connecting())
+    assert _connections(redis_server) == connections + 1  # it was open
+    clients = _stats_client(redis_server).client_list
+    wait_for(lambda: len(clients()) == 1)  # and is closed: only the stats client's is left
+
+
 def test_a_program_exits_while_its_watch_is_still_connecting(
     relay: Callable[[float | None], _Relay],
 ) -> None:
-    # A Redis that accepts and never answers: the connecting thread must not keep the
-    # program alive.
+    # A Redis that accepts and never answers (the client's AUTH waits for its minute):
+    # the connecting thread must not keep the program alive.
     silent = relay(None)
     code = (
         "import threading, redis\n"
         "from zeep_sfrefresh import RedisTokenStore\n"
-        f"store = RedisTokenStore(redis.Redis(port={silent.port}), 'k')\n"
+        f"client = redis.Redis(port={silent.port}, password='pw', socket_timeout=60)\n"
+        "store = RedisTokenStore(client, 'k')\n"
         "store.peek(0)\n"
         "print(any(t.name == 'zeep-sfrefresh-watch-connect' for t in threading.enumerate()))\n"
     )
