@@ -737,14 +737,20 @@ def test_a_store_collected_while_its_watch_connects_closes_the_connection_made(
     assert not watcher.reading
 
 
+def _watched(server: RedisServer) -> tuple[RedisTokenStore, redis_store_module._Watcher]:
+    """A store whose watch is reading, and that watch."""
+    looker = RedisTokenStore(server.client(), "k")
+    looker.peek(0)
+    wait_for(lambda: _watches(server) == 1)
+    watcher = looker._watcher
+    assert watcher is not None
+    return looker, watcher
+
+
 def test_a_store_collected_closes_its_watch_even_while_a_look_reads_it(
     redis_server: RedisServer,
 ) -> None:
-    looker = RedisTokenStore(redis_server.client(), "k")
-    looker.peek(0)
-    wait_for(lambda: _watches(redis_server) == 1)
-    watcher = looker._watcher
-    assert watcher is not None
+    looker, watcher = _watched(redis_server)
     connections = _connections(redis_server)
     with watcher._lock:  # as a look under way in another thread holds it
         del looker
@@ -763,14 +769,10 @@ def test_a_store_collected_closes_its_watch_even_while_a_look_reads_it(
 def test_a_watch_kept_alive_by_something_else_still_ends_with_its_store(
     redis_server: RedisServer,
 ) -> None:
-    looker = RedisTokenStore(redis_server.client(), "k")
-    looker.peek(0)
-    wait_for(lambda: _watches(redis_server) == 1)
-    watcher = looker._watcher
+    looker, watcher = _watched(redis_server)
     del looker
     gc.collect()
     wait_for(lambda: _watches(redis_server) == 0)
-    assert watcher is not None
     assert not watcher.reading
 
 
