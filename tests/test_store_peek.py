@@ -737,6 +737,23 @@ def test_a_store_collected_while_its_watch_connects_closes_the_connection_made(
     assert not watcher.reading
 
 
+def test_a_store_collected_while_its_watch_connects_logs_no_failure_of_it(
+    redis_server: RedisServer,
+    relay: Callable[[float | None], _Relay],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The connection then fails (the relay hangs up): nobody is left to be told.
+    connecting = relay(None)
+    looker = RedisTokenStore(connecting.client(), "k")
+    with caplog.at_level(logging.WARNING):
+        looker.peek(0)
+        del looker
+        gc.collect()
+        connecting.close()
+        wait_for(lambda: not _connecting())
+    assert caplog.text == ""
+
+
 def _watched(server: RedisServer) -> tuple[RedisTokenStore, redis_store_module._Watcher]:
     """A store whose watch is reading, and that watch."""
     looker = RedisTokenStore(server.client(), "k")

@@ -402,7 +402,8 @@ class _Watcher:
             self._send(connection)  # connects first
         except Exception as exc:  # noqa: BLE001 - in a thread of its own: logged, tried again
             with self._lock:
-                self._failed(exc)
+                if not self._ended:  # a watch whose store is gone has nothing to report
+                    self._failed(exc)
             if connection is not None:
                 connection.disconnect()
         else:
