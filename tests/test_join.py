@@ -5,9 +5,11 @@ Real parts: the stand-in org over sockets, token files on disk, a real redis-ser
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -92,7 +94,8 @@ def test_a_call_made_while_another_worker_refreshes_waits_for_its_token(
     wait_for(lambda: b_store.peek_intent(1) is not None)  # Redis: announced to b's watch
     posts = a.org.soap_posts
     second = InBackground(b.client.service.getServerTimestamp)
-    time.sleep(0.2)
+    wait_for(lambda: _running("_await_announced"))  # b's call joined a's refresh
+    time.sleep(0.1)
     assert second.running
     assert a.org.soap_posts == posts  # b waits for a's token rather than send a doomed call
     release.set()
@@ -104,6 +107,49 @@ def test_a_call_made_while_another_worker_refreshes_waits_for_its_token(
     assert b.transport.token.access_token == fresh
     assert b.oauth.token["access_token"] == fresh
     assert b.saved == []  # its token_updater is for tokens it refreshed itself
+    assert [(e.kind, e.reason) for e in events] == [("adopted", JOINED_REFRESH)]
+
+
+def _running(function: str) -> bool:
+    """Whether a thread is inside a function of that name (a call waiting where a test
+    needs it to be before it goes on)."""
+    for top in sys._current_frames().values():
+        frame: FrameType | None = top
+        while frame is not None:
+            if frame.f_code.co_name == function:
+                return True
+            frame = frame.f_back
+    return False
+
+
+class _LateStore(MemoryTokenStore):
+    """A store whose waits for a change always run their course and find nothing, as one
+    whose pause ends just before the token comes."""
+
+    def wait_for_change(self, version: int, timeout: float) -> StoredToken | None:
+        time.sleep(timeout)
+        return None
+
+
+def test_a_joined_refresh_whose_token_comes_as_a_pause_ends_is_still_the_joined_one(
+    harness: Build,
+) -> None:
+    # The look that sees the intent go has the token: adopted as the refresh joined, not
+    # as a token found in the store.
+    events: list[RefreshEvent] = []
+    shared = _LateStore()
+    a, b, _ = workers_on_one_store(harness, lambda: shared, listener=events.append)
+    release = a.org.hold_token_requests()
+    first = InBackground(a.client.service.getServerTimestamp)
+    wait_for(lambda: a.org.token_requests == 1)
+    posts = a.org.soap_posts
+    second = InBackground(b.client.service.getServerTimestamp)
+    wait_for(lambda: _running("_await_announced"))
+    release.set()
+    assert first.join().error is None, first.error
+    assert second.join().error is None, second.error
+    assert a.org.soap_posts == posts + 2  # a's resend, b's one call
+    assert b.transport.token.access_token == a.saved[0]["access_token"]
     assert [(e.kind, e.reason) for e in events] == [("adopted", JOINED_REFRESH)]
 
 

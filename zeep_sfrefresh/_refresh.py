@@ -329,9 +329,10 @@ class Refresher:
         self, sent: Token, intent: RefreshIntent, wait: float
     ) -> StoredToken | None:
         """Wait up to ``wait`` seconds for the token of the refresh ``intent`` announced:
-        the store's newer token once it holds one; None as soon as the intent changes (that
-        refresh ended without a token, or gave way) or this process's token is no longer
-        ``sent``, and when the wait runs out (then :attr:`_joined`: not waited for again)."""
+        the store's newer token once it holds one (also when it comes just as a pause of
+        the wait ends); None as soon as the intent changes without one (that refresh ended
+        without a token, or gave way) or this process's token is no longer ``sent``, and
+        when the wait runs out (then :attr:`_joined`: not waited for again)."""
         store, version, peek_intent = self._store, self._version, self._peek_intent
         assert peek_intent is not None  # _announced found the intent through it
         pause = _pause(store)
@@ -341,7 +342,9 @@ class Refresher:
             if stored is not None and stored.version > version:
                 return stored
             if self._generation.token is not sent or peek_intent(version) != intent:
-                return None
+                # That refresh ended, maybe with the token it stored just after the wait
+                # above gave up: the same look that saw the intent go has it.
+                return None if self._peek is None else self._peek(version)
         self._joined = intent
         logger.info(
             "another worker's refresh of this token stored no token within %.3g s of its "
