@@ -793,6 +793,18 @@ def test_a_watch_kept_alive_by_something_else_still_ends_with_its_store(
     assert not watcher.reading
 
 
+def test_a_look_never_waits_for_a_waiting_worker(redis_server: RedisServer) -> None:
+    # That worker reads the watch's socket, blocked: a call's look skips it instead.
+    looker, watcher = _watched(redis_server)
+    waiter = InBackground(lambda: looker.wait_for_change(1, 3))
+    wait_for(watcher._lock.locked)
+    started = time.monotonic()
+    assert looker.peek(1) is None
+    assert looker.peek_intent(1) is None
+    assert time.monotonic() - started < 1.5
+    assert waiter.join(10).result is None
+
+
 def test_waiting_workers_all_wake_for_one_token(redis_server: RedisServer) -> None:
     # One of them reads the watch's socket, the others queue for it: each, once it has its
     # turn, finds the token already read.
