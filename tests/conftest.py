@@ -338,8 +338,8 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 def watches_end() -> Iterator[None]:
     """Stores left in reference cycles are collected after the test, which closes their
     Redis watches' connections: a watch left open would hold a connection to the Redis of
-    a test already over, and a connection being made when its test stopped that Redis
-    would log the failure during the next test. For test modules that make Redis stores
+    a test already over (one still being made is closed once made, its failure not
+    logged). For test modules that make Redis stores
     with the watch on (``pytestmark = pytest.mark.usefixtures("watches_end")``)."""
     yield
     gc.collect()

@@ -145,31 +145,21 @@ class _UnpeekedStore(MemoryTokenStore):
         return stored
 
 
-def test_a_joined_refresh_is_waited_for_in_a_store_without_peek(harness: Build) -> None:
-    # The token the wait returns is the one adopted: nothing else would look for it.
-    events: list[RefreshEvent] = []
-    shared = _UnpeekedStore()
-    a, b, _ = workers_on_one_store(harness, lambda: shared, listener=events.append)
-    release = a.org.hold_token_requests()
-    first = InBackground(a.client.service.getServerTimestamp)
-    wait_for(lambda: a.org.token_requests == 1)
-    posts = a.org.soap_posts
-    second = InBackground(b.client.service.getServerTimestamp)
-    wait_for(lambda: _running("_await_announced"))
-    release.set()
-    assert first.join().error is None, first.error
-    assert second.join().error is None, second.error
-    assert a.org.soap_posts == posts + 2  # a's resend, b's one call
-    assert [(e.kind, e.reason) for e in events] == [("adopted", JOINED_REFRESH)]
-
-
-def test_a_joined_refresh_whose_token_comes_as_a_pause_ends_is_still_the_joined_one(
-    harness: Build,
+@pytest.mark.parametrize(
+    "store_class",
+    [
+        # The look that sees the intent go has the token: adopted as the refresh joined,
+        # not as a token found in the store.
+        pytest.param(_LateStore, id="token-as-a-pause-ends"),
+        # The token the wait returns is the one adopted: nothing else would look for it.
+        pytest.param(_UnpeekedStore, id="store-without-peek"),
+    ],
+)
+def test_a_joined_refresh_is_adopted_as_joined(
+    harness: Build, store_class: type[MemoryTokenStore]
 ) -> None:
-    # The look that sees the intent go has the token: adopted as the refresh joined, not
-    # as a token found in the store.
     events: list[RefreshEvent] = []
-    shared = _LateStore()
+    shared = store_class()
     a, b, _ = workers_on_one_store(harness, lambda: shared, listener=events.append)
     release = a.org.hold_token_requests()
     first = InBackground(a.client.service.getServerTimestamp)
