@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import logging
 import multiprocessing
 import os
@@ -537,6 +538,21 @@ def repeat_seconds(call: Callable[[], object], repeats: int, target: float = 0.0
         number *= 10 if elapsed < target / 10 else 2
     times = [elapsed, *timer.repeat(repeat=repeats - 1, number=number)]
     return [seconds / number for seconds in times]
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Run a collection, then keep the cyclic garbage collector off inside the block.
+
+    As ``timeit`` does: a collection lands wherever the allocation count runs out, so a
+    lone timed call may carry one that was counted up by calls before it.
+    """
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 # --- formatting ------------------------------------------------------------------------------

@@ -6,11 +6,15 @@ store failures) are collected in test_fault_injection.py; concurrency in test_th
 
 from __future__ import annotations
 
+import gc
+import types
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from conftest import SOQL, Harness, make_oauth
 
+import zeep_sfrefresh
 from zeep_sfrefresh import SalesforceTransport, TokenDestinationError
 from zeep_sfrefresh.testing import StandInOrg
 
@@ -112,6 +116,47 @@ def test_client_id_comes_from_the_session_when_refresh_kwargs_lack_it(
     h.org.expire_all_sessions()
     h.client.service.getServerTimestamp()
     assert (h.org.token_requests, h.org.token_failures) == (1, 0)
+
+
+def _ours(thing: object) -> bool:
+    """Whether ``thing`` is the transport's: a frame, generator or coroutine of its code, an
+    instance of one of its classes, or one of its functions (bound or not); the stand-in
+    org, serving in this process, is not."""
+    package = Path(zeep_sfrefresh.__file__).parent
+    code = getattr(thing, "f_code", None) or getattr(thing, "gi_code", None)
+    code = code or getattr(thing, "cr_code", None)
+    if isinstance(code, types.CodeType):
+        where = Path(code.co_filename)
+        return where.is_relative_to(package) and not where.is_relative_to(package / "testing")
+    function = getattr(thing, "__func__", thing)
+    module = function.__module__ if isinstance(function, types.FunctionType) else None
+    module = module or type(thing).__module__
+    return module.startswith("zeep_sfrefresh") and not module.startswith("zeep_sfrefresh.testing")
+
+
+def test_calls_and_expiries_leave_no_reference_cycle_of_the_transports(harness: Build) -> None:
+    # Cyclic garbage waits for the collector, whose full passes take tens of milliseconds
+    # under a loaded WSDL: what the expiry path builds must be freed by reference counts.
+    h = harness()
+    h.client.service.query(SOQL)
+    h.org.expire_all_sessions()
+    h.client.service.query(SOQL)  # the first expiry builds what later ones reuse
+    gc.collect()
+    gc.disable()
+    try:
+        gc.set_debug(gc.DEBUG_SAVEALL)  # found garbage is kept in gc.garbage, to look at
+        for _ in range(3):
+            assert h.client.service.query(SOQL).body.result.size == 10
+            h.org.expire_all_sessions()
+            assert h.client.service.query(SOQL).body.result.size == 10
+        gc.collect()
+        found = [thing for thing in gc.garbage if _ours(thing)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert h.org.token_requests == 4
+    assert found == []
 
 
 # 5. resend once -----------------------------------------------------------------------------
