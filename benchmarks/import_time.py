@@ -56,6 +56,7 @@ OFF_THE_HAPPY_PATH = (
     "filelock",
     "http.server",
     "requests_oauthlib",
+    "zeep_sfrefresh._callouts",
     "zeep_sfrefresh._clients",
     "zeep_sfrefresh._login",
     "zeep_sfrefresh._records",

@@ -225,3 +225,15 @@ def test_token_request_flow_outcomes() -> None:
     assert isinstance(send, Send)
     assert send.headers == {}  # not even the header the caller gave
     assert finish(away, Answer(401, REST_401))[1] is None
+
+
+def test_a_send_step_shows_neither_its_message_nor_its_headers() -> None:
+    current = generation("00Dx!SESSION")
+    send = next(call(current))
+    assert isinstance(send, Send)
+    assert b"00Dx!SESSION" in _message(send)  # what the repr must not show
+    bearer = Send(f"{INSTANCE}/x", None, "GET", {"Authorization": "Bearer 00Dx!SESSION"})
+    for step in (send, bearer):
+        text = repr(step)
+        assert "00Dx!SESSION" not in text
+        assert text == f"Send(address={step.address!r}, method={step.method!r})"

@@ -21,6 +21,7 @@ NOT_ON_THE_HAPPY_PATH = {
     "zeep_sfrefresh._records": "sobject",
     "zeep_sfrefresh._clients": "connect",
     "zeep_sfrefresh._rest": "RestAuth",
+    "zeep_sfrefresh._callouts": "RestAuth",  # also a transport's first callout()
 }
 """Modules neither ``import zeep_sfrefresh`` nor a transport's calls (a refresh included)
 load, each with a public name whose first use loads it."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from zeep_sfrefresh import Token
-from zeep_sfrefresh._tokens import fingerprint
+from zeep_sfrefresh import Token, TokenRefreshError
+from zeep_sfrefresh._tokens import Generation, fingerprint
 
 ACCESS = "00D000000000001!AQ0AQSECRETACCESS"
 REFRESH = "5Aep861SECRETREFRESH"
@@ -82,6 +82,16 @@ def test_repr_shows_fingerprints_only() -> None:
     assert "SECRET" not in text
     assert fingerprint(ACCESS) in text
     assert fingerprint(REFRESH) in text
+
+
+def test_a_generations_repr_shows_its_epoch_and_failure_and_no_secret() -> None:
+    token = Token({"access_token": ACCESS, "refresh_token": REFRESH})
+    failed = Generation(token, 3, TokenRefreshError("the token endpoint refused"))
+    assert (failed.token, failed.epoch) == (token, 3)
+    text = repr(failed)
+    assert "SECRET" not in text
+    assert text == f"Generation(token={token!r}, epoch=3, failure={failed.failure!r})"
+    assert repr(Generation(token, 1)) == f"Generation(token={token!r}, epoch=1, failure=None)"
 
 
 def test_fingerprint_is_stable_and_distinguishes() -> None:

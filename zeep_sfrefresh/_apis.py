@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "APEX_WSDL",
+    "DEFAULT_API_VERSION",
     "ENTERPRISE_WSDL",
     "METADATA_WSDL",
     "PARTNER_WSDL",
@@ -22,6 +23,9 @@ __all__ = [
     "SoapApi",
     "api_for_address",
 ]
+
+DEFAULT_API_VERSION = "66.0"
+"""The REST API version a REST session puts in front of a relative path."""
 
 SOAP_PATH_PREFIX = "/services/Soap/"
 """Every Salesforce SOAP endpoint lives under this path on the instance host."""

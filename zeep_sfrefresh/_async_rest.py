@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ._apis import DEFAULT_API_VERSION
 from ._callouts import TokenRequest, token_request_flow
 from ._flow import Outcome, Send, Step, asettle, settle
-from ._rest import _OUTCOME, DEFAULT_API_VERSION, rest_url
+from ._rest import _OUTCOME, rest_url
 
 if TYPE_CHECKING:
     from ._core import Core

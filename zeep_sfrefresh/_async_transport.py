@@ -26,10 +26,10 @@ from lxml import etree
 from requests_oauthlib import OAuth2Session
 from zeep.transports import AsyncTransport
 
+from ._apis import DEFAULT_API_VERSION
 from ._async_rest import AsyncRestAuth, AsyncRestClient
 from ._base import TransportBase, scrub_answer
 from ._flow import Send, adrive
-from ._rest import DEFAULT_API_VERSION
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

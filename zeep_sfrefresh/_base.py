@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, cast
 import requests
 from lxml import etree
 
-from ._callouts import TokenRequest, callout_path, token_request_flow
 from ._core import Core, SalesforceOptions, build_core
 from ._flow import HttpResponse, Outcome, Step, check_sendable, soap_call
 from ._redaction import redact
@@ -131,6 +130,9 @@ class TransportBase:
     ) -> Generator[Step, Any, tuple[Any, Outcome | None]]:
         """A callout is a :class:`TokenRequest` like a REST request through the auth, with
         merge fields and Bearer on REST paths only: one policy for both."""
+        # Here, not at the top: a transport that makes no callout never loads them.
+        from ._callouts import TokenRequest, callout_path, token_request_flow
+
         path = callout_path(url, self.name)
         current, announced = self._core.refresher.begin()
         instance = check_sendable(current.token, soap=False)

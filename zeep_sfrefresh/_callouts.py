@@ -23,7 +23,6 @@ from ._routing import DestinationPolicy
 from ._tokens import Generation, Token
 
 __all__ = [
-    "DEFAULT_API_VERSION",
     "MERGE_FIELD",
     "TokenRequest",
     "callout_path",
@@ -31,9 +30,6 @@ __all__ = [
     "route_any_path",
     "token_request_flow",
 ]
-
-DEFAULT_API_VERSION = "66.0"
-"""The REST API version a REST session puts in front of a relative path."""
 
 MERGE_FIELD = "{!$Credential.OAuthToken}"
 """Apex's merge field for a Named Credential's access token; callouts fill it in."""

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, NamedTuple, TypedDict
 
 import requests
 
@@ -74,8 +73,7 @@ class SalesforceOptions(TypedDict, total=False):
     """The Named Credential name the transport's ``callout`` URLs use (``callout:NAME/...``)."""
 
 
-@dataclass(frozen=True, eq=False)
-class Core:
+class Core(NamedTuple):
     """What a transport's calls are decided by; built once, by :func:`build_core`."""
 
     refresher: Refresher

@@ -50,8 +50,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from urllib.parse import urlsplit
 
 from ._breaker import DEFAULT_BREAKER, NO_BREAKER, CircuitBreaker
@@ -123,9 +122,10 @@ waited for before going out (:meth:`Refresher.join`)."""
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What to do with a refresh token: send it (``attempt``), wait, or never send it."""
+class Plan(NamedTuple):
+    """What to do with a refresh token: send it (``attempt``), wait, or never send it.
+
+    A named tuple, as the flow's steps are: immutable, and cheap to define at import."""
 
     attempt: int = 0
     """The number this token request would be among those made with the refresh token."""

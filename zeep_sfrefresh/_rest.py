@@ -21,14 +21,15 @@ from typing import TYPE_CHECKING, Any, cast
 import requests
 from requests.auth import AuthBase
 
-from ._callouts import DEFAULT_API_VERSION, TokenRequest, token_request_flow
+from ._apis import DEFAULT_API_VERSION
+from ._callouts import TokenRequest, token_request_flow
 from ._flow import Outcome, Send, Step, settle
 from ._forks import reset_in_child
 
 if TYPE_CHECKING:
     from ._core import Core
 
-__all__ = ["DEFAULT_API_VERSION", "RestAuth", "RestSession", "rest_outcome", "rest_url"]
+__all__ = ["RestAuth", "RestSession", "rest_outcome", "rest_url"]
 
 _OUTCOME = "_zeep_sfrefresh_outcome"
 

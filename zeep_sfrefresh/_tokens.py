@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 __all__ = ["Generation", "Token", "fingerprint"]
@@ -94,7 +93,6 @@ class Token:
         )
 
 
-@dataclass(frozen=True, eq=False)
 class Generation:
     """One state of a refresher: the token calls send, and how that state came to be.
 
@@ -103,10 +101,18 @@ class Generation:
     failure. A call remembers the generation it sent; when its session expires, the
     refresher compares that object with its current one to tell "refresh now" from "someone
     already did" and from "the refresh of this token just failed: share that failure".
-    Compared by identity; ``epoch`` numbers them for people.
+    Compared by identity; ``epoch`` numbers them for people. A plain class with slots rather
+    than a dataclass: one is made per refresh, and the class costs next to nothing to define
+    at ``import zeep_sfrefresh``.
     """
 
-    token: Token
-    epoch: int
-    failure: BaseException | None = None
-    """Why the refresh of ``token`` failed, for a generation made by a failure."""
+    __slots__ = ("epoch", "failure", "token")
+
+    def __init__(self, token: Token, epoch: int, failure: BaseException | None = None) -> None:
+        self.token: Final = token
+        self.epoch: Final = epoch
+        self.failure: Final = failure
+        """Why the refresh of ``token`` failed, for a generation made by a failure."""
+
+    def __repr__(self) -> str:
+        return f"Generation(token={self.token!r}, epoch={self.epoch}, failure={self.failure!r})"

@@ -17,8 +17,8 @@ import requests
 from lxml import etree
 from zeep.transports import Transport
 
+from ._apis import DEFAULT_API_VERSION
 from ._base import TransportBase, scrub_answer
-from ._callouts import DEFAULT_API_VERSION
 from ._core import check_session
 from ._flow import Send, drive
 from ._forks import reset_in_child
