@@ -83,7 +83,7 @@ ResultT = TypeVar("ResultT")
 
 
 # The steps are named tuples, not dataclasses: immutable all the same, and defining one costs
-# a tenth of a dataclass at ``import zeep_sfrefresh`` (no generated methods to compile).
+# a sixth of a dataclass at ``import zeep_sfrefresh`` (no generated methods to compile).
 
 
 class Send(NamedTuple):

@@ -102,8 +102,7 @@ class Generation:
     refresher compares that object with its current one to tell "refresh now" from "someone
     already did" and from "the refresh of this token just failed: share that failure".
     Compared by identity; ``epoch`` numbers them for people. A plain class with slots rather
-    than a dataclass: one is made per refresh, and the class costs next to nothing to define
-    at ``import zeep_sfrefresh``.
+    than a dataclass, which would cost about 0.5 ms to define at ``import zeep_sfrefresh``.
     """
 
     __slots__ = ("epoch", "failure", "token")
