@@ -16,12 +16,13 @@ figure is the median (and min-max) over rounds. The stand-in token endpoint answ
 against Salesforce, add the real token endpoint's latency to the added time.
 
 The cyclic garbage collector is paused while a round is timed and run between rounds, as
-``timeit`` does. zeep leaves about 600 objects in reference cycles per call (the transport
-leaves none: tests/test_transport.py pins it), so a collection comes about once a call and
-lands wherever its count runs out; the floor takes the median of three normal calls, which
-drops one, while the lone expired call carries every one that lands in it (and, now and then,
-a full collection of the loaded WSDL's objects: 20-40 ms). With the collector running, the
-ratio came out about 0.05 higher and the slowest rounds 20-40 ms longer.
+``timeit`` does. zeep leaves about 600 objects in reference cycles per call of this query
+(the transport leaves none: tests/test_transport.py pins it), so a collection comes every
+call or two and lands wherever its count runs out; the floor takes the median of three
+normal calls, which drops one, while the lone expired call carries every one that lands in
+it (and, now and then, a full collection of the loaded WSDL's objects: 20-40 ms). With the
+collector running, the ratio came out about 0.05 higher and the slowest rounds 20-40 ms
+longer.
 """
 
 from __future__ import annotations
