@@ -21,7 +21,7 @@ The cyclic garbage collector is paused while a round is timed and run between ro
 call or two and lands wherever its count runs out; the floor takes the median of three
 normal calls, which drops one, while the lone expired call carries every one that lands in
 it (and, now and then, a full collection of the loaded WSDL's objects: 20-40 ms). With the
-collector running, the ratio came out about 0.05 higher and the slowest rounds 20-40 ms
+collector running, the ratio came out 0.05-0.1 higher and the slowest rounds 20-40 ms
 longer.
 """
 
