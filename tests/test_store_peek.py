@@ -587,40 +587,13 @@ def test_a_wait_on_the_watch_ends_when_redis_goes_away(redis_server: RedisServer
     assert time.monotonic() - started < 8
 
 
-class _Hangup:
-    """A TCP server on 127.0.0.1 that closes every connection at once, noting when each came:
-    a Redis that fails every command the same way, so the watch's retries can be counted."""
+class _Listener:
+    """A TCP server on 127.0.0.1 handing each connection it accepts to :meth:`_take`, in its
+    accepting thread, until closed."""
 
     def __init__(self) -> None:
-        self.arrivals: list[float] = []
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self._server.accept()
-            except OSError:
-                return  # closed
-            self.arrivals.append(time.monotonic())
-            connection.close()
-
-    def close(self) -> None:
-        self._server.close()
-
-
-class _Relay:
-    """A TCP relay on 127.0.0.1 to a Redis that makes each new connection wait ``delay``
-    seconds before it reaches the server (None: never): a watch still being connected, for
-    as long as a test needs. Each side's close closes the other."""
-
-    def __init__(self, upstream: int, delay: float | None) -> None:
-        self._upstream, self._delay = upstream, delay
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port = self._server.getsockname()[1]
-        self._closed = threading.Event()
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -629,7 +602,40 @@ class _Relay:
                 accepted, _ = self._server.accept()
             except OSError:
                 return  # closed
-            threading.Thread(target=self._relay, args=(accepted,), daemon=True).start()
+            self._take(accepted)
+
+    def _take(self, accepted: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._server.close()
+
+
+class _Hangup(_Listener):
+    """Closes every connection at once, noting when each came: a Redis that fails every
+    command the same way, so the watch's retries can be counted."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[float] = []
+        super().__init__()
+
+    def _take(self, accepted: socket.socket) -> None:
+        self.arrivals.append(time.monotonic())
+        accepted.close()
+
+
+class _Relay(_Listener):
+    """A relay to a Redis that makes each new connection wait ``delay`` seconds before it
+    reaches the server (None: never): a watch still being connected, for as long as a test
+    needs. Each side's close closes the other."""
+
+    def __init__(self, upstream: int, delay: float | None) -> None:
+        self._upstream, self._delay = upstream, delay
+        self._closed = threading.Event()
+        super().__init__()
+
+    def _take(self, accepted: socket.socket) -> None:
+        threading.Thread(target=self._relay, args=(accepted,), daemon=True).start()
 
     def _relay(self, accepted: socket.socket) -> None:
         if self._closed.wait(self._delay):
@@ -650,7 +656,7 @@ class _Relay:
 
     def close(self) -> None:
         self._closed.set()
-        self._server.close()
+        super().close()
 
 
 @pytest.fixture
