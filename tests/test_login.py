@@ -12,7 +12,6 @@ import hashlib
 import json
 import socket
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -224,38 +223,51 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _browser(urls: list[str], answers: list[requests.Response]) -> Callable[[str], None]:
-    """What a browser does with the printed URL: follow the redirects to the callback."""
+class _Browser:
+    """What a browser does with the printed URL: follow the redirects to the callback.
 
-    def show(url: str) -> None:
-        urls.append(url)
+    The visit runs on its own thread, since the login is waiting for it; `finish` waits for the
+    page it ends on, which the login may return before the browser has read.
+    """
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+        self.answers: list[requests.Response] = []
+        self._visits: list[threading.Thread] = []
+
+    def __call__(self, url: str) -> None:
+        self.urls.append(url)
 
         def visit() -> None:
-            answers.append(requests.get(url, timeout=10))
+            self.answers.append(requests.get(url, timeout=10))
 
-        threading.Thread(target=visit, daemon=True).start()
+        self._visits.append(threading.Thread(target=visit, daemon=True))
+        self._visits[-1].start()
 
-    return show
+    def finish(self) -> list[requests.Response]:
+        for visit in self._visits:
+            visit.join(timeout=15)
+        return self.answers
 
 
 def test_web_login_with_pkce_through_the_loopback_redirect(sf_org: StandInOrg) -> None:
     redirect = f"http://localhost:{_free_port()}/OauthRedirect"
     sf_org.callback_urls.add(redirect)
-    urls: list[str] = []
-    answers: list[requests.Response] = []
+    browser = _Browser()
     token = web_login(
         sf_org.url,
         client_id=sf_org.client_id,
         redirect_uri=redirect,
-        show=_browser(urls, answers),
+        show=browser,
         wait=20,
     )
     assert token.refresh_token is not None
     assert sf_org.refresh_token_state(token.refresh_token) == "active"
     assert sf_org.is_valid_session(token.access_token)
     assert sf_org.token_requests_by_grant["authorization_code"] == 1
-    assert "code_challenge=" in urls[0]
-    assert answers
+    assert "code_challenge=" in browser.urls[0]
+    answers = browser.finish()
+    assert len(answers) == 1
     assert answers[0].status_code == 200
     assert "Logged in" in answers[0].text
 
@@ -269,7 +281,7 @@ def test_web_login_reports_a_denial_and_a_wrong_port(sf_org: StandInOrg) -> None
             sf_org.url,
             client_id=sf_org.client_id,
             redirect_uri=redirect,
-            show=_browser([], []),
+            show=_Browser(),
             wait=20,
         )
     assert sf_org.token_requests == 0
