@@ -699,15 +699,16 @@ def test_a_lease_lost_or_unrenewable_is_logged(
     store = _seeded(redis_server, lock_timeout=0.3)
     with store.lock():
         redis_server.client().set("k:lock", b"another-worker")
-        time.sleep(0.35)  # the next renewal finds another owner, and none is tried after it
-        assert not _RENEWER._leases  # nor kept: the lease is another worker's now
+        # The next renewal finds another owner, and the lease is not kept (it is another
+        # worker's now); no renewal is tried after it.
+        wait_for(lambda: not _RENEWER._leases)
+        time.sleep(0.25)
         redis_server.client().delete("k:lock")  # whose refresh ends
     assert caplog.text.count("the Redis lock 'k:lock' expired under its holder") == 1
     caplog.clear()
     with store.lock():
         redis_server.stop()
-        time.sleep(0.25)
-    assert "could not renew the Redis lock 'k:lock': " in caplog.text
+        wait_for(lambda: "could not renew the Redis lock 'k:lock': " in caplog.text)
     assert "could not release the Redis lock 'k:lock': " in caplog.text
 
 
