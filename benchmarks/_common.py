@@ -542,17 +542,20 @@ def repeat_seconds(call: Callable[[], object], repeats: int, target: float = 0.0
 
 @contextmanager
 def collector_paused() -> Iterator[None]:
-    """Run a collection, then keep the cyclic garbage collector off inside the block.
+    """Run a collection, then keep the cyclic garbage collector off inside the block (and
+    as it was after it).
 
     As ``timeit`` does: a collection lands wherever the allocation count runs out, so a
     lone timed call may carry one that was counted up by calls before it.
     """
+    enabled = gc.isenabled()
     gc.collect()
     gc.disable()
     try:
         yield
     finally:
-        gc.enable()
+        if enabled:
+            gc.enable()
 
 
 # --- formatting ------------------------------------------------------------------------------
